@@ -1,0 +1,3 @@
+"""deltaspace: delta tuning (PEFT) for transformers."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,84 @@
+"""The contract every delta method follows.
+
+A delta method is a config dataclass (what the user writes) whose ``attach`` inserts the method into a
+frozen model in place and returns an :class:`AttachedDelta` (what the method owns inside that model).
+Composition over inheritance: ``DeltaModel`` only ever talks to these two small interfaces, so a new
+method is one file in ``deltaspace/deltas`` that registers its config with :func:`register_delta`.
+
+A delta's *solution* is the ordered mapping ``parameter name -> tensor`` of the parameters it owns, the
+names being fully qualified inside the base model. Everything downstream (saving, the subspace study)
+treats a solution as plain named tensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from torch import nn
+
+_REGISTRY: dict[str, type[DeltaConfig]] = {}
+
+
+@dataclasses.dataclass
+class DeltaConfig(ABC):
+    """Base class of delta-method configs. Subclasses are dataclasses with JSON-friendly fields."""
+
+    method: ClassVar[str] = ""
+
+    @abstractmethod
+    def attach(self, model: nn.Module) -> AttachedDelta:
+        """Insert the method into ``model`` in place (called under a seeded RNG) and return its handle."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, **dataclasses.asdict(self)}
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> DeltaConfig:
+        data = dict(data)
+        method = data.pop("method", None)
+        if method not in _REGISTRY:
+            known = ", ".join(sorted(_REGISTRY))
+            raise ValueError(f"unknown delta method {method!r} in saved config; known methods: {known}")
+        return _REGISTRY[method].from_fields(data)
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> DeltaConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - names)
+        if unknown:
+            raise ValueError(f"{cls.__name__} got unknown option(s) {unknown}; valid options: {sorted(names)}")
+        return cls(**fields)
+
+
+class AttachedDelta(ABC):
+    """One delta method living inside one model."""
+
+    config: DeltaConfig
+
+    @abstractmethod
+    def parameter_names(self) -> list[str]:
+        """Fully qualified names (inside the base model) of the parameters this delta trains, in a fixed order."""
+
+    @abstractmethod
+    def detach(self, model: nn.Module) -> None:
+        """Remove the delta, leaving ``model`` exactly as it was before ``attach``."""
+
+    def prepare_inputs(self, inputs: dict[str, Any], model: nn.Module) -> dict[str, Any]:
+        """Rewrite forward keyword arguments before the base model sees them (prompt tuning). Default: as is."""
+        return inputs
+
+
+def register_delta(cls: type[DeltaConfig]) -> type[DeltaConfig]:
+    """Class decorator: make a config loadable by its ``method`` name."""
+    if not cls.method:
+        raise TypeError(f"{cls.__name__} must set the class attribute `method`")
+    if cls.method in _REGISTRY and _REGISTRY[cls.method] is not cls:
+        raise ValueError(f"delta method {cls.method!r} is already registered by {_REGISTRY[cls.method].__name__}")
+    _REGISTRY[cls.method] = cls
+    return cls
+
+
+def registered_methods() -> dict[str, type[DeltaConfig]]:
+    return dict(_REGISTRY)
