@@ -1,0 +1,75 @@
+"""timm-style attention modules (fused ``qkv``, ``num_heads``, ``proj``) routed through the explicit core.
+
+timm's ``Attention`` fixes its fused-SDPA switch at construction and never exposes the attention maps, so an
+attention-level delta cannot hook it. :func:`swap` changes the module's class to a subclass whose forward is
+the explicit computation of :mod:`deltaspace.attention.core` (the same one the transformers hook uses),
+keeping every submodule and parameter in place; :func:`restore` puts the original class back. Detection is
+by duck typing (:func:`deltaspace.attention.discovery.is_timm_style`); timm is never imported.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from deltaspace.attention.core import attend
+
+_SWAPPED_CLASSES: dict[type, type] = {}
+
+
+def _explicit_forward(
+    self: nn.Module, x: torch.Tensor, attn_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    batch, length, _ = x.shape
+    heads = self.num_heads
+    head_dim = self.qkv.out_features // (3 * heads)
+    qkv = self.qkv(x).reshape(batch, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+    query, key, value = qkv.unbind(0)
+    if getattr(self, "q_norm", None) is not None:
+        query = self.q_norm(query)
+    if getattr(self, "k_norm", None) is not None:
+        key = self.k_norm(key)
+    attn_drop = getattr(self, "attn_drop", None)
+    dropout = attn_drop.p if isinstance(attn_drop, nn.Dropout) and self.training else 0.0
+    out, _ = attend(
+        self, query, key, value, attn_mask, scaling=getattr(self, "scale", head_dim**-0.5), dropout=dropout
+    )
+    out = out.reshape(batch, length, heads * head_dim)
+    if getattr(self, "norm", None) is not None:
+        out = self.norm(out)
+    out = self.proj(out)
+    if getattr(self, "proj_drop", None) is not None:
+        out = self.proj_drop(out)
+    return out
+
+
+def _swapped_class(cls: type) -> type:
+    if cls not in _SWAPPED_CLASSES:
+        _SWAPPED_CLASSES[cls] = type(
+            f"Deltaspace{cls.__name__}",
+            (cls,),
+            {"forward": _explicit_forward, "_ds_original_class": cls, "__module__": __name__},
+        )
+    return _SWAPPED_CLASSES[cls]
+
+
+def is_swapped(module: nn.Module) -> bool:
+    return "_ds_original_class" in type(module).__dict__
+
+
+def swap(module: nn.Module) -> None:
+    """Route ``module`` through the explicit core (idempotent)."""
+    if is_swapped(module):
+        return
+    if getattr(module, "gate", None) is not None:
+        raise ValueError(
+            f"{type(module).__name__} uses gated attention, which the deltaspace timm-style path does not "
+            "reproduce; build the model without gating"
+        )
+    module.__class__ = _swapped_class(type(module))
+
+
+def restore(module: nn.Module) -> None:
+    """Undo :func:`swap` (no-op for a module that was not swapped)."""
+    if is_swapped(module):
+        module.__class__ = type(module)._ds_original_class

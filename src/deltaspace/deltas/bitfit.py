@@ -1,0 +1,105 @@
+"""BitFit (Ben Zaken et al. 2022): train the base model's existing bias terms, nothing else.
+
+PEFT has no plain BitFit (only LoRA's ``bias="all"`` and BEFT's value-bias tuner), so it lives here. No module
+is added: the delta is the set of bias parameters, θ0 being their pretrained values. ``detach`` writes those
+pretrained values back (kept at attach; biases are small), so unloading returns the untouched base model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import torch
+from torch import nn
+
+from deltaspace.deltas.base import AttachedDelta, DeltaConfig, register_delta
+
+# Fresh task heads among the model's direct children, as DeltaModel detects them (it trains them itself).
+# Pretrained LM heads (lm_head, cls.predictions) are part of the base and are not excluded.
+HEAD_MODULE_NAMES = ("classifier", "score", "qa_outputs", "pre_classifier", "head")
+EMBEDDING_MODULE_NAMES = ("embeddings", "embed_tokens", "embed_positions", "wte", "wpe")
+
+
+def is_head_parameter(name: str, head_modules: tuple[str, ...] = HEAD_MODULE_NAMES) -> bool:
+    return name.split(".", 1)[0] in head_modules
+
+
+def embedding_parameter_names(model: nn.Module) -> set[str]:
+    """Parameters of embedding tables and of the embedding block (e.g. BERT's ``embeddings.LayerNorm``)."""
+    names = set()
+    for module_name, module in model.named_modules():
+        parts = module_name.split(".") if module_name else []
+        if isinstance(module, nn.Embedding) or any(p in EMBEDDING_MODULE_NAMES for p in parts):
+            prefix = f"{module_name}." if module_name else ""
+            names.update(prefix + p for p, _ in module.named_parameters())
+    return names
+
+
+def _is_norm(module: nn.Module) -> bool:
+    return isinstance(module, nn.LayerNorm | nn.GroupNorm) or "norm" in type(module).__name__.lower()
+
+
+@register_delta
+@dataclasses.dataclass
+class BitFitConfig(DeltaConfig):
+    """Train bias parameters: all of them, or those whose name matches ``pattern`` (regex, searched).
+
+    exclude_head skips biases of task heads (DeltaModel trains the head anyway); exclude_embeddings and
+    exclude_layernorm skip the embedding block's and normalisation layers' biases.
+    """
+
+    method = "bitfit"
+
+    pattern: str | None = None
+    exclude_head: bool = True
+    exclude_embeddings: bool = False
+    exclude_layernorm: bool = False
+
+    def bias_names(self, model: nn.Module) -> list[str]:
+        embeddings = embedding_parameter_names(model) if self.exclude_embeddings else set()
+        regex = re.compile(self.pattern) if self.pattern is not None else None
+        names = []
+        all_params = dict(model.named_parameters())
+        for module_name, module in model.named_modules():
+            bias = module._parameters.get("bias")
+            if bias is None:
+                continue
+            name = f"{module_name}.bias" if module_name else "bias"
+            if all_params.get(name) is not bias:  # shared (tied) bias listed under its first name only
+                continue
+            if self.exclude_head and is_head_parameter(name):
+                continue
+            if name in embeddings or (self.exclude_layernorm and _is_norm(module)):
+                continue
+            if regex is not None and not regex.search(name):
+                continue
+            names.append(name)
+        if not names:
+            what = f" matching {self.pattern!r}" if self.pattern else ""
+            raise ValueError(
+                f"BitFit found no bias parameters{what} in {type(model).__name__} (models like LLaMA have no "
+                "biases); pick another method, e.g. lora or ia3"
+            )
+        return names
+
+    def attach(self, model: nn.Module) -> AttachedBitFit:
+        names = self.bias_names(model)
+        params = dict(model.named_parameters())
+        originals = {name: params[name].detach().clone() for name in names}
+        return AttachedBitFit(self, originals)
+
+
+class AttachedBitFit(AttachedDelta):
+    def __init__(self, config: BitFitConfig, originals: dict[str, torch.Tensor]) -> None:
+        self.config = config
+        self._originals = originals
+
+    def parameter_names(self) -> list[str]:
+        return list(self._originals)
+
+    def detach(self, model: nn.Module) -> None:
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in self._originals.items():
+                params[name].copy_(value)

@@ -1,0 +1,154 @@
+"""Coeff-Tuning (Miao, Chen, Qiu, CVPR 2025): tune how each layer's post-softmax attention maps are combined.
+
+Each targeted attention module gets a submodule ``ds_coeff`` holding a zero-initialised residual Δ of shape
+(H, H), H the number of *query* heads (under GQA the maps are mixed after the key/value heads are repeated).
+The attention computes ``C = I + dropout(Δ)`` in training (one inverted-dropout mask per forward per layer,
+shared by the batch) and ``C = I + Δ`` in eval, then ``Â[b, h] = Σ_k C[h, k] · A[b, k]``
+(:mod:`deltaspace.attention`). At Δ = 0 the model is exactly the base model.
+
+Dropout and weight decay act on the residual only, never on the identity, so they cannot delete pretrained
+heads. Only the diagonal of C could be merged into the output projection; the off-diagonal mixing is
+input-dependent and stays an inference-time cost (about H/d_head extra FLOPs of the attention, on the eager
+path). ``attach`` switches the model to the deltaspace attention (``deltaspace.attention.enable``) and
+``detach`` switches it back unless it was on before or another attention-level delta still needs it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deltaspace.attention.discovery import (
+    find_attention_modules,
+    is_cross_attention,
+    layer_index,
+    model_type,
+    num_query_heads,
+)
+from deltaspace.attention.function import disable, enable, is_enabled
+from deltaspace.deltas.base import AttachedDelta, DeltaConfig, register_delta
+
+
+class CoeffMixer(nn.Module):
+    """The per-layer Coeff-Tuning parameter: residual head-mixing coefficients Δ (H×H, zero at init).
+
+    Δ is kept in float32 whatever the base dtype (as PEFT does for adapters): its entries are small residuals
+    that bf16 would round away; the attention casts C to the maps' dtype.
+    """
+
+    def __init__(self, num_heads: int, dropout: float, device: torch.device | None = None) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.delta = nn.Parameter(torch.zeros(num_heads, num_heads, device=device, dtype=torch.float32))
+
+    def coefficients(self) -> torch.Tensor:
+        """C = I + dropout(Δ) in training, I + Δ in eval."""
+        identity = torch.eye(self.num_heads, device=self.delta.device, dtype=self.delta.dtype)
+        return identity + F.dropout(self.delta, p=self.dropout, training=self.training)
+
+    def extra_repr(self) -> str:
+        return f"num_heads={self.num_heads}, dropout={self.dropout}"
+
+
+@register_delta
+@dataclasses.dataclass
+class CoeffTuningConfig(DeltaConfig):
+    """Coeff-Tuning options.
+
+    ``target_modules``: a regex (full match on the module name) or a list of name suffixes, chosen among the
+    attention modules; default every self-attention module. ``layers_to_transform``: keep only these layer
+    indices (the first all-digit component of the module name). ``include_cross_attention``: also tune
+    cross-attention modules.
+    """
+
+    method: ClassVar[str] = "coeff"
+
+    coeff_dropout: float = 0.2
+    target_modules: list[str] | str | None = None
+    layers_to_transform: list[int] | None = None
+    include_cross_attention: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.coeff_dropout) < 1.0:
+            raise ValueError(f"coeff_dropout must be in [0, 1), got {self.coeff_dropout}")
+        if isinstance(self.target_modules, (list, tuple)):
+            self.target_modules = list(self.target_modules)
+        if self.layers_to_transform is not None:
+            self.layers_to_transform = [int(i) for i in self.layers_to_transform]
+
+    def _matches_target(self, name: str) -> bool:
+        if self.target_modules is None:
+            return True
+        if isinstance(self.target_modules, str):
+            return re.fullmatch(self.target_modules, name) is not None
+        return any(name == suffix or name.endswith("." + suffix) for suffix in self.target_modules)
+
+    def select(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
+        """The attention modules this config targets (raises a one-line ValueError when there are none)."""
+        candidates = find_attention_modules(model)
+        if not candidates:
+            raise ValueError(
+                f"Coeff-Tuning cannot hook model type {model_type(model)!r}: its attention does not go through "
+                "transformers' attention registry (no module forward uses ALL_ATTENTION_FUNCTIONS) and it has "
+                "no timm-style attention (fused qkv, num_heads, proj)"
+            )
+        selected = [
+            (n, m) for n, m in candidates if self.include_cross_attention or not is_cross_attention(n, m)
+        ]
+        selected = [(n, m) for n, m in selected if self._matches_target(n)]
+        if self.layers_to_transform is not None:
+            wanted = set(self.layers_to_transform)
+            selected = [(n, m) for n, m in selected if layer_index(n) in wanted]
+        if not selected:
+            examples = ", ".join(n for n, _ in candidates[:4])
+            raise ValueError(
+                f"Coeff-Tuning: target_modules={self.target_modules!r}, layers_to_transform="
+                f"{self.layers_to_transform!r} match no attention module of {model_type(model)!r}; "
+                f"its attention modules are named like: {examples}"
+            )
+        return selected
+
+    def attach(self, model: nn.Module) -> CoeffAttached:
+        selected = self.select(model)
+        for name, module in selected:
+            if hasattr(module, "ds_coeff"):
+                raise ValueError(f"{name or type(module).__name__} already has Coeff-Tuning attached")
+        for _, module in selected:
+            param = next(module.parameters(), None)
+            device = param.device if param is not None else None
+            module.ds_coeff = CoeffMixer(num_query_heads(module), float(self.coeff_dropout), device=device)
+        was_enabled = is_enabled(model)
+        try:
+            enable(model)
+        except ValueError:
+            for _, module in selected:
+                del module.ds_coeff
+            raise
+        return CoeffAttached(self, [name for name, _ in selected], was_enabled)
+
+
+class CoeffAttached(AttachedDelta):
+    def __init__(self, config: CoeffTuningConfig, module_names: list[str], was_enabled: bool) -> None:
+        self.config = config
+        self.module_names = module_names
+        self._was_enabled = was_enabled
+
+    def parameter_names(self) -> list[str]:
+        return [f"{name}.ds_coeff.delta" if name else "ds_coeff.delta" for name in self.module_names]
+
+    def detach(self, model: nn.Module) -> None:
+        for name in self.module_names:
+            module = model.get_submodule(name)
+            if hasattr(module, "ds_coeff"):
+                del module.ds_coeff
+        still_used = any(
+            hasattr(m, attr) for _, m in find_attention_modules(model) for attr in ("ds_coeff", "ds_prefix")
+        )
+        if not self._was_enabled and not still_used:
+            disable(model)

@@ -1,0 +1,79 @@
+"""Full fine-tuning as a delta: every base parameter is trainable and θ0 is the pretrained weights.
+
+No module is added. By default ``detach`` writes the pretrained values back (a copy is kept at attach, which
+costs one model's worth of memory), so unloading returns the untouched base; set ``restore_on_detach=False``
+to skip the copy and leave the tuned weights in place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import torch
+from torch import nn
+
+from deltaspace.deltas.base import AttachedDelta, DeltaConfig, register_delta
+from deltaspace.deltas.bitfit import embedding_parameter_names, is_head_parameter
+
+
+@register_delta
+@dataclasses.dataclass
+class FullFineTuningConfig(DeltaConfig):
+    """Train all base parameters except the excluded ones.
+
+    exclude_head skips task heads (DeltaModel trains them anyway); exclude_embeddings skips the embedding
+    block; exclude_patterns are regexes searched in parameter names.
+    """
+
+    method = "full"
+
+    exclude_head: bool = True
+    exclude_embeddings: bool = False
+    exclude_patterns: list[str] = dataclasses.field(default_factory=list)
+    restore_on_detach: bool = True
+
+    def trainable_names(self, model: nn.Module) -> list[str]:
+        embeddings = embedding_parameter_names(model) if self.exclude_embeddings else set()
+        regexes = [re.compile(p) for p in self.exclude_patterns]
+        names = [
+            name
+            for name, _ in model.named_parameters()
+            if not (self.exclude_head and is_head_parameter(name))
+            and name not in embeddings
+            and not any(r.search(name) for r in regexes)
+        ]
+        if not names:
+            raise ValueError(
+                f"full fine-tuning excluded every parameter of {type(model).__name__}; loosen exclude_patterns "
+                "or exclude_embeddings"
+            )
+        return names
+
+    def attach(self, model: nn.Module) -> AttachedFull:
+        names = self.trainable_names(model)
+        originals = None
+        if self.restore_on_detach:
+            params = dict(model.named_parameters())
+            originals = {name: params[name].detach().clone() for name in names}
+        return AttachedFull(self, names, originals)
+
+
+class AttachedFull(AttachedDelta):
+    def __init__(
+        self, config: FullFineTuningConfig, names: list[str], originals: dict[str, torch.Tensor] | None
+    ) -> None:
+        self.config = config
+        self._names = names
+        self._originals = originals
+
+    def parameter_names(self) -> list[str]:
+        return list(self._names)
+
+    def detach(self, model: nn.Module) -> None:
+        if self._originals is None:
+            return
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in self._originals.items():
+                params[name].copy_(value)

@@ -1,0 +1,173 @@
+"""Any PEFT method that ``peft.inject_adapter_in_model`` supports (LoRA, DoRA, IA3, LoHa, ...) as a delta.
+
+PEFT does the injection and owns the layers; this wrapper only records which parameters the injected adapter
+trains and undoes the injection exactly (each tuner layer is replaced by the layer it wraps, PEFT's
+``model.peft_config`` attribute and the ``requires_grad`` flags are put back). Options that would make exact
+undoing impossible or that overlap with deltaspace's own machinery are refused up front.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import warnings
+from typing import Any, ClassVar
+
+from peft import PeftConfig, inject_adapter_in_model
+from peft.tuners.tuners_utils import BaseTunerLayer
+from torch import nn
+
+from deltaspace.deltas.base import AttachedDelta, DeltaConfig, register_delta
+
+_EXACT_LORA_INITS = (True, False, "gaussian")
+_MISSING = object()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _check_supported(config: PeftConfig) -> None:
+    name = type(config).__name__
+    if config.is_prompt_learning or config.is_adaption_prompt:
+        raise ValueError(
+            f"{name} is a PEFT prompt-learning method, which works on PeftModel only; use deltaspace's "
+            "PromptTuningConfig or PrefixTuningConfig instead"
+        )
+    if getattr(config, "modules_to_save", None):
+        raise ValueError(
+            f"{name}.modules_to_save is not supported: deltaspace trains the task head itself "
+            "(auto-detected, or get_delta_model(..., head_modules=[...]))"
+        )
+    if getattr(config, "trainable_token_indices", None):
+        raise ValueError(f"{name}.trainable_token_indices is not supported by deltaspace; leave it unset")
+    if getattr(config, "bias", "none") != "none":
+        raise ValueError(
+            f"{name}.bias={config.bias!r} is not supported; use bias='none' (and BitFit for biases)"
+        )
+    if getattr(config, "layer_replication", None):
+        raise ValueError(f"{name}.layer_replication rewrites the base model's layers; leave it unset")
+    init = getattr(config, "init_lora_weights", True)
+    if init not in _EXACT_LORA_INITS:
+        raise ValueError(
+            f"{name}.init_lora_weights={init!r} changes the base weights, so detaching could not restore the "
+            f"model; use one of {list(_EXACT_LORA_INITS)}"
+        )
+
+
+@register_delta
+@dataclasses.dataclass
+class PeftDeltaConfig(DeltaConfig):
+    """Wraps a ``peft.PeftConfig`` (e.g. ``LoraConfig(r=8, target_modules=[...])``)."""
+
+    method: ClassVar[str] = "peft"
+
+    peft_config: Any = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.peft_config, PeftConfig):
+            raise ValueError(
+                f"PeftDeltaConfig needs a peft.PeftConfig (e.g. LoraConfig), got {type(self.peft_config).__name__}"
+            )
+        _check_supported(self.peft_config)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "peft_config": _jsonable(self.peft_config.to_dict())}
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> PeftDeltaConfig:
+        unknown = sorted(set(fields) - {"peft_config"})
+        if unknown or not isinstance(fields.get("peft_config"), dict):
+            raise ValueError(
+                f"saved PEFT delta must be {{'peft_config': {{...}}}}; got keys {sorted(fields)}"
+            )
+        data = dict(fields["peft_config"])
+        if "peft_type" not in data:
+            raise ValueError("saved PEFT config has no 'peft_type'; re-save it with deltaspace")
+        return cls(PeftConfig.from_peft_type(**data))
+
+    def attach(self, model: nn.Module) -> PeftAttached:
+        config = copy.deepcopy(self.peft_config)
+        taken = set().union(*(m._all_available_adapter_names() for m in _tuner_layers(model).values()))
+        adapter = next(
+            n for n in ("default", *(f"default_{i}" for i in range(1, len(taken) + 2))) if n not in taken
+        )
+        requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
+        # PEFT keeps a {adapter: config} dict on the model and would extend an existing one in place.
+        previous = model.__dict__.pop("peft_config", _MISSING)
+        inject_adapter_in_model(config, model, adapter_name=adapter)
+        if isinstance(previous, dict):
+            model.__dict__["peft_config"] = {**previous, **model.__dict__.get("peft_config", {})}
+        layers = {
+            n: m for n, m in _tuner_layers(model).items() if adapter in m._all_available_adapter_names()
+        }
+        for layer in layers.values():
+            # A layer PEFT already wrapped keeps only its newest adapter active; every delta must stay on.
+            _activate_all(layer)
+        # The adapter's own parameters: everything on its tuner layers outside the wrapped base layer that is
+        # keyed by this adapter's name (another delta's adapter may share the same layer).
+        names = [
+            f"{layer_name}.{n}"
+            for layer_name, layer in layers.items()
+            for n, _ in layer.named_parameters()
+            if not n.startswith("base_layer.") and adapter in n.split(".")
+        ]
+        return PeftAttached(self, adapter, list(layers), names, requires_grad, previous)
+
+
+def _activate_all(layer: BaseTunerLayer) -> None:
+    names = list(layer._all_available_adapter_names())
+    if names and sorted(layer.active_adapters) != sorted(names):
+        layer.set_adapter(names)
+
+
+def _tuner_layers(model: nn.Module) -> dict[str, BaseTunerLayer]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, BaseTunerLayer)}
+
+
+class PeftAttached(AttachedDelta):
+    def __init__(
+        self,
+        config: PeftDeltaConfig,
+        adapter: str,
+        layer_names: list[str],
+        param_names: list[str],
+        requires_grad: dict[str, bool],
+        previous_peft_config: Any,
+    ) -> None:
+        self.config = config
+        self.adapter = adapter
+        self.layer_names = layer_names
+        self._param_names = param_names
+        self._requires_grad = requires_grad
+        self._previous_peft_config = previous_peft_config
+
+    def parameter_names(self) -> list[str]:
+        return list(self._param_names)
+
+    def detach(self, model: nn.Module) -> None:
+        for layer_name in reversed(self.layer_names):
+            layer = model.get_submodule(layer_name)
+            if set(layer._all_available_adapter_names()) - {self.adapter}:
+                with warnings.catch_warnings():
+                    # PEFT warns that the deleted adapter was active; the others are re-activated just below.
+                    warnings.simplefilter("ignore", UserWarning)
+                    layer.delete_adapter(self.adapter)
+                _activate_all(layer)
+                continue
+            parent_name, _, child = layer_name.rpartition(".")
+            setattr(model.get_submodule(parent_name), child, layer.base_layer)
+        if self._previous_peft_config is _MISSING:
+            model.__dict__.pop("peft_config", None)
+        else:
+            model.__dict__["peft_config"] = self._previous_peft_config
+        # inject_adapter_in_model froze every non-adapter parameter; put the flags back.
+        for name, param in model.named_parameters():
+            if name in self._requires_grad:
+                param.requires_grad_(self._requires_grad[name])

@@ -1,0 +1,420 @@
+"""DeltaModel: delta methods composed over a frozen base model.
+
+``get_delta_model(model, CoeffTuningConfig(), LoraConfig(...))`` freezes the base, attaches each delta in
+order (each under ``fork_rng`` + ``manual_seed(seed)``, so a delta's θ0 depends on the seed only, not on
+what was attached before it), and trains only the deltas plus the task head. Everything the study needs works
+on *solutions*: the ordered mapping name -> tensor of the trained parameters (deltas in config order, then
+the head), names relative to the base model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from deltaspace import attention
+from deltaspace.deltas.base import AttachedDelta, DeltaConfig
+from deltaspace.deltas.peft_delta import PeftDeltaConfig
+
+CONFIG_FILE = "delta_config.json"
+WEIGHTS_FILE = "delta_model.safetensors"
+FORMAT_VERSION = 1
+HEAD_NAMES = ("classifier", "score", "qa_outputs", "pre_classifier", "head", "classification_head")
+_FINGERPRINT_CHECKS = {
+    "model_type": "model type",
+    "num_hidden_layers": "layers",
+    "num_attention_heads": "attention heads per layer",
+    "hidden_size": "hidden size",
+}
+
+
+def _as_delta_config(config: Any) -> DeltaConfig:
+    if isinstance(config, DeltaConfig):
+        return config
+    from peft import PeftConfig
+
+    if isinstance(config, PeftConfig):
+        return PeftDeltaConfig(config)
+    raise TypeError(f"expected a deltaspace DeltaConfig or a peft.PeftConfig, got {type(config).__name__}")
+
+
+def _detect_heads(model: nn.Module) -> list[str]:
+    """Fresh task heads among the base model's direct children (pretrained LM heads are never matched)."""
+    return [name for name, _ in model.named_children() if name in HEAD_NAMES]
+
+
+def fingerprint(model: nn.Module) -> dict[str, Any]:
+    """What identifies the base a delta was trained on (from the transformers config when there is one)."""
+    config = getattr(model, "config", None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return {
+        "class": type(model).__name__,
+        "model_type": getattr(config, "model_type", None),
+        "num_hidden_layers": getattr(text, "num_hidden_layers", None),
+        "num_attention_heads": getattr(text, "num_attention_heads", None),
+        "hidden_size": getattr(text, "hidden_size", None),
+        "name_or_path": getattr(config, "name_or_path", None) or None,
+    }
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Write through a temp file in the same directory, then ``os.replace``: never a half-written ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+class DeltaModel(nn.Module):
+    """A frozen base model with deltas attached; see :func:`get_delta_model`."""
+
+    def __init__(
+        self,
+        base_model: nn.Module,
+        configs: Iterable[Any] = (),
+        *,
+        seed: int = 0,
+        head_modules: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.base_model = base_model
+        self.delta_configs: list[DeltaConfig] = [_as_delta_config(c) for c in configs]
+        self.seed = int(seed)
+        self.head_modules = list(_detect_heads(base_model) if head_modules is None else head_modules)
+        for name in self.head_modules:
+            if not name or not isinstance(_get_submodule(base_model, name), nn.Module):
+                raise ValueError(f"head module {name!r} not found in {type(base_model).__name__}")
+        self.deltas: list[AttachedDelta] = []
+        self._original_requires_grad = {n: p.requires_grad for n, p in base_model.named_parameters()}
+        self._enabled_attention = False
+        self._unloaded = False
+        was_enabled = attention.is_enabled(base_model)
+        try:
+            for config in self.delta_configs:
+                with torch.random.fork_rng(devices=_cuda_devices(base_model)):
+                    torch.manual_seed(self.seed)
+                    self.deltas.append(config.attach(base_model))
+            if any(hasattr(m, "ds_coeff") or hasattr(m, "ds_prefix") for m in base_model.modules()):
+                attention.enable(base_model)
+            # Attention-level deltas enable it themselves; undo it at unload unless it was on before.
+            self._enabled_attention = attention.is_enabled(base_model) and not was_enabled
+            self._trainable = self._collect_trainable()
+        except BaseException:
+            self._restore_base()
+            raise
+        trainable = set(self._trainable)
+        for name, param in base_model.named_parameters():
+            param.requires_grad_(name in trainable)
+
+    # ----------------------------------------------------------------------------------------- structure
+    def _collect_trainable(self) -> list[str]:
+        names: list[str] = []
+        seen: set[str] = set()
+        params = dict(self.base_model.named_parameters())
+        for delta in self.deltas:
+            for name in delta.parameter_names():
+                if name in seen:
+                    raise ValueError(f"parameter {name!r} is claimed by two deltas; attach each method once")
+                if name not in params:
+                    raise ValueError(f"delta parameter {name!r} is not a parameter of the base model")
+                names.append(name)
+                seen.add(name)
+        for head in self.head_modules:
+            module = _get_submodule(self.base_model, head)
+            for name, _ in module.named_parameters(prefix=head):
+                # A head layer wrapped by a delta (e.g. LoRA on the classifier) keeps its delta's ownership.
+                if name not in seen and name in params:
+                    names.append(name)
+                    seen.add(name)
+        return names
+
+    def _restore_base(self) -> None:
+        for delta in reversed(self.deltas):
+            delta.detach(self.base_model)
+        self.deltas = []
+        if self._enabled_attention:
+            attention.disable(self.base_model)
+            self._enabled_attention = False
+        for name, param in self.base_model.named_parameters():
+            if name in self._original_requires_grad:
+                param.requires_grad_(self._original_requires_grad[name])
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "base_model" or "base_model" not in self._modules:
+                raise
+            return getattr(self._modules["base_model"], name)
+
+    # ------------------------------------------------------------------------------------------- running
+    def _check_loaded(self) -> None:
+        if self._unloaded:
+            raise RuntimeError("this DeltaModel was unloaded; use the model unload() returned")
+
+    def prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        for delta in self.deltas:
+            inputs = delta.prepare_inputs(inputs, self.base_model)
+        return inputs
+
+    def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        if not args:
+            return dict(kwargs)
+        bound = inspect.signature(self.base_model.forward).bind_partial(*args).arguments
+        clash = sorted(set(bound) & set(kwargs))
+        if clash:
+            raise TypeError(f"got multiple values for argument(s) {clash}")
+        return {**bound, **kwargs}
+
+    def forward(self, *args: Any, **inputs: Any) -> Any:
+        self._check_loaded()
+        return self.base_model(**self.prepare_inputs(self._bind(args, inputs)))
+
+    def generate(self, *args: Any, **inputs: Any) -> Any:
+        self._check_loaded()
+        if args:
+            if len(args) > 1 or "input_ids" in inputs:
+                raise TypeError("generate takes input_ids as the only positional argument")
+            inputs["input_ids"] = args[0]
+        return self.base_model.generate(**self.prepare_inputs(inputs))
+
+    # ----------------------------------------------------------------------------------------- solutions
+    def _params(self) -> dict[str, nn.Parameter]:
+        params = dict(self.base_model.named_parameters())
+        return {name: params[name] for name in self._trainable}
+
+    def trainable_parameter_names(self) -> list[str]:
+        return list(self._trainable)
+
+    def parameter_shapes(self) -> dict[str, torch.Size]:
+        return {name: p.shape for name, p in self._params().items()}
+
+    def num_trainable_parameters(self) -> int:
+        """Size of a solution (deltas + head), whatever their ``requires_grad``."""
+        return sum(p.numel() for p in self._params().values())
+
+    def get_nb_trainable_parameters(self) -> tuple[int, int]:
+        """(parameters with ``requires_grad``, all parameters), as PEFT counts them."""
+        params = list(self.base_model.parameters())
+        return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+    def print_trainable_parameters(self) -> None:
+        trainable, total = self.get_nb_trainable_parameters()
+        print(
+            f"trainable params: {trainable:,d} || all params: {total:,d} || "
+            f"trainable%: {100 * trainable / max(total, 1):.4f}"
+        )
+
+    def solution(self) -> dict[str, torch.Tensor]:
+        return {name: p.detach().clone() for name, p in self._params().items()}
+
+    def solution_vector(self) -> torch.Tensor:
+        params = list(self._params().values())
+        if not params:
+            return torch.zeros(0)
+        return torch.cat([p.detach().reshape(-1) for p in params])
+
+    def vector_to_solution(self, vector: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Split a flat vector into the solution's tensors: views into ``vector``, so gradients flow back."""
+        shapes = self.parameter_shapes()
+        total = sum(s.numel() for s in shapes.values())
+        if vector.dim() != 1 or vector.numel() != total:
+            raise ValueError(f"expected a 1-D vector of {total} values, got shape {tuple(vector.shape)}")
+        solution, offset = {}, 0
+        for name, shape in shapes.items():
+            solution[name] = vector[offset : offset + shape.numel()].view(shape)
+            offset += shape.numel()
+        return solution
+
+    def _check_solution(self, solution: dict[str, torch.Tensor], *, complete: bool) -> None:
+        shapes = self.parameter_shapes()
+        unexpected = [n for n in solution if n not in shapes]
+        missing = [n for n in shapes if n not in solution] if complete else []
+        if unexpected or missing:
+            raise ValueError(
+                f"solution does not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]} "
+                f"({len(missing)} missing, {len(unexpected)} unexpected)"
+            )
+        for name, tensor in solution.items():
+            if tuple(tensor.shape) != tuple(shapes[name]):
+                raise ValueError(
+                    f"parameter {name!r} has shape {tuple(tensor.shape)} in the solution but "
+                    f"{tuple(shapes[name])} in this model"
+                )
+
+    def functional_call(self, solution: dict[str, torch.Tensor], *args: Any, **inputs: Any) -> Any:
+        """Run the model with ``solution``'s tensors in place of the parameters (nothing is mutated)."""
+        self._check_loaded()
+        self._check_solution(solution, complete=False)
+        params = {f"base_model.{name}": tensor for name, tensor in solution.items()}
+        return torch.func.functional_call(self, params, args, inputs, strict=False)
+
+    @torch.no_grad()
+    def load_solution(self, solution: dict[str, torch.Tensor]) -> None:
+        self._check_solution(solution, complete=True)
+        params = self._params()
+        for name, tensor in solution.items():
+            params[name].copy_(tensor)
+
+    # ------------------------------------------------------------------------------------------ persistence
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
+        """Write ``delta_config.json`` and ``delta_model.safetensors`` (deltas + head only), each atomically."""
+        self._check_loaded()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {name: t.contiguous() for name, t in self.solution().items()}
+        digest: dict[str, str] = {}
+
+        def write_weights(tmp: str) -> None:
+            save_file(tensors, tmp, metadata={"format": "pt", "deltaspace_format": str(FORMAT_VERSION)})
+            digest["sha256"] = _sha256(tmp)
+
+        _atomic_write(directory / WEIGHTS_FILE, write_weights)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "deltas": [c.to_dict() for c in self.delta_configs],
+            "head_modules": self.head_modules,
+            "seed": self.seed,
+            "base_model": fingerprint(self.base_model),
+            "weights_sha256": digest["sha256"],
+        }
+        text = json.dumps(meta, indent=2, sort_keys=False)
+
+        def write_config(tmp: str) -> None:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.write(text + "\n")
+
+        _atomic_write(directory / CONFIG_FILE, write_config)
+
+    @classmethod
+    def from_pretrained(
+        cls, base_model: nn.Module, directory: str | os.PathLike[str], is_trainable: bool = False
+    ) -> DeltaModel:
+        """Attach the deltas saved in ``directory`` to ``base_model`` and load their values (and the head's)."""
+        directory = Path(directory)
+        config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"no {path.name} in {directory}; pass a directory written by DeltaModel.save_pretrained"
+                )
+        meta = _read_meta(config_path)
+        _check_fingerprint(meta["base_model"], fingerprint(base_model))
+        if meta.get("weights_sha256") and _sha256(weights_path) != meta["weights_sha256"]:
+            raise ValueError(
+                f"{weights_path} is damaged (checksum mismatch with {CONFIG_FILE}); save it again"
+            )
+        try:
+            tensors = load_file(str(weights_path))
+        except Exception as error:
+            raise ValueError(
+                f"{weights_path} is damaged or not a safetensors file ({_first_line(error)})"
+            ) from error
+        configs = [DeltaConfig.from_dict(d) for d in meta["deltas"]]
+        try:
+            model = cls(base_model, configs, seed=meta["seed"], head_modules=meta["head_modules"])
+        except (ValueError, KeyError, AttributeError) as error:
+            raise ValueError(
+                f"the deltas saved in {directory} do not fit this {type(base_model).__name__}: {_first_line(error)}"
+            ) from error
+        try:
+            model._check_solution(tensors, complete=True)
+            model.load_solution(tensors)
+        except ValueError as error:
+            model.unload()
+            raise ValueError(
+                f"the deltas saved in {directory} do not fit this base model: {error}"
+            ) from error
+        if not is_trainable:
+            for param in model._params().values():
+                param.requires_grad_(False)
+            model.eval()
+        return model
+
+    def unload(self) -> nn.Module:
+        """Detach every delta, restore the attention implementation and ``requires_grad``; return the base."""
+        self._check_loaded()
+        self._restore_base()
+        base = self._modules.pop("base_model")
+        self._unloaded = True
+        return base
+
+
+def get_delta_model(
+    model: nn.Module, *configs: Any, seed: int = 0, head_modules: list[str] | None = None
+) -> DeltaModel:
+    """Freeze ``model`` and attach ``configs`` (deltaspace configs or ``peft.PeftConfig``s) in order.
+
+    Trains only the deltas plus the task head: ``head_modules`` names it (top-level modules of ``model``);
+    by default the fresh heads present among ``classifier``, ``score``, ``qa_outputs``, ``pre_classifier``,
+    ``head`` and ``classification_head`` (BART-style).
+    """
+    return DeltaModel(model, configs, seed=seed, head_modules=head_modules)
+
+
+def _get_submodule(model: nn.Module, name: str) -> nn.Module | None:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        return None
+
+
+def _cuda_devices(model: nn.Module) -> list[int]:
+    return sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{path} is damaged (not valid JSON: {_first_line(error)}); save it again"
+        ) from error
+    if not isinstance(meta, dict) or not {"format_version", "deltas", "head_modules", "base_model"} <= set(
+        meta
+    ):
+        raise ValueError(f"{path} is not a deltaspace delta config; save it with DeltaModel.save_pretrained")
+    if meta["format_version"] != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has format version {meta['format_version']}, this deltaspace reads version {FORMAT_VERSION}"
+        )
+    meta.setdefault("seed", 0)
+    return meta
+
+
+def _check_fingerprint(saved: dict[str, Any], current: dict[str, Any]) -> None:
+    for key, what in _FINGERPRINT_CHECKS.items():
+        if saved.get(key) is not None and current.get(key) is not None and saved[key] != current[key]:
+            origin = f" ({saved['name_or_path']})" if saved.get("name_or_path") else ""
+            raise ValueError(
+                f"the saved deltas were trained on a base with {what} = {saved[key]!r}, but this base has "
+                f"{current[key]!r}; load them into the base model they were trained on{origin}"
+            )

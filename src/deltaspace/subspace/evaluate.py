@@ -1,0 +1,48 @@
+"""Evaluate a member at a flat parameter vector θ on a list of batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from deltaspace.subspace.batches import batch_labels
+from deltaspace.subspace.member import SubspaceMember
+from deltaspace.tasks.metrics import compute_metrics
+
+METRICS = ("accuracy", "macro_f1")
+
+
+def check_metric(metric: str) -> None:
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+
+
+@torch.no_grad()
+def evaluate(
+    member: SubspaceMember, theta: Tensor, batches: Sequence[Any], *, num_labels: int | None = None
+) -> dict[str, float]:
+    """Accuracy and macro-F1 of ``member`` with parameters ``theta`` over ``batches`` (percent-free, 0..1)."""
+    if not batches:
+        raise ValueError(f"member {member.name!r}: no evaluation batches given; supply eval batches for the task")
+    theta = theta.detach()
+    predictions, labels = [], []
+    for batch in batches:
+        predictions.append(member.predict(theta, batch).reshape(-1).cpu())
+        labels.append(batch_labels(batch).reshape(-1).cpu())
+    pred = torch.cat(predictions).long()
+    gold = torch.cat(labels).long()
+    if num_labels is None:
+        num_labels = int(max(pred.max().item(), gold.max().item())) + 1
+    return compute_metrics(pred.numpy(), gold.numpy(), num_labels)
+
+
+def relative(metric: float, original: float | None) -> float | None:
+    """Relative performance in percent: subspace metric / original-space metric × 100."""
+    if original is None:
+        return None
+    if original <= 0:
+        raise ValueError(f"original-space metric must be > 0 to compute relative performance, got {original}")
+    return 100.0 * metric / original

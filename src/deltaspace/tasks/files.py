@@ -1,0 +1,150 @@
+"""A user's own task: CSV / TSV / JSONL files or a local ``datasets`` directory -> example table.
+
+Spec syntax: a path, optionally followed by ``?key=value&...`` options, e.g.
+``"reviews.csv?text=review&label=stars"`` or ``"nli.jsonl?text=premise&text_pair=hypothesis"``.
+Keys: ``text``, ``text_pair`` (alias ``pair``), ``label``, ``name``. Keyword arguments of
+``load_task`` do the same. Splits stored in a ``DatasetDict`` are pooled and re-split by
+:mod:`deltaspace.tasks.splits`, so every task gets the same de-duplication, stratification and caps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+import pandas as pd
+
+SPEC_KEYS = {"text": "text", "text_pair": "text_pair", "pair": "text_pair", "label": "label", "name": "name"}
+_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
+_COMPRESSION = (".gz", ".bz2", ".xz", ".zst", ".zip")
+TEXT_DEFAULTS = ("text", "sentence", "sentence1", "premise", "question")
+PAIR_DEFAULTS = {"sentence1": ("sentence2",), "premise": ("hypothesis",), "question": ("context", "passage")}
+LABEL_DEFAULTS = ("label", "labels")
+
+
+@dataclass(frozen=True)
+class UserTable:
+    frame: pd.DataFrame  # columns text, [text_pair], label (raw values)
+    label_names: list[str] | None  # from a datasets ClassLabel feature, else None
+    name: str
+    columns: dict[str, str | None]  # which source columns were used
+
+
+def split_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``"data.csv?text=review"`` -> (``"data.csv"``, ``{"text": "review"}``); unknown keys raise."""
+    if "?" not in spec or Path(spec).exists():
+        return spec, {}
+    path, query = spec.split("?", 1)
+    options = {}
+    for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=True):
+        if key not in SPEC_KEYS:
+            raise ValueError(
+                f"unknown option {key!r} in task spec {spec!r}; use {', '.join(sorted(SPEC_KEYS))}"
+            )
+        options[SPEC_KEYS[key]] = value
+    return path, options
+
+
+def file_format(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in _COMPRESSION:
+        suffixes = suffixes[:-1]
+    if not suffixes or suffixes[-1] not in _SUFFIXES:
+        raise ValueError(
+            f"cannot read {path.name}: expected a .csv, .tsv, .jsonl or .json file (optionally compressed) "
+            "or a directory saved with datasets' save_to_disk"
+        )
+    return _SUFFIXES[suffixes[-1]]
+
+
+def _read_file(path: Path) -> pd.DataFrame:
+    kind = file_format(path)
+    if kind in ("csv", "tsv"):
+        # Only empty cells are missing: texts such as "NA" or "null" stay texts.
+        return pd.read_csv(path, sep="," if kind == "csv" else "\t", keep_default_na=False, na_values=[""])
+    if kind == "jsonl":
+        return pd.read_json(path, lines=True, dtype=False)
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    if isinstance(data, dict):
+        data = next((v for v in data.values() if isinstance(v, list)), None)
+    if not isinstance(data, list):
+        raise ValueError(f"{path.name}: a .json file must hold a list of records (or use JSON lines, .jsonl)")
+    return pd.DataFrame.from_records(data)
+
+
+def _read_datasets_dir(path: Path) -> tuple[pd.DataFrame, dict]:
+    if not ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
+        raise ValueError(
+            f"directory {path} is not a dataset saved with datasets' save_to_disk (no dataset_dict.json or "
+            "state.json); pass a CSV / JSONL file instead"
+        )
+    from datasets import Dataset, load_from_disk
+
+    loaded = load_from_disk(str(path))
+    parts = [loaded] if isinstance(loaded, Dataset) else [loaded[split] for split in loaded]
+    features = parts[0].features
+    return pd.concat([part.to_pandas() for part in parts], ignore_index=True), features
+
+
+def _pick(
+    columns: Sequence[str], wanted: str | None, defaults: Sequence[str], role: str, source: str
+) -> str | None:
+    if wanted is not None:
+        if wanted not in columns:
+            raise ValueError(
+                f"{role} column {wanted!r} is not in {source}; available columns: {', '.join(map(str, columns))}"
+            )
+        return wanted
+    return next((c for c in defaults if c in columns), None)
+
+
+def read_user_table(
+    paths: Sequence[str | os.PathLike],
+    *,
+    text_column: str | None = None,
+    text_pair_column: str | None = None,
+    label_column: str | None = None,
+) -> UserTable:
+    """Read and concatenate ``paths`` (files of one format, or one ``datasets`` directory)."""
+    paths = [Path(p).expanduser() for p in paths]
+    for path in paths:
+        if not path.exists():
+            raise FileNotFoundError(f"task data {str(path)!r} does not exist")
+    features = None
+    if any(p.is_dir() for p in paths):
+        if len(paths) != 1:
+            raise ValueError("pass a single datasets directory, not a list mixing directories and files")
+        frame, features = _read_datasets_dir(paths[0])
+    else:
+        frame = pd.concat([_read_file(p) for p in paths], ignore_index=True)
+    source = ", ".join(p.name for p in paths)
+    columns = [str(c) for c in frame.columns]
+    text = _pick(columns, text_column, TEXT_DEFAULTS, "text", source)
+    if text is None:
+        raise ValueError(
+            f"no text column in {source}; name it with text_column=... (or ?text=...); available columns: "
+            f"{', '.join(columns)}"
+        )
+    pair_defaults = PAIR_DEFAULTS.get(text, ()) if text_column is None else ()
+    pair = _pick(columns, text_pair_column, pair_defaults, "text pair", source)
+    label = _pick(columns, label_column, LABEL_DEFAULTS, "label", source)
+    if label is None:
+        raise ValueError(
+            f"no label column in {source}; name it with label_column=... (or ?label=...); available columns: "
+            f"{', '.join(columns)}"
+        )
+    label_names = None
+    out = pd.DataFrame({"text": frame[text], "label": frame[label]})
+    if pair is not None:
+        out.insert(1, "text_pair", frame[pair])
+    if features is not None and hasattr(features.get(label), "names"):
+        label_names = list(features[label].names)
+        out = out[out["label"] >= 0]  # ClassLabel -1 marks unlabelled rows (e.g. GLUE test splits)
+        out = out.assign(label=out["label"].map(lambda i: label_names[int(i)]))
+    name = paths[0].name.split(".")[0] if paths[0].is_file() else paths[0].name
+    return UserTable(out, label_names, name, {"text": text, "text_pair": pair, "label": label})

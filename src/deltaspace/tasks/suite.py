@@ -1,0 +1,68 @@
+"""Read a suite task from the fetched packages, caching the prepared examples as parquet.
+
+The cache file holds every cleaned, de-duplicated, label-encoded example (before splitting), keyed
+by the task, the package version and :data:`PARSER_VERSION`, so a changed parser never reads a stale
+file. Splitting is cheap and happens on every load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from deltaspace.assets.atomic import current_umask
+from deltaspace.assets.cache import is_complete, missing_asset, packages_root, tasks_root
+from deltaspace.assets.manifest import get_package
+from deltaspace.tasks.examples import PreparedExamples, prepare
+from deltaspace.tasks.registry import SUITE, SuiteTask
+
+PARSER_VERSION = 1
+
+
+def source_path(task: SuiteTask, root: Path) -> Path:
+    """The raw file (or directory) of ``task``; raises ``MissingAssetError`` if its package is absent."""
+    spec = get_package(task.package)
+    package_dir = packages_root(root) / spec.key
+    if not is_complete(package_dir):
+        raise missing_asset(f"task {task.name!r} (package {spec.requirement})", root)
+    return package_dir / task.member
+
+
+def _cache_file(task: SuiteTask, root: Path) -> Path:
+    spec = get_package(task.package)
+    return tasks_root(root) / f"{task.name}.{spec.version}.v{PARSER_VERSION}.parquet"
+
+
+def _write_atomic(frame: pd.DataFrame, meta: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(handle)
+    os.chmod(temp, 0o666 & ~current_umask())  # mkstemp makes it private; the cache may be shared
+    try:
+        frame.to_parquet(temp, index=False)
+        Path(temp + ".json").write_text(json.dumps(meta), encoding="utf-8")
+        os.replace(temp + ".json", path.with_suffix(".json"))
+        os.replace(temp, path)  # the parquet file appears last: its presence means both are written
+    finally:
+        for leftover in (temp, temp + ".json"):
+            Path(leftover).unlink(missing_ok=True)
+
+
+def suite_examples(name: str, root: Path) -> PreparedExamples:
+    """All prepared examples of suite task ``name`` (read from the parquet cache when present)."""
+    task = SUITE[name]
+    path = source_path(task, root)
+    cached = _cache_file(task, root)
+    if cached.is_file() and cached.with_suffix(".json").is_file():
+        meta = json.loads(cached.with_suffix(".json").read_text(encoding="utf-8"))
+        return PreparedExamples(pd.read_parquet(cached), meta["label_names"], meta["stats"])
+    prepared = prepare(task.read(path), list(task.label_names), name=name)
+    # A read-only cache only costs re-parsing next time.
+    with contextlib.suppress(OSError):
+        _write_atomic(prepared.frame, {"label_names": prepared.label_names, "stats": prepared.stats}, cached)
+    return prepared

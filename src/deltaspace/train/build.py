@@ -1,0 +1,59 @@
+"""Base model + task head for a task: the one place that decides what ``head=...`` means."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from deltaspace.heads import DEFAULT_TEMPERATURE, PrototypeClassifier
+from deltaspace.tasks.task import Task
+from deltaspace.train.config import HEADS
+
+
+def build_classifier(
+    model_name: str,
+    task: Task,
+    head: str = "prototype",
+    seed: int = 0,
+    *,
+    temperature: float = DEFAULT_TEMPERATURE,
+) -> tuple[nn.Module, Any]:
+    """``(classifier, tokenizer)`` for ``task``, ready to be passed to ``get_delta_model``.
+
+    ``head="prototype"``: :class:`~deltaspace.heads.PrototypeClassifier` over the bare encoder, with label
+    prototypes from the frozen base and no trainable head (the same solution shape on every task).
+    ``head="linear"``: Hugging Face's ``AutoModelForSequenceClassification`` with a fresh head drawn from
+    ``seed`` (``get_delta_model`` trains it together with the deltas).
+    """
+    from deltaspace.assets import load_model
+
+    if head == "prototype":
+        encoder, tokenizer = load_model(model_name, kind="encoder")
+        _ensure_pad_token(encoder, tokenizer)
+        classifier = PrototypeClassifier.from_label_names(
+            encoder, tokenizer, task.label_names, temperature=temperature
+        )
+        return classifier, tokenizer
+    if head == "linear":
+        # The fresh head is initialised from the global RNG inside from_pretrained: draw it from `seed`.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model, tokenizer = load_model(
+                model_name, num_labels=task.num_labels, kind="sequence-classification"
+            )
+        _ensure_pad_token(model, tokenizer)
+        model.config.id2label = dict(enumerate(task.label_names))
+        model.config.label2id = {name: index for index, name in enumerate(task.label_names)}
+        return model, tokenizer
+    raise ValueError(f"unknown head {head!r}; use one of {', '.join(HEADS)}")
+
+
+def _ensure_pad_token(model: nn.Module, tokenizer: Any) -> None:
+    """Decoder-only tokenizers often lack a pad token; batching needs one (the mask hides it anyway)."""
+    if getattr(tokenizer, "pad_token", None) is None and getattr(tokenizer, "eos_token", None) is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "pad_token_id", None) is None:
+        config.pad_token_id = tokenizer.pad_token_id

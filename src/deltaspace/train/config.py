@@ -1,0 +1,164 @@
+"""The training configuration: one dataclass, validated, round-tripping through JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from deltaspace.train.io import write_json_atomic
+
+HEADS = ("prototype", "linear")
+SCHEDULES = ("linear", "cosine", "constant")
+MIXED_PRECISION = ("no", "bf16", "fp16")
+METRICS = ("accuracy", "macro_f1", "loss")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything one training run depends on; ``config.json`` in the run directory is this, resolved.
+
+    Batch sizes are global: with several processes each one gets ``batch_size / num_processes`` examples of
+    the same batch, so a run's optimisation does not depend on how many processes run it. The effective
+    batch per optimizer step is ``batch_size * grad_accum``. ``eval_every`` counts optimizer steps; ``None``
+    evaluates at the end of every epoch. ``early_stopping_patience`` counts evaluations without improvement.
+    """
+
+    task: str
+    model: str = "minilm-l6"
+    method: str = "coeff+lora"
+    method_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    seed: int = 0
+    data_seed: int = 0
+    head: str = "prototype"
+    temperature: float = 20.0
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    grad_accum: int = 1
+    epochs: float = 3.0
+    max_steps: int | None = None
+    warmup_ratio: float = 0.06
+    schedule: str = "linear"
+    max_grad_norm: float | None = 1.0
+    max_length: int | None = None
+    eval_every: int | None = None
+    log_every: int = 10
+    early_stopping_patience: int | None = None
+    metric_for_best: str = "accuracy"
+    mixed_precision: str = "no"
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+    output_dir: str = "runs/run"
+    num_workers: int = 0
+    cpu: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` with a one-line message naming the bad field and a valid choice."""
+        if not isinstance(self.task, str) or not self.task:
+            raise ValueError("task must be a task name or a path to a data file (e.g. --task rt_sentiment)")
+        for name in ("model", "method", "output_dir"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"{name} must be a non-empty string")
+        if not isinstance(self.method_options, dict):
+            raise ValueError(
+                f"method_options must be a mapping of option -> value, got {self.method_options!r}"
+            )
+        _choice("head", self.head, HEADS)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        _choice("metric_for_best", self.metric_for_best, METRICS)
+        for name in ("seed", "data_seed"):
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
+        for name in ("batch_size", "eval_batch_size", "grad_accum", "log_every"):
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        for name in ("max_steps", "max_length", "eval_every", "max_train_examples", "max_eval_examples"):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or value < 1):
+                raise ValueError(f"{name} must be an integer >= 1 or null, got {value!r}")
+        if self.early_stopping_patience is not None and (
+            not _is_int(self.early_stopping_patience) or self.early_stopping_patience < 1
+        ):
+            raise ValueError(
+                f"early_stopping_patience must be an integer >= 1 or null (off), got {self.early_stopping_patience!r}"
+            )
+        if not _is_int(self.num_workers) or self.num_workers < 0:
+            raise ValueError(f"num_workers must be an integer >= 0, got {self.num_workers!r}")
+        if not _is_number(self.lr) or not self.lr > 0:
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not _is_number(self.weight_decay) or self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
+        if not _is_number(self.temperature) or not self.temperature > 0:
+            raise ValueError(f"temperature must be a positive number, got {self.temperature!r}")
+        if not _is_number(self.warmup_ratio) or not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        if self.max_grad_norm is not None and (
+            not _is_number(self.max_grad_norm) or not self.max_grad_norm > 0
+        ):
+            raise ValueError(
+                f"max_grad_norm must be a positive number or null (no clipping), got {self.max_grad_norm!r}"
+            )
+        if self.max_steps is None and (not _is_number(self.epochs) or not self.epochs > 0):
+            raise ValueError(f"epochs must be a positive number (or set max_steps), got {self.epochs!r}")
+        if not isinstance(self.cpu, bool):
+            raise ValueError(f"cpu must be true or false, got {self.cpu!r}")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        if not isinstance(data, dict):
+            raise ValueError(f"a train config must be a JSON object, got {type(data).__name__}")
+        names = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown train config field(s) {unknown}; valid fields: {sorted(names)}")
+        if "task" not in data:
+            raise ValueError("train config is missing the required field 'task'")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A validated copy with ``changes`` applied (unknown fields raise a one-line error)."""
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+    def to_json(self, path: str | Path) -> None:
+        write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> TrainConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"train config {path} not found; pass a config.json written by `deltaspace train`"
+            )
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"train config {path} is not valid JSON ({error})") from None
+        return cls.from_dict(data)
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,336 @@
+"""Sweeps: tasks x methods x seeds, one run directory each, resumable and shardable.
+
+Layout: ``<out>/<task>/<method>/seed<k>/`` (a run directory, see :mod:`deltaspace.train.loop`).
+
+* Resumable: a run with ``result.json`` is skipped; any other existing run directory is a run that was
+  killed, and is wiped and restarted. Every file is written atomically, so a kill at any moment leaves
+  nothing corrupt, and rerunning the same command finishes the sweep.
+* Shardable: ``shard=(i, n)`` takes every n-th run of the sorted run list starting at i, so n machines
+  running the same sweep with ``--shard 0/n`` ... ``--shard n-1/n`` cover it exactly once between them
+  (the assignment depends only on the set of runs, not on the order tasks or methods were listed in).
+
+A sweep config (YAML or JSON)::
+
+    out: runs/sweep
+    tasks: [rt_sentiment, sst2]
+    methods: [coeff+lora, lora]
+    seeds: [0, 1, 2]
+    train: {model: minilm-l6, epochs: 3, batch_size: 32}      # TrainConfig fields for every run
+    method_overrides: {lora: {lr: 5.0e-4, method_options: {r: 8}}}
+    task_overrides: {sst2: {max_train_examples: 2000}}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from deltaspace.tasks.task import Task
+from deltaspace.train.config import TrainConfig
+from deltaspace.train.io import write_text_atomic
+from deltaspace.train.result import CONFIG_FILE, RESULT_FILE, RunResult, is_finished, load_result
+
+_RESERVED = ("task", "method", "seed", "output_dir")
+_SWEEP_KEYS = ("out", "tasks", "methods", "seeds", "train", "method_overrides", "task_overrides")
+
+
+@dataclasses.dataclass
+class RunSpec:
+    """One run of a sweep: where it goes and its full config."""
+
+    task: str
+    method: str
+    seed: int
+    config: TrainConfig
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.config.output_dir)
+
+    @property
+    def key(self) -> str:
+        return f"{slug(self.task)}/{slug(self.method)}/seed{self.seed}"
+
+
+@dataclasses.dataclass
+class SweepConfig:
+    """The grid and the shared settings. ``train`` holds TrainConfig fields applied to every run;
+    ``method_overrides`` / ``task_overrides`` apply on top per method / task (task wins over method)."""
+
+    out: str
+    tasks: list[str]
+    methods: list[str]
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
+    train: dict[str, Any] = dataclasses.field(default_factory=dict)
+    method_overrides: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    task_overrides: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("tasks", "methods", "seeds"):
+            values = getattr(self, name)
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"sweep {name} must be a non-empty list (e.g. --{name[:-1]} ...)")
+            if len(set(values)) != len(values):
+                raise ValueError(f"sweep {name} lists a value twice: {values}")
+        if any(not isinstance(seed, int) or isinstance(seed, bool) or seed < 0 for seed in self.seeds):
+            raise ValueError(f"sweep seeds must be integers >= 0, got {self.seeds}")
+        for name in ("train", "method_overrides", "task_overrides"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"sweep {name} must be a mapping, got {getattr(self, name)!r}")
+        reserved = sorted(set(self.train) & set(_RESERVED))
+        if reserved:
+            raise ValueError(
+                f"sweep train settings may not set {reserved}; the grid sets them (tasks/methods/seeds/out)"
+            )
+        for label, overrides, names in (
+            ("method_overrides", self.method_overrides, self.methods),
+            ("task_overrides", self.task_overrides, self.tasks),
+        ):
+            stray = sorted(set(overrides) - set(names))
+            if stray:
+                raise ValueError(f"sweep {label} name {stray} that the sweep does not run; runs: {names}")
+        slugs = [slug(task) for task in self.tasks]
+        if len(set(slugs)) != len(slugs):
+            raise ValueError(f"two tasks map to the same directory name ({slugs}); rename one of the files")
+        # Build every config now, so a bad setting fails before the first run starts.
+        self.runs()
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> SweepConfig:
+        """Read a YAML/JSON sweep config; non-None ``overrides`` (out, tasks, ..., train) replace its keys,
+        ``train`` overrides being merged into the file's ``train`` mapping."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"sweep config {path} not found")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"sweep config {path} must be a mapping with keys {', '.join(_SWEEP_KEYS)}")
+        unknown = sorted(set(data) - set(_SWEEP_KEYS))
+        if unknown:
+            raise ValueError(
+                f"sweep config {path} has unknown key(s) {unknown}; valid keys: {', '.join(_SWEEP_KEYS)}"
+            )
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            data[key] = {**data.get(key, {}), **value} if key == "train" else value
+        if "out" not in data:
+            raise ValueError(f"sweep config {path} needs an output directory: set `out:` or pass --out")
+        return cls(**data)
+
+    def runs(self) -> list[RunSpec]:
+        """Every run of the grid, sorted by run key (the order shards are cut from)."""
+        specs = []
+        for task in self.tasks:
+            for method in self.methods:
+                for seed in self.seeds:
+                    fields = {**self.train}
+                    for overrides in (
+                        self.method_overrides.get(method, {}),
+                        self.task_overrides.get(task, {}),
+                    ):
+                        overrides = dict(overrides)
+                        options = overrides.pop("method_options", None)
+                        if options is not None:
+                            fields["method_options"] = {**fields.get("method_options", {}), **options}
+                        fields.update(overrides)
+                    run_dir = Path(self.out) / slug(task) / slug(method) / f"seed{seed}"
+                    config = TrainConfig.from_dict(
+                        {**fields, "task": task, "method": method, "seed": seed, "output_dir": str(run_dir)}
+                    )
+                    specs.append(RunSpec(task, method, seed, config))
+        return sorted(specs, key=lambda spec: spec.key)
+
+
+@dataclasses.dataclass
+class RunOutcome:
+    spec: RunSpec
+    status: str  # "done" (ran now), "skipped" (already finished), "failed"
+    result: RunResult | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def slug(name: str) -> str:
+    """A directory name for a task spec or method: a path becomes its file stem; odd characters become '_'."""
+    if "/" in name or "\\" in name or Path(name).suffix in (".csv", ".jsonl", ".json", ".tsv"):
+        name = Path(name).stem if Path(name).suffix else Path(name).name
+    return re.sub(r"[^A-Za-z0-9._+=-]", "_", name).strip(".") or "_"
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/n' -> (i, n) with 0 <= i < n."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match:
+        raise ValueError(f"shard must look like i/n (e.g. 0/4), got {text!r}")
+    index, count = int(match.group(1)), int(match.group(2))
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(
+            f"shard {text!r} is out of range: use i/n with 0 <= i < n (shards are numbered from 0)"
+        )
+    return index, count
+
+
+def shard_runs(runs: list[RunSpec], index: int, count: int) -> list[RunSpec]:
+    """The runs of shard ``index`` of ``count``: every ``count``-th run of the list sorted by key."""
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard {index}/{count} is out of range: use 0 <= index < count")
+    ordered = sorted(runs, key=lambda spec: spec.key)
+    return ordered[index::count]
+
+
+def run_sweep(
+    sweep: SweepConfig,
+    *,
+    shard: tuple[int, int] = (0, 1),
+    isolate: bool = False,
+    fail_fast: bool = False,
+    task_loader: Callable[[str, int], Task] | None = None,
+    show: bool = True,
+) -> list[RunOutcome]:
+    """Run (or skip, if finished) every run of this shard, then print a summary and write ``<out>/results.md``.
+
+    ``isolate=True`` trains each run in a fresh Python process (``deltaspace train --config``), so each
+    run's peak memory is its own and a crash cannot take the sweep down. ``task_loader(spec, data_seed)``
+    replaces ``load_task`` for in-process runs (tasks built in code). A failed run leaves ``error.txt`` in its
+    directory and the sweep goes on, unless ``fail_fast``.
+    """
+    from deltaspace.train.loop import train
+
+    if isolate and task_loader is not None:
+        raise ValueError(
+            "task_loader works for in-process runs only; drop isolate=True or load tasks by spec"
+        )
+    tasks: dict[tuple[str, int], Task] = {}
+    outcomes = []
+    for spec in shard_runs(sweep.runs(), *shard):
+        if is_finished(spec.run_dir):
+            outcomes.append(RunOutcome(spec, "skipped", result=load_result(spec.run_dir)))
+            continue
+        started = time.perf_counter()
+        try:
+            # A run directory without result.json was killed earlier: train() wipes and restarts it.
+            if isolate:
+                _train_in_subprocess(spec)
+                result = load_result(spec.run_dir)
+            else:
+                task = None
+                if task_loader is not None:
+                    cache_key = (spec.task, spec.config.data_seed)
+                    if cache_key not in tasks:
+                        tasks[cache_key] = task_loader(spec.task, spec.config.data_seed)
+                    task = tasks[cache_key]
+                result = train(spec.config, task=task)
+            outcomes.append(RunOutcome(spec, "done", result=result, seconds=time.perf_counter() - started))
+        except Exception as error:
+            if fail_fast:
+                raise
+            message = f"{type(error).__name__}: {error}"
+            spec.run_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(spec.run_dir / "error.txt", traceback.format_exc())
+            outcomes.append(RunOutcome(spec, "failed", error=message, seconds=time.perf_counter() - started))
+    if show:
+        print_summary(outcomes, shard)
+    if _is_main_process():
+        from deltaspace.report.results_table import write_results_table
+
+        frame = collect_results(sweep.out)
+        if not frame.empty:
+            write_results_table(frame, Path(sweep.out) / "results.md")
+    return outcomes
+
+
+def _train_in_subprocess(spec: RunSpec) -> None:
+    if spec.run_dir.exists():
+        shutil.rmtree(spec.run_dir)
+    spec.config.to_json(spec.run_dir / CONFIG_FILE)
+    command = [
+        sys.executable,
+        "-c",
+        "from deltaspace.cli import main; main()",
+        "train",
+        "--config",
+        str(spec.run_dir / CONFIG_FILE),
+    ]
+    completed = subprocess.run(command, check=False)
+    if completed.returncode != 0 or not is_finished(spec.run_dir):
+        raise RuntimeError(f"run {spec.key} failed in its subprocess (exit code {completed.returncode})")
+
+
+def _is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def collect_results(out_dir: str | Path) -> pd.DataFrame:
+    """One row per finished run under ``out_dir`` (any depth): the grid keys, sizes, metrics, timings."""
+    rows = []
+    for path in sorted(Path(out_dir).rglob(RESULT_FILE)):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # result.json is written atomically; anything unreadable is not ours
+        row = {key: value for key, value in data.items() if not isinstance(value, dict)}
+        for split, prefix in (("validation", "val"), ("test", "test")):
+            for metric, value in (data.get(split) or {}).items():
+                row[f"{prefix}_{metric}"] = value
+        row["method_options"] = json.dumps(data.get("method_options", {}), sort_keys=True)
+        row["run_dir"] = str(path.parent)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame = frame.sort_values(["task", "method", "seed"], kind="stable").reset_index(drop=True)
+    return frame
+
+
+def print_summary(outcomes: list[RunOutcome], shard: tuple[int, int] = (0, 1)) -> None:
+    """A rich table of this shard's runs: status, validation / test accuracy, time."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if not _is_main_process():
+        return
+    title = f"sweep shard {shard[0]}/{shard[1]}" if shard[1] > 1 else "sweep"
+    counts = {status: sum(o.status == status for o in outcomes) for status in ("done", "skipped", "failed")}
+    table = Table(
+        title=f"{title}: {counts['done']} run, {counts['skipped']} skipped, {counts['failed']} failed"
+    )
+    for column in ("task", "method", "seed", "status", "val acc", "test acc", "trainable", "time (s)"):
+        table.add_column(
+            column,
+            justify="right" if column in ("seed", "val acc", "test acc", "trainable", "time (s)") else "left",
+        )
+    styles = {"done": "green", "skipped": "dim", "failed": "red"}
+    for outcome in outcomes:
+        result = outcome.result
+        table.add_row(
+            outcome.spec.task,
+            outcome.spec.method,
+            str(outcome.spec.seed),
+            f"[{styles[outcome.status]}]{outcome.status}[/]",
+            f"{result.validation['accuracy']:.4f}" if result else "-",
+            f"{result.test['accuracy']:.4f}" if result else "-",
+            f"{result.trainable_params:,}" if result else "-",
+            f"{result.train_time_s:.1f}" if result else f"{outcome.seconds:.1f}",
+        )
+    console = Console()
+    console.print(table)
+    for outcome in outcomes:
+        if outcome.status == "failed":
+            console.print(
+                f"[red]{outcome.spec.key}[/]: {outcome.error} (see {outcome.spec.run_dir / 'error.txt'})"
+            )
