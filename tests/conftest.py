@@ -21,6 +21,9 @@ from transformers import (
     ViTForImageClassification,
 )
 
+# Two cores are shared by pytest-xdist workers: one torch thread each avoids oversubscription.
+torch.set_num_threads(1)
+
 
 def _build(model_cls, config_cls, defaults: dict, overrides: dict, seed: int = 0):
     torch.manual_seed(seed)

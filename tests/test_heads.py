@@ -21,7 +21,11 @@ def encoder_and_tokenizer(tmp_path):
     vocab_file.write_text("\n".join(VOCAB) + "\n")
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37
+        vocab_size=len(VOCAB),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
     )
     return BertModel(config).eval(), BertTokenizer(vocab=str(vocab_file))
 

@@ -73,6 +73,7 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; saved deltas are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -50,7 +50,22 @@ WHEEL_FILES = {
 }
 
 
-WORDS = "a man is playing guitar someone plays an instrument the stock market fell today".split()
+WORDS = [
+    "a",
+    "man",
+    "is",
+    "playing",
+    "guitar",
+    "someone",
+    "plays",
+    "an",
+    "instrument",
+    "the",
+    "stock",
+    "market",
+    "fell",
+    "today",
+]
 
 
 def tiny_tokenizer():

@@ -29,7 +29,7 @@ def test_local_source_is_used_without_network(tmp_path, monkeypatch):
 def test_sha256_mismatch_of_a_local_file_is_detected(tmp_path):
     wheel = make_wheel(tmp_path / "fakepkg-1.0-py3-none-any.whl", WHEEL_FILES)
     spec = replace(spec_for(wheel, ("fakepkg/data/a.txt",)), sha256="0" * 64)
-    with pytest.raises(ChecksumError, match="sha256 mismatch .* expected 0000"):
+    with pytest.raises(ChecksumError, match=r"sha256 mismatch .* expected 0000"):
         download_package(spec, tmp_path / "dl", sources=[tmp_path])
     assert wheel.exists()  # a user's own file is never deleted
 
@@ -78,5 +78,5 @@ def test_pip_failure_message_names_the_fix(tmp_path, monkeypatch):
         stderr = "ERROR: No matching distribution found for fakepkg==1.0\n"
 
     monkeypatch.setattr(download.subprocess, "run", lambda *a, **k: Result())
-    with pytest.raises(RuntimeError, match="No matching distribution.*--packages-dir"):
+    with pytest.raises(RuntimeError, match=r"No matching distribution.*--packages-dir"):
         download_package(spec, tmp_path / "dl")

@@ -57,8 +57,8 @@ def test_missing_local_directory(tmp_path):
 
 
 def test_causal_lm_gets_a_pad_token(tmp_path, make_llama):
-    from transformers import PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
 
     words = ["<eos>", "<unk>", "hello", "world"]
     backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))

@@ -3,6 +3,7 @@ import json
 
 import pytest
 import torch
+
 from deltaspace.deltas.adapter import AdapterConfig, sublayer_output_modules
 from deltaspace.deltas.base import DeltaConfig
 
@@ -124,8 +125,12 @@ def test_errors(make_bert):
         AdapterConfig(placement="everywhere")
     with pytest.raises(ValueError, match="activation"):
         AdapterConfig(activation="nope")
-    with pytest.raises(ValueError, match="only nn.Linear"):
+    with pytest.raises(ValueError, match=r"only nn\.Linear"):
         AdapterConfig(target_modules=["LayerNorm"]).attach(make_bert())
+    mixed = make_bert()
+    with pytest.raises(ValueError, match="LayerNorm"):  # a Linear then a LayerNorm: nothing is attached
+        AdapterConfig(target_modules=r".*output\.(dense|LayerNorm)").attach(mixed)
+    assert not any(hasattr(m, "ds_adapter") or m._forward_hooks for m in mixed.modules())
     model = make_bert()
     AdapterConfig().attach(model)
     with pytest.raises(ValueError, match="already carries"):
@@ -151,7 +156,10 @@ def test_deepcopy_and_detach_on_copy(tiny_bert, text_batch):
 
 
 def test_json_round_trip():
-    for config in (AdapterConfig(), AdapterConfig(placement="ffn", activation="swish", bias=False, target_modules=["o"])):
+    for config in (
+        AdapterConfig(),
+        AdapterConfig(placement="ffn", activation="swish", bias=False, target_modules=["o"]),
+    ):
         data = json.loads(json.dumps(config.to_dict()))
         assert data["method"] == "adapter"
         assert DeltaConfig.from_dict(data) == config

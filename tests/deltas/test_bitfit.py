@@ -10,11 +10,13 @@ from deltaspace.deltas.bitfit import BitFitConfig
 def test_all_biases_except_head(tiny_bert):
     model = tiny_bert
     names = BitFitConfig().attach(model).parameter_names()
-    expected = [n for n, _ in model.named_parameters() if n.endswith(".bias") and not n.startswith("classifier.")]
+    expected = [
+        n for n, _ in model.named_parameters() if n.endswith(".bias") and not n.startswith("classifier.")
+    ]
     assert names == expected
     assert "bert.pooler.dense.bias" in names and "bert.embeddings.LayerNorm.bias" in names
     with_head = BitFitConfig(exclude_head=False).attach(model).parameter_names()
-    assert with_head == expected + ["classifier.bias"]
+    assert with_head == [*expected, "classifier.bias"]
 
 
 def test_exclusions_and_pattern(tiny_bert):

@@ -6,7 +6,6 @@ import torch
 from deltaspace.deltas.base import DeltaConfig
 from deltaspace.deltas.full import FullFineTuningConfig
 
-
 IDS = torch.tensor([[2, 5, 9, 11, 3], [2, 7, 4, 1, 1]])
 
 
@@ -20,7 +19,11 @@ def test_all_base_parameters_except_head(tiny_bert):
 
 def test_exclusions(tiny_bert):
     model = tiny_bert
-    names = FullFineTuningConfig(exclude_embeddings=True, exclude_patterns=[r"LayerNorm"]).attach(model).parameter_names()
+    names = (
+        FullFineTuningConfig(exclude_embeddings=True, exclude_patterns=[r"LayerNorm"])
+        .attach(model)
+        .parameter_names()
+    )
     assert not any("embeddings" in n or "LayerNorm" in n for n in names)
     assert "bert.encoder.layer.0.attention.self.query.weight" in names
     with pytest.raises(ValueError, match="excluded every parameter"):
@@ -59,7 +62,9 @@ def test_detach_restores_pretrained_weights(tiny_llama, restore):
 
 
 def test_json_round_trip():
-    config = FullFineTuningConfig(exclude_embeddings=True, exclude_patterns=["pooler"], restore_on_detach=False)
+    config = FullFineTuningConfig(
+        exclude_embeddings=True, exclude_patterns=["pooler"], restore_on_detach=False
+    )
     data = json.loads(json.dumps(config.to_dict()))
     assert data["method"] == "full"
     assert DeltaConfig.from_dict(data) == config

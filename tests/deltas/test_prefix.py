@@ -1,3 +1,4 @@
+import copy
 import json
 
 import pytest
@@ -58,7 +59,13 @@ def test_bert_attention_matches_hand_computed_reference(bert, reparameterize):
         out, weights = attn(hidden, attention_mask=mask)
         kp, vp = attn.ds_prefix(2)
         expected = reference_attention(
-            split(attn.query(hidden)), split(attn.key(hidden)), split(attn.value(hidden)), kp, vp, mask, 8**-0.5
+            split(attn.query(hidden)),
+            split(attn.key(hidden)),
+            split(attn.value(hidden)),
+            kp,
+            vp,
+            mask,
+            8**-0.5,
         )
     assert kp.shape == (2, 4, P, 8)
     torch.testing.assert_close(out, expected)
@@ -114,7 +121,9 @@ def test_direct_prefix_parameters(bert):
     model = bert
     attached = PrefixTuningConfig(num_virtual_tokens=P, reparameterize=False).attach(model)
     names = attached.parameter_names()
-    assert names == [f"bert.encoder.layer.{i}.attention.self.ds_prefix.{kv}" for i in range(2) for kv in ("key", "value")]
+    assert names == [
+        f"bert.encoder.layer.{i}.attention.self.ds_prefix.{kv}" for i in range(2) for kv in ("key", "value")
+    ]
     params = dict(model.named_parameters())
     assert all(params[n].shape == (4, P, 8) for n in names)
 
@@ -195,3 +204,20 @@ def test_timm_style_attention(tiny_timm_vit, pixel_batch):
     attached.detach(model)
     with torch.no_grad():
         torch.testing.assert_close(model(pixel_batch), reference, atol=0, rtol=0)
+
+
+def test_deep_copy_keeps_one_shared_generator(llama_lm):
+    model = llama_lm
+    PrefixTuningConfig(num_virtual_tokens=P, hidden_size=8).attach(model)
+    clone = copy.deepcopy(model)
+    layers = [clone.model.layers[i].self_attn.ds_prefix for i in range(2)]
+    assert all(layer.__dict__["_generator"] is clone.ds_prefix_generator for layer in layers)
+    assert [k for k in clone.state_dict() if "prefix" in k] == [
+        "ds_prefix_generator.embedding",
+        "ds_prefix_generator.down.weight",
+        "ds_prefix_generator.up.weight",
+    ]
+    ids = torch.tensor([[2, 5, 9, 11]])
+    with torch.no_grad():
+        clone.ds_prefix_generator.embedding.add_(1.0)  # the copy's layers follow the copy's generator
+        assert (clone(input_ids=ids).logits - model(input_ids=ids).logits).abs().max() > 1e-4

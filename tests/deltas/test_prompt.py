@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import LlamaForSequenceClassification
 
+from deltaspace import get_delta_model
 from deltaspace.deltas.base import DeltaConfig
 from deltaspace.deltas.prompt import PromptTuningConfig
 
@@ -70,6 +71,9 @@ def test_causal_lm_generates_from_prompt(llama_lm):
     generated = model.generate(**prepared, **kwargs)
     expected = model.generate(input_ids=spliced, attention_mask=torch.ones_like(spliced), **kwargs)
     assert torch.equal(generated[:, -3:], expected[:, -3:])
+    attached.detach(model)
+    delta_model = get_delta_model(model, PromptTuningConfig(num_virtual_tokens=3, init_token_ids=PROMPT_IDS))
+    assert torch.equal(delta_model.generate(input_ids=IDS, **kwargs)[:, -3:], expected[:, -3:])
 
 
 @pytest.mark.parametrize("which", ["bert", "llama_cls"])
@@ -92,7 +96,9 @@ def test_prompt_changes_outputs_and_detach_restores(bert):
         reference = model(input_ids=IDS).logits
     attached = PromptTuningConfig(num_virtual_tokens=5).attach(model)
     with torch.no_grad():
-        assert (model(**attached.prepare_inputs({"input_ids": IDS}, model)).logits - reference).abs().max() > 1e-6
+        assert (
+            model(**attached.prepare_inputs({"input_ids": IDS}, model)).logits - reference
+        ).abs().max() > 1e-6
     attached.detach(model)
     after = model.state_dict()
     assert list(after) == list(before) and all(torch.equal(after[k], v) for k, v in before.items())
@@ -124,7 +130,9 @@ def test_init_text_with_tokenizer(make_bert, tmp_path):
     backend.pre_tokenizer = Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]").save_pretrained(tmp_path)
     model = make_bert()
-    config = PromptTuningConfig(num_virtual_tokens=5, init_text="classify the sentiment", tokenizer_name_or_path=str(tmp_path))
+    config = PromptTuningConfig(
+        num_virtual_tokens=5, init_text="classify the sentiment", tokenizer_name_or_path=str(tmp_path)
+    )
     config.attach(model)
     table = model.get_input_embeddings().weight
     assert torch.equal(model.ds_prompt.embedding, table[[10, 11, 12, 10, 11]])

@@ -69,7 +69,9 @@ def _check_solution_round_trip(model, batch):
         torch.testing.assert_close(same, current, atol=0, rtol=0)
         perturbed = vector + 0.2 * torch.randn(vector.shape, generator=torch.Generator().manual_seed(3))
         predicted = model.functional_call(model.vector_to_solution(perturbed), **batch).logits
-    torch.testing.assert_close(_logits(model, batch), current, atol=0, rtol=0)  # functional_call mutates nothing
+    torch.testing.assert_close(
+        _logits(model, batch), current, atol=0, rtol=0
+    )  # functional_call mutates nothing
     assert (predicted - current).abs().max() > 1e-4
     model.load_solution(model.vector_to_solution(perturbed))
     torch.testing.assert_close(_logits(model, batch), predicted, atol=1e-6, rtol=0)
@@ -134,7 +136,11 @@ def test_our_preset_configs_round_trip_through_json(tiny_bert):
 def test_targets_resolved_from_the_model(tiny_bert, tiny_llama):
     (bert_lora,) = resolve_method("lora", tiny_bert)
     (llama_lora,) = resolve_method("lora", tiny_llama)
-    assert set(bert_lora.target_modules) == {"query", "value"} and bert_lora.r == 8 and bert_lora.lora_alpha == 16
+    assert (
+        set(bert_lora.target_modules) == {"query", "value"}
+        and bert_lora.r == 8
+        and bert_lora.lora_alpha == 16
+    )
     assert set(llama_lora.target_modules) == {"q_proj", "v_proj"}
     (bert_ia3,) = resolve_method("ia3", tiny_bert)
     assert set(bert_ia3.feedforward_modules) == {f"bert.encoder.layer.{i}.output.dense" for i in range(2)}
@@ -167,5 +173,35 @@ def test_vit_adapter_and_prefix(tiny_vit, pixel_batch):
     prefix = get_delta_model(base, *resolve_method("prefix", base)).eval()
     assert prefix(pixel_values=pixel_batch).logits.shape == reference.shape
     base = prefix.unload()
-    with pytest.raises(ValueError, match="nn.Embedding"):
+    with pytest.raises(ValueError, match=r"nn\.Embedding"):
         get_delta_model(base, *resolve_method("prompt", base))
+
+
+@pytest.mark.parametrize("method", available_methods())
+def test_presets_on_the_prototype_classifier(make_bert, text_batch, method):
+    """The study's head wraps a bare encoder: every preset attaches inside it and keeps solutions exact."""
+    from deltaspace.heads import PrototypeClassifier
+
+    torch.manual_seed(0)
+    classifier = PrototypeClassifier(make_bert(attn_implementation="eager").bert, torch.randn(3, 32)).eval()
+    reference = _logits(classifier, text_batch)
+    model = _build(classifier, method)
+    assert model.head_modules == []
+    out = _logits(model, text_batch)
+    if method in CHANGE_AT_INIT:
+        assert (out - reference).abs().max() > 1e-6
+    else:
+        torch.testing.assert_close(out, reference, atol=1e-6, rtol=0)
+    _check_solution_round_trip(model, text_batch)
+
+
+def test_new_trainable_tensors_stay_float32_under_bfloat16(make_llama, text_batch):
+    base = make_llama().to(torch.bfloat16)
+    model = get_delta_model(base, *resolve_method("adapter+prefix+prompt", base))
+    trainable = set(model.trainable_parameter_names())
+    assert {p.dtype for n, p in base.named_parameters() if n in trainable} == {torch.float32}
+    model.train()
+    logits = model(**text_batch).logits
+    assert logits.dtype == torch.bfloat16
+    logits.float().pow(2).mean().backward()
+    assert all(p.grad is not None for n, p in base.named_parameters() if n in trainable)

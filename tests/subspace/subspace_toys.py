@@ -18,7 +18,7 @@ FEATURES, CLASSES = 12, 3
 
 
 class LinearMember:
-    """θ = (W (K×p), b (K)): logits = x Wᵀ + b."""
+    """θ = (W (K×p), b (K)): logits = x Wᵀ + b (entries past W and b are ignored)."""
 
     def __init__(self, name: str = "linear", seed: int = 0) -> None:
         g = torch.Generator().manual_seed(seed)
@@ -27,7 +27,7 @@ class LinearMember:
 
     def logits(self, theta: Tensor, x: Tensor) -> Tensor:
         w = theta[: CLASSES * FEATURES].view(CLASSES, FEATURES)
-        return x @ w.t() + theta[CLASSES * FEATURES :]
+        return x @ w.t() + theta[CLASSES * FEATURES : CLASSES * FEATURES + CLASSES]
 
     def loss(self, theta: Tensor, batch: dict) -> Tensor:
         return F.cross_entropy(self.logits(theta, batch["inputs"]), batch["labels"])
@@ -81,7 +81,7 @@ def make_task(name: str, basis: Tensor, coefficients: Tensor, *, seed: int, n_tr
     xt, yt = sample(n_eval)
     return TaskBatches.from_tensors(
         name, x, y, batch_size=batch_size, eval_inputs=xe, eval_labels=ye, test_inputs=xt, test_labels=yt,
-        num_labels=CLASSES, seed=seed,
+        num_labels=CLASSES,
     )  # fmt: skip
 
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from deltaspace.tasks.parsers import bigbench_label, read_bigbench, read_bbc, split_pair
+from deltaspace.tasks.parsers import bigbench_label, read_bbc, read_bigbench, split_pair
 
 
 @pytest.mark.parametrize(

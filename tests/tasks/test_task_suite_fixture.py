@@ -36,9 +36,13 @@ def test_every_suite_task_loads_from_its_package_files(fake_cache, name):
     for split in ("train", "validation", "test"):
         dataset = task.split(split)
         assert dataset.column_names == columns
-        assert all(isinstance(t, str) and t for t in dataset["text"])
-        assert all(0 <= label < task.num_labels for label in dataset["label"])
-        seen[split] = set(zip(*(dataset[c] for c in columns[:-1]))) if task.is_pair else set(dataset["text"])
+        assert all(isinstance(t, str) and t for t in list(dataset["text"]))
+        assert all(0 <= label < task.num_labels for label in list(dataset["label"]))
+        seen[split] = (
+            set(zip(*(list(dataset[c]) for c in columns[:-1]), strict=True))
+            if task.is_pair
+            else set(list(dataset["text"]))
+        )
     assert not seen["train"] & seen["test"] and not seen["train"] & seen["validation"]
     n = task.metadata["n_examples"]
     assert len(task.test) == int(0.3 * n) and len(task.validation) == int(0.15 * n)
@@ -47,21 +51,27 @@ def test_every_suite_task_loads_from_its_package_files(fake_cache, name):
 
 def test_parsed_texts_and_labels(fake_cache):
     intent = load_task("intent", cache=fake_cache)
-    assert "please do thing 0" in intent.train["text"] + intent.validation["text"] + intent.test["text"]
+    assert "please do thing 0" in list(intent.train["text"]) + list(intent.validation["text"]) + list(
+        intent.test["text"]
+    )
     assert "add to playlist" in intent.label_names
     fever = load_task("fever_claims", cache=fake_cache)
-    assert all(t.startswith("Claim number") and t.endswith("holds.") for t in fever.train["text"])
+    assert all(t.startswith("Claim number") and t.endswith("holds.") for t in list(fever.train["text"]))
     nli = load_task("epistemic_nli", cache=fake_cache)
     row = nli.train[0]
     assert row["text"].startswith("Ann knows") and row["text_pair"].startswith("Cat ")
     question = load_task("question_type", cache=fake_cache)
-    assert all(not t.startswith("Question:") for t in question.train["text"])
+    assert all(not t.startswith("Question:") for t in list(question.train["text"]))
     bbc = load_task("bbc_topic", cache=fake_cache)
     assert "sport" in bbc.label_names and bbc.metadata["n_examples"] == 31
     rt = load_task("rt_sentiment", cache=fake_cache)
     assert rt.metadata["n_examples"] == 50 and rt.metadata["n_duplicates_removed"] == 1
     subjectivity = load_task("rt_subjectivity", cache=fake_cache)
-    labels = subjectivity.train["label"] + subjectivity.validation["label"] + subjectivity.test["label"]
+    labels = (
+        list(subjectivity.train["label"])
+        + list(subjectivity.validation["label"])
+        + list(subjectivity.test["label"])
+    )
     assert labels.count(0) == labels.count(1) == 15
 
 
@@ -70,7 +80,9 @@ def test_second_load_reads_the_parquet_cache(tmp_path):
     first = load_task("intent", cache=root, seed=1)
     (root / "packages/bigbench-1.0.0" / SUITE["intent"].member).unlink()  # raw file gone, cache remains
     second = load_task("intent", cache=root, seed=1)
-    assert first.train["text"] == second.train["text"] and first.test["label"] == second.test["label"]
+    assert list(first.train["text"]) == list(second.train["text"]) and list(first.test["label"]) == list(
+        second.test["label"]
+    )
     assert list((root / "tasks").glob("intent.*.parquet"))
 
 
@@ -79,8 +91,8 @@ def test_seeds_change_the_split(fake_cache):
         load_task("rt_sentiment", cache=fake_cache, seed=0),
         load_task("rt_sentiment", cache=fake_cache, seed=1),
     )
-    assert set(a.test["text"]) != set(b.test["text"])
-    assert load_task("rt_sentiment", cache=fake_cache, seed=0).test["text"] == a.test["text"]
+    assert set(list(a.test["text"])) != set(list(b.test["text"]))
+    assert list(load_task("rt_sentiment", cache=fake_cache, seed=0).test["text"]) == list(a.test["text"])
 
 
 def test_missing_package_says_run_fetch(tmp_path):

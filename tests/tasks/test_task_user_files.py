@@ -26,7 +26,7 @@ def test_csv_with_kwargs(tmp_path):
     assert task.name == "reviews" and task.label_names == ["1", "2", "3"] and not task.is_pair
     assert len(task.test) == 10 and len(task.validation) == 9 and len(task.train) == 41
     assert task.train.features["label"].names == ["1", "2", "3"]
-    assert set(task.train["text"]).isdisjoint(task.test["text"])
+    assert set(list(task.train["text"])).isdisjoint(list(task.test["text"]))
 
 
 def test_spec_syntax_equals_kwargs(tmp_path):
@@ -34,7 +34,11 @@ def test_spec_syntax_equals_kwargs(tmp_path):
     _reviews().to_csv(path, index=False)
     a = load_task(f"{path}?text=review&label=stars&name=mine", seed=5)
     b = load_task(path, text_column="review", label_column="stars", seed=5)
-    assert a.name == "mine" and a.train["text"] == b.train["text"] and a.test["label"] == b.test["label"]
+    assert (
+        a.name == "mine"
+        and list(a.train["text"]) == list(b.train["text"])
+        and list(a.test["label"]) == list(b.test["label"])
+    )
     with pytest.raises(ValueError, match="unknown option 'txt'"):
         load_task(f"{path}?txt=review")
 
@@ -44,7 +48,7 @@ def test_tsv_and_texts_that_look_missing(tmp_path):
     path = tmp_path / "data.tsv"
     frame.to_csv(path, sep="\t", index=False)
     task = load_task(path)
-    texts = task.train["text"] + task.validation["text"] + task.test["text"]
+    texts = list(task.train["text"]) + list(task.validation["text"]) + list(task.test["text"])
     assert "NA" in texts and "null" in texts and len(texts) == 20
 
 
@@ -87,11 +91,12 @@ def test_missing_column_lists_available_columns(tmp_path):
     path = tmp_path / "reviews.csv"
     _reviews().to_csv(path, index=False)
     with pytest.raises(
-        ValueError, match="label column 'rating' is not in reviews.csv; available columns: review, stars, id"
+        ValueError,
+        match=r"label column 'rating' is not in reviews\.csv; available columns: review, stars, id",
     ):
         load_task(path, text_column="review", label_column="rating")
     with pytest.raises(
-        ValueError, match="no text column in reviews.csv.*available columns: review, stars, id"
+        ValueError, match=r"no text column in reviews\.csv.*available columns: review, stars, id"
     ):
         load_task(path)
 
@@ -106,7 +111,7 @@ def test_single_class_and_other_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown task 'rt_sentimnet'"):
         load_task("rt_sentimnet")
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(ValueError, match="expected a .csv, .tsv, .jsonl"):
+    with pytest.raises(ValueError, match=r"expected a \.csv, \.tsv, \.jsonl"):
         load_task(tmp_path / "notes.txt")
     (tmp_path / "plain_dir").mkdir()
     with pytest.raises(ValueError, match="not a dataset saved with datasets' save_to_disk"):
@@ -120,6 +125,5 @@ def test_label_names_fix_the_order(tmp_path):
     )
     task = load_task(path, label_names=["pos", "neg"])
     assert task.label_names == ["pos", "neg"]
-    assert task.train.features["label"].int2str(task.train[0]["label"]) == (
-        "pos" if task.train[0]["text"] in {f"t{i}" for i in range(0, 20, 2)} else "neg"
-    )
+    for row in task.train:
+        assert row["label"] == int(row["text"][1:]) % 2  # even rows are "pos" = 0

@@ -47,7 +47,13 @@ def write_tiny_checkpoint(directory: Path, seed: int = 0) -> Path:
 
 
 def make_task(
-    n_train: int = 64, n_val: int = 32, n_test: int = 32, *, pair: bool = False, seed: int = 0, name: str = "tiny"
+    n_train: int = 64,
+    n_val: int = 32,
+    n_test: int = 32,
+    *,
+    pair: bool = False,
+    seed: int = 0,
+    name: str = "tiny",
 ) -> Task:
     """Binary sentiment (labels negative / positive); with ``pair`` the sentiment word is in ``text_pair``."""
     rng = random.Random(seed)

@@ -30,7 +30,9 @@ def test_delta_model_trains_under_hf_trainer(tiny_model_dir, tiny_task, tmp_path
         remove_unused_columns=False,  # DeltaModel.forward takes **inputs; keep the tokenised columns
         disable_tqdm=True,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=DataCollatorWithPadding(tokenizer))
+    trainer = Trainer(
+        model=model, args=args, train_dataset=dataset, data_collator=DataCollatorWithPadding(tokenizer)
+    )
     trainer.train()
 
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from deltaspace.deltas.presets import resolve_method
-from deltaspace.model import DeltaModel, get_delta_model
+from deltaspace.model import get_delta_model
 from deltaspace.train import TrainConfig, build_classifier, evaluate_model, evaluate_run, load_result, train
 from deltaspace.train.data import make_loader, tokenize_split
 from deltaspace.train.io import read_jsonl
@@ -54,7 +54,9 @@ def test_delta_trains_base_stays_bit_identical(tiny_model_dir, tiny_task, tmp_pa
     delta_model, tokenizer = _prebuilt(config, tiny_task)
     trainable = set(delta_model.trainable_parameter_names())
     base_before = {
-        name: p.detach().clone() for name, p in delta_model.base_model.named_parameters() if name not in trainable
+        name: p.detach().clone()
+        for name, p in delta_model.base_model.named_parameters()
+        if name not in trainable
     }
     theta0 = delta_model.solution()
     loss_before = _train_loss(delta_model, tokenizer, tiny_task)
@@ -116,7 +118,10 @@ def test_linear_head_is_seeded_trained_and_saved(tiny_model_dir, tiny_task, tmp_
     config = _config(tiny_model_dir, tmp_path / "run", method="bitfit", head="linear", max_steps=4)
     delta_model, tokenizer = _prebuilt(config, tiny_task)
     again, _ = _prebuilt(config, tiny_task)
-    assert all(torch.equal(a, b) for a, b in zip(delta_model.solution().values(), again.solution().values()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(delta_model.solution().values(), again.solution().values(), strict=True)
+    )
     head = [name for name in delta_model.trainable_parameter_names() if name.startswith("classifier.")]
     assert head, "the linear head must be trained with the delta"
 
@@ -144,7 +149,13 @@ def test_same_seed_same_run_other_seed_other_init(tiny_model_dir, tiny_task, tmp
 def test_early_stopping_and_grad_accumulation(tiny_model_dir, tiny_task, tmp_path):
     # A learning rate too small to change any prediction: accuracy never improves after the first evaluation.
     config = _config(
-        tiny_model_dir, tmp_path / "run", lr=1e-9, eval_every=1, early_stopping_patience=2, grad_accum=2, epochs=10
+        tiny_model_dir,
+        tmp_path / "run",
+        lr=1e-9,
+        eval_every=1,
+        early_stopping_patience=2,
+        grad_accum=2,
+        epochs=10,
     )
     result = train(config, task=tiny_task)
     assert result.stopped_early

@@ -108,7 +108,10 @@ def test_resume_skips_finished_and_restarts_killed_runs(tmp_path, tiny_model_dir
         return tiny_task
 
     first = run_sweep(sweep, task_loader=load, show=False)
-    assert [(o.spec.key, o.status) for o in first] == [("tiny/bitfit/seed0", "done"), ("tiny/lora/seed0", "done")]
+    assert [(o.spec.key, o.status) for o in first] == [
+        ("tiny/bitfit/seed0", "done"),
+        ("tiny/lora/seed0", "done"),
+    ]
     assert loads == ["tiny"]  # loaded once per sweep
     bitfit, lora = out / "tiny" / "bitfit" / "seed0", out / "tiny" / "lora" / "seed0"
     stamps = {run: os.stat(run / "result.json").st_mtime_ns for run in (bitfit, lora)}
@@ -134,7 +137,9 @@ def test_resume_skips_finished_and_restarts_killed_runs(tmp_path, tiny_model_dir
 
     frame = collect_results(out)
     assert list(frame["method"]) == ["bitfit", "lora"] and set(frame["task"]) == {"tiny"}
-    assert {"val_accuracy", "test_accuracy", "test_macro_f1", "trainable_params", "train_time_s"} <= set(frame.columns)
+    assert {"val_accuracy", "test_accuracy", "test_macro_f1", "trainable_params", "train_time_s"} <= set(
+        frame.columns
+    )
     table = (out / "results.md").read_text()
     assert "| bitfit |" in table and "| lora |" in table
 
@@ -167,11 +172,21 @@ def test_failed_run_is_reported_and_the_sweep_goes_on(tmp_path, tiny_model_dir, 
 
 def test_results_table_mean_std_average_params():
     rows = []
-    for method, params, scores in (("lora", 100, {"a": [0.8, 0.9], "b": [0.6, 0.7]}), ("coeff", 10, {"a": [0.5]})):
+    for method, params, scores in (
+        ("lora", 100, {"a": [0.8, 0.9], "b": [0.6, 0.7]}),
+        ("coeff", 10, {"a": [0.5]}),
+    ):
         for task, values in scores.items():
             for seed, value in enumerate(values):
                 rows.append(
-                    dict(task=task, method=method, seed=seed, test_accuracy=value, trainable_params=params, total_params=1000)
+                    dict(
+                        task=task,
+                        method=method,
+                        seed=seed,
+                        test_accuracy=value,
+                        trainable_params=params,
+                        total_params=1000,
+                    )
                 )
     table = results_table(pd.DataFrame(rows))
     lines = table.splitlines()

@@ -22,7 +22,9 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> int:
 
     for package in ("gguf", "accelerate"):
         if importlib.util.find_spec(package) is None:
-            raise ImportError(f"converting {gguf_path.name} needs the '{package}' package; pip install {package}")
+            raise ImportError(
+                f"converting {gguf_path.name} needs the '{package}' package; pip install {package}"
+            )
     gguf_path = Path(gguf_path)
     kwargs = {"gguf_file": gguf_path.name, "local_files_only": True}
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kwargs)

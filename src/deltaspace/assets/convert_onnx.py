@@ -110,7 +110,12 @@ def max_abs_difference(model, tokenizer, onnx_path: Path, sentences=CHECK_SENTEN
 
 
 def convert_onnx_bert(
-    onnx_path: Path, tokenizer_dir: Path, out_dir: Path, *, num_attention_heads: int = 12, tolerance: float = 1e-4
+    onnx_path: Path,
+    tokenizer_dir: Path,
+    out_dir: Path,
+    *,
+    num_attention_heads: int = 12,
+    tolerance: float = 1e-4,
 ) -> float:
     """Write a safetensors BERT checkpoint plus tokenizer to ``out_dir``; return the checked max diff.
 

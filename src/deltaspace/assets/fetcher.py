@@ -79,7 +79,10 @@ def fetch_package(
         emit(FetchEvent(spec.requirement, "present"))
         return StepResult(spec.requirement, target, "present", 0.0)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".download-", dir=target.parent) as download_dir:
+    # Named like a partial build so that a download killed outright is cleaned up by the next fetch.
+    with tempfile.TemporaryDirectory(
+        prefix=f".partial-{os.getpid()}-download-", dir=target.parent
+    ) as download_dir:
         archive = download_package(
             spec,
             Path(download_dir),

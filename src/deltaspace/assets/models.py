@@ -64,6 +64,9 @@ def load_model(
     name_str = os.fspath(name)
     if name_str in PACKAGED_MODELS:
         source, local = resolve_model_dir(name_str, cache), True
+        if name_str == "minilm-l3" and kind == "encoder":
+            # The ONNX export has no pooler; skip building a random one (sentence embeddings never use it).
+            from_pretrained_kwargs.setdefault("add_pooling_layer", False)
     elif Path(name_str).expanduser().is_dir():
         source, local = Path(name_str).expanduser(), True
     elif Path(name_str).expanduser().exists() or name_str.startswith((".", "/", "~")):

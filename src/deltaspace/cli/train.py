@@ -1,6 +1,7 @@
 """`deltaspace train | eval | sweep`: training runs, evaluating saved runs, and sweeps of runs.
 
-Several processes: ``accelerate launch --num_processes 2 [--cpu] $(which deltaspace) train ...``.
+Several processes: ``accelerate launch --multi_gpu --num_processes 2 $(which deltaspace) train ...`` (on CPU,
+pass ``--cpu`` to ``train``: ``accelerate launch --cpu`` alone starts one process).
 """
 
 from __future__ import annotations

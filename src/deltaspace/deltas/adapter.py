@@ -95,7 +95,12 @@ class BottleneckAdapter(nn.Module):
                 nn.init.zeros_(linear.bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.up(self.act(self.down(hidden)))
+        return self.up(self.act(self.down(hidden.to(self.down.weight.dtype)))).to(hidden.dtype)
+
+
+def _delta_dtype(dtype: torch.dtype) -> torch.dtype:
+    # Small residual updates would round away in half precision: keep them float32 (as PEFT does).
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def _adapter_hook(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
@@ -151,16 +156,18 @@ class AdapterConfig(DeltaConfig):
 
     def attach(self, model: nn.Module) -> AttachedAdapter:
         names = self.target_names(model)
-        hook_ids = []
-        for name in names:
-            module = model.get_submodule(name)
+        modules = [model.get_submodule(name) for name in names]
+        # Validate every target before touching any, so a failed attach leaves the model as it was.
+        for name, module in zip(names, modules, strict=True):
             if hasattr(module, ADAPTER_ATTR):
                 raise ValueError(f"{name!r} already carries an adapter; detach it before attaching another")
-            features = output_features(module, name)
-            adapter = BottleneckAdapter(features, self.bottleneck, self.activation, self.bias)
+        features = [output_features(module, name) for name, module in zip(names, modules, strict=True)]
+        hook_ids = []
+        for module, size in zip(modules, features, strict=True):
+            adapter = BottleneckAdapter(size, self.bottleneck, self.activation, self.bias)
             adapter.reset_parameters(self.init, self.init_std)
             weight = module.weight
-            adapter.to(device=weight.device, dtype=weight.dtype)
+            adapter.to(device=weight.device, dtype=_delta_dtype(weight.dtype))
             module.add_module(ADAPTER_ATTR, adapter)
             hook_ids.append(module.register_forward_hook(_adapter_hook).id)
         return AttachedAdapter(self, model, names, hook_ids)

@@ -146,6 +146,8 @@ class PrefixTuningConfig(DeltaConfig):
         if any(hasattr(m, PREFIX_ATTR) for m in modules):
             raise ValueError("the model already carries prefixes; detach them before attaching another")
         reference = next(model.parameters())
+        # Trainable tensors stay float32 under a half-precision base (the attention casts the prefixes).
+        dtype = torch.float32 if reference.dtype in (torch.float16, torch.bfloat16) else reference.dtype
         shapes = [kv_shape(m) for m in modules]
         num = self.num_virtual_tokens
         if self.reparameterize:
@@ -154,7 +156,7 @@ class PrefixTuningConfig(DeltaConfig):
             embed_dim = embed_dim or num_query_heads(modules[0]) * shapes[0][1]
             total = sum(2 * h * d for h, d in shapes)
             generator = PrefixGenerator(num, embed_dim, self.hidden_size, total, self.init_std)
-            generator.to(device=reference.device, dtype=reference.dtype)
+            generator.to(device=reference.device, dtype=dtype)
             model.add_module(GENERATOR_ATTR, generator)
             offset = 0
             for module, (h, d) in zip(modules, shapes, strict=True):
@@ -164,7 +166,7 @@ class PrefixTuningConfig(DeltaConfig):
         else:
             for module, (h, d) in zip(modules, shapes, strict=True):
                 layer = LayerPrefix.direct(h, d, num, self.init_std)
-                module.add_module(PREFIX_ATTR, layer.to(device=reference.device, dtype=reference.dtype))
+                module.add_module(PREFIX_ATTR, layer.to(device=reference.device, dtype=dtype))
             param_names = [f"{n}.{PREFIX_ATTR}.{p}" for n in names for p in ("key", "value")]
         # The prefixes only take effect through the deltaspace attention; switch to it (idempotent) and
         # remember whether it was on already, so detach can leave the model exactly as it found it.

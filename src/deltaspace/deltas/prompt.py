@@ -105,7 +105,10 @@ class PromptTuningConfig(DeltaConfig):
                 f"prompt tuning needs an nn.Embedding input table, got {type(embeddings).__name__}"
             )
         ids = self._init_token_ids(embeddings.num_embeddings).to(embeddings.weight.device)
-        model.add_module(PROMPT_ATTR, SoftPrompt(embeddings.weight.detach()[ids].clone()))
+        init = embeddings.weight.detach()[ids].clone()
+        if init.dtype in (torch.float16, torch.bfloat16):
+            init = init.float()  # trainable tensors stay float32 under a half-precision base
+        model.add_module(PROMPT_ATTR, SoftPrompt(init))
         position = self.position
         if position == "auto":
             position = "start" if is_causal_model(model) else "after_first"

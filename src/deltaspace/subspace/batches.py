@@ -82,20 +82,18 @@ class TaskBatches:
         test_labels: Tensor | None = None,
         eval_batch_size: int = 1024,
         num_labels: int | None = None,
-        seed: int = 0,
     ) -> TaskBatches:
         """In-memory task whose batches are ``{"inputs": x, "labels": y}``, reshuffled every epoch.
 
-        The shuffling generator is seeded once, so the sequence of batches is reproducible.
+        Shuffling draws from torch's global RNG (as a shuffling ``DataLoader`` does), so the stages, which
+        run under their own seed, see the same batches on every run.
         """
         if len(inputs) != len(labels) or len(eval_inputs) != len(eval_labels):
             raise ValueError(f"task {name!r}: inputs and labels must have the same length")
         if batch_size < 1:
             raise ValueError(f"task {name!r}: batch_size must be >= 1, got {batch_size}")
-        generator = torch.Generator().manual_seed(seed)
-
         def train() -> Iterator[dict[str, Tensor]]:
-            order = torch.randperm(len(inputs), generator=generator)
+            order = torch.randperm(len(inputs))
             for start in range(0, len(order), batch_size):
                 index = order[start : start + batch_size]
                 yield {"inputs": inputs[index], "labels": labels[index]}

@@ -71,7 +71,8 @@ class FitConfig:
         steps: optimisation steps (one task batch each).
         lr, optimizer, schedule, weight_decay, grad_clip: optimisation (paper: Adafactor, constant lr).
         recon_weight: λ on the relative reconstruction error (per member).
-        task_weight: weight of the task losses; 0 fits by reconstruction only (no batches needed).
+        task_weight: weight of the task losses; 0 fits by reconstruction only (no batches needed; every
+            step then reconstructs all source tasks, i.e. full-batch).
         mixing: ``dirichlet`` (default), ``paper`` (the paper's stick breaking) or ``none`` (each member
             decodes its own code: no interpolation).
         dirichlet_alpha: concentration of the Dirichlet (1 = uniform on the simplex).
@@ -396,6 +397,8 @@ def _step(
     names = [m.name for m in members]
     codes = [downs[n].head(features[n][task]).to(code_device) for n in names]
     stacked = torch.stack(codes)  # (M, d)
+    # reconstruction-only fits have no batch to follow: every source task is reconstructed every step
+    recon_tasks = list(deltas[names[0]]) if config.task_weight == 0 else [task]
     mixed = torch.as_tensor(weights, dtype=stacked.dtype, device=code_device) @ stacked  # row m: member m's input
     record: dict[str, Any] = {"task": task, "weights": [float(w) for w in weights[0]], "ce": {}, "recon": {}}
     total = 0.0
@@ -414,7 +417,12 @@ def _step(
         surrogate = surrogate + (mixed * leaf.grad).sum()
     for member, z in zip(members, codes, strict=True):
         up = ups[member.name]
-        rec = relative_reconstruction_error(deltas[member.name][task], up.delta(z.to(up.theta0.device)))
+        if recon_tasks == [task]:
+            rec = relative_reconstruction_error(deltas[member.name][task], up.delta(z.to(up.theta0.device)))
+        else:
+            target = torch.stack([deltas[member.name][t] for t in recon_tasks])
+            z_all = downs[member.name].head(torch.stack([features[member.name][t] for t in recon_tasks]))
+            rec = relative_reconstruction_error(target, up.delta(z_all)).mean()
         record["recon"][member.name] = float(rec.detach())
         total += config.recon_weight * record["recon"][member.name]
         surrogate = surrogate + config.recon_weight * rec.to(code_device)

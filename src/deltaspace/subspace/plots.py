@@ -22,6 +22,11 @@ from deltaspace.subspace.landscape import Landscape
 _COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
 
 
+def _has_level(grid: np.ndarray, level: float) -> bool:
+    """Whether a contour at ``level`` exists (matplotlib warns when asked for one that does not)."""
+    return bool(grid.min() < level <= grid.max())
+
+
 def _mark_anchors(ax, landscape: Landscape) -> None:
     for name, (a, b) in landscape.plane.anchors.items():
         ax.plot([a], [b], marker="o", color="black", markersize=5, markerfacecolor="white")
@@ -39,13 +44,15 @@ def plot_landscape(
     fig = Figure(figsize=(4.2 * panels, 3.8), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, panels, squeeze=False)[0]
-    extent = (landscape.a[0], landscape.a[-1], landscape.b[0], landscape.b[-1])
+    # imshow's extent is the outer edge of the cells; the grid values sit at the cell centres
+    half_a, half_b = (landscape.a[1] - landscape.a[0]) / 2, (landscape.b[1] - landscape.b[0]) / 2
+    extent = (landscape.a[0] - half_a, landscape.a[-1] + half_a, landscape.b[0] - half_b, landscape.b[-1] + half_b)
     vmax = max(float(np.max(g)) for g in grids.values())
     vmin = min(float(np.min(g)) for g in grids.values())
     label = f"relative {landscape.metric} (%)" if use_relative else landscape.metric
     for ax, name in zip(axes, names, strict=False):
         image = ax.imshow(grids[name], origin="lower", extent=extent, aspect="auto", vmin=vmin, vmax=vmax, cmap="viridis")
-        if use_relative:
+        if use_relative and _has_level(grids[name], threshold):
             ax.contour(landscape.a, landscape.b, grids[name], levels=[threshold], colors="white", linewidths=1.0)
         _mark_anchors(ax, landscape)
         ax.set_title(name)
@@ -58,11 +65,14 @@ def plot_landscape(
         for i, name in enumerate(names):
             colour = _COLOURS[i % len(_COLOURS)]
             mask = (grids[name] >= threshold).astype(float)
-            ax.contourf(landscape.a, landscape.b, mask, levels=[0.5, 1.5], colors=[colour], alpha=0.25)
+            if mask.any():
+                ax.contourf(landscape.a, landscape.b, mask, levels=[0.5, 1.5], colors=[colour], alpha=0.25)
             handles.append(Patch(color=colour, alpha=0.4, label=f"{name} ≥ {threshold:g}%"))
         shared = landscape.shared_region(threshold).astype(float)
-        ax.contourf(landscape.a, landscape.b, shared, levels=[0.5, 1.5], colors="none", hatches=["///"])
-        ax.contour(landscape.a, landscape.b, shared, levels=[0.5], colors="black", linewidths=1.2)
+        if shared.any():
+            ax.contourf(landscape.a, landscape.b, shared, levels=[0.5, 1.5], colors="none", hatches=["///"])
+        if _has_level(shared, 0.5):
+            ax.contour(landscape.a, landscape.b, shared, levels=[0.5], colors="black", linewidths=1.2)
         handles.append(Patch(facecolor="none", edgecolor="black", hatch="///", label="all DETs"))
         _mark_anchors(ax, landscape)
         ax.set_xlim(extent[0], extent[1])

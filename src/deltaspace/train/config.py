@@ -24,6 +24,9 @@ class TrainConfig:
     the same batch, so a run's optimisation does not depend on how many processes run it. The effective
     batch per optimizer step is ``batch_size * grad_accum``. ``eval_every`` counts optimizer steps; ``None``
     evaluates at the end of every epoch. ``early_stopping_patience`` counts evaluations without improvement.
+    ``seed`` draws the delta's θ0 (and a linear head), dropout and the data order; ``data_seed`` the task's
+    splits and the fixed random subsets kept by ``max_train_examples`` (train) and ``max_eval_examples``
+    (validation and test), so every seed of a sweep sees the same data.
     """
 
     task: str

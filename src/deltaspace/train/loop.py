@@ -8,9 +8,10 @@ Run directory (``config.output_dir``)::
     delta/          DeltaModel.save_pretrained of the best checkpoint      written at the end
     result.json     RunResult: final validation / test metrics, sizes, timings, written LAST and atomically
 
-so ``result.json`` existing means the run finished. Launch on several processes with
-``accelerate launch --num_processes N -m deltaspace.cli train ...``; batches are split across processes
-(``split_batches=True``), so a run optimises the same thing whatever the process count.
+so ``result.json`` existing means the run finished. Several processes: ``accelerate launch --multi_gpu
+--num_processes N $(which deltaspace) train ...`` (on CPU add ``--cpu`` to ``train``, not to ``launch``,
+whose ``--cpu`` starts a single process; ``torchrun --nproc_per_node N`` works too). Batches are split
+across processes (``split_batches``), so a run optimises the same thing whatever the process count.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ A sweep config (YAML or JSON)::
     train: {model: minilm-l6, epochs: 3, batch_size: 32}      # TrainConfig fields for every run
     method_overrides: {lora: {lr: 5.0e-4, method_options: {r: 8}}}
     task_overrides: {sst2: {max_train_examples: 2000}}
+
+Under ``accelerate launch`` every process walks the same run list and trains each run together; a run that
+fails on one process only (e.g. out of memory) can leave the others waiting, so prefer ``isolate`` there.
 """
 
 from __future__ import annotations
@@ -165,7 +168,9 @@ class RunOutcome:
 
 
 def slug(name: str) -> str:
-    """A directory name for a task spec or method: a path becomes its file stem; odd characters become '_'."""
+    """A directory name for a task spec or method: a path becomes its file stem (options after '?' dropped);
+    odd characters become '_'."""
+    name = name.split("?", 1)[0]
     if "/" in name or "\\" in name or Path(name).suffix in (".csv", ".jsonl", ".json", ".tsv"):
         name = Path(name).stem if Path(name).suffix else Path(name).name
     return re.sub(r"[^A-Za-z0-9._+=-]", "_", name).strip(".") or "_"
@@ -318,7 +323,7 @@ def print_summary(outcomes: list[RunOutcome], shard: tuple[int, int] = (0, 1)) -
     for outcome in outcomes:
         result = outcome.result
         table.add_row(
-            outcome.spec.task,
+            slug(outcome.spec.task),
             outcome.spec.method,
             str(outcome.spec.seed),
             f"[{styles[outcome.status]}]{outcome.status}[/]",

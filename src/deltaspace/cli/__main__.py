@@ -1,0 +1,3 @@
+from deltaspace.cli import main
+
+main()

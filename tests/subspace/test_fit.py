@@ -1,0 +1,139 @@
+import numpy as np
+import pytest
+import torch
+from subspace_toys import LinearMember
+
+from deltaspace.subspace import FitConfig, SolutionStore, TaskBatches, fit
+from deltaspace.subspace.fit import fixed_points, sample_weights
+
+
+class ReconOnlyMember:
+    """A member for reconstruction-only fits: the task loss must never be called."""
+
+    def __init__(self, name: str, size: int, seed: int) -> None:
+        self.name = name
+        self.theta0 = torch.randn(size, generator=torch.Generator().manual_seed(seed))
+
+    def loss(self, theta, batch):
+        raise AssertionError("reconstruction-only fit must not call the task loss")
+
+    def predict(self, theta, batch):
+        raise AssertionError("reconstruction-only fit must not evaluate")
+
+
+def _low_rank_store(members, dim, tasks, scales, seed=0):
+    """Deltas that truly lie in a dim-dimensional subspace per member: Δ_t = P_true z_t (very different scales)."""
+    g = torch.Generator().manual_seed(seed)
+    store = SolutionStore()
+    for member, scale in zip(members, scales, strict=True):
+        basis = scale * torch.randn(member.theta0.numel(), dim, generator=g)
+        for t in range(tasks):
+            store.add(member.name, f"t{t}", basis @ torch.randn(dim, generator=g))
+    return store
+
+
+RECON = dict(optimizer="adamw", schedule="cosine", lr=0.1, task_weight=0.0, grad_clip=None, progress=False)
+
+
+def test_dense_projection_recovers_low_dimensional_deltas_exactly():
+    # a 40-parameter DET with tiny deltas next to a 200-parameter one with huge deltas: the normalised loss
+    # must fit both
+    members = [ReconOnlyMember("small", 40, 1), ReconOnlyMember("large", 200, 2)]
+    store = _low_rank_store(members, dim=3, tasks=4, scales=[0.01, 30.0])
+    bundle = fit(members, store, None, FitConfig(dim=3, steps=300, encoder_hidden=16, up="dense", down="mlp", **RECON))
+    errors = bundle.reconstruction_errors(store)
+    assert bundle.metadata["members"]["small"]["up"] == "dense"
+    assert max(e for by_task in errors.values() for e in by_task.values()) < 1e-3, errors
+    assert bundle.metadata["reconstruction"] == errors
+    assert bundle.tasks() == ["t0", "t1", "t2", "t3"]
+
+
+def test_structured_projection_fits_where_its_structure_allows():
+    # one Δ per member is always representable (per-coordinate scale), as are several Δ's when D <= width
+    members = [ReconOnlyMember("ft", 1000, 1), ReconOnlyMember("narrow", 48, 2)]
+    store = SolutionStore()
+    g = torch.Generator().manual_seed(5)
+    store.add("ft", "t0", 0.1 * torch.randn(1000, generator=g))
+    store.add("narrow", "t0", torch.randn(48, generator=g))
+    bundle = fit(members, store, None, FitConfig(dim=3, steps=200, up="fastfood", down="sketch", **RECON))
+    assert {m["up"] for m in bundle.metadata["members"].values()} == {"fastfood"}
+    errors = bundle.reconstruction_errors(store)
+    assert max(e for by_task in errors.values() for e in by_task.values()) < 1e-3, errors
+
+    narrow = [ReconOnlyMember("narrow", 48, 2)]
+    store = _low_rank_store(narrow, dim=3, tasks=3, scales=[1.0])
+    bundle = fit(narrow, store, None, FitConfig(dim=3, steps=400, encoder_hidden=16, up="fastfood", **{**RECON, "lr": 0.05}))
+    assert max(bundle.reconstruction_errors(store)["narrow"].values()) < 1e-3
+
+
+class BigMember(LinearMember):
+    """A "full fine-tuning"-sized member: D = 2^16, of which the first entries form a linear classifier."""
+
+    def __init__(self):
+        super().__init__("full", seed=3)
+        self.theta0 = torch.cat([self.theta0, torch.zeros((1 << 16) - self.theta0.numel())])
+
+
+def test_large_member_never_materialises_a_dense_projection():
+    member, dim = BigMember(), 16
+    size = member.theta0.numel()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 12, generator=g)
+    task = TaskBatches.from_tensors("t", x, x[:, 0].gt(0).long(), batch_size=32, eval_inputs=x, eval_labels=x[:, 0].gt(0).long())
+    store = SolutionStore()
+    store.add("full", "t", 0.01 * torch.randn(size, generator=g))
+    config = FitConfig(dim=dim, steps=3, optimizer="adafactor", max_dense_elements=size * dim - 1, progress=False)
+    bundle = fit([member], store, [task], config)
+    meta = bundle.metadata["members"]["full"]
+    assert (meta["up"], meta["down"]) == ("fastfood", "sketch")
+    assert meta["memory_bytes"]["up"] < meta["dense_equivalent_bytes"] / 4
+    assert meta["memory_bytes"]["down"] < meta["dense_equivalent_bytes"] / 4
+    assert max(t.numel() for t in bundle.up("full").state_dict().values()) < 2 * size
+
+
+def test_fit_is_deterministic_and_validates_at_fixed_points(toy_study):
+    config = FitConfig(dim=3, steps=6, eval_every=3, optimizer="adamw", lr=1e-2, progress=False, seed=7)
+    records = []
+    first = fit(toy_study.members, toy_study.store, toy_study.sources, config, on_step=records.append)
+    second = fit(toy_study.members, toy_study.store, toy_study.sources, config)
+    for name in first.members:
+        for key, value in first.up(name).state_dict().items():
+            assert torch.equal(value, second.up(name).state_dict()[key])
+        for task in first.tasks():
+            assert torch.equal(first.code(name, task), second.code(name, task))
+    assert [v["step"] for v in first.metadata["validation"]] == [3, 6]
+    labels = set(first.metadata["validation"][0]["metrics"]["src0"])
+    assert labels == {"vertex:linear", "vertex:lowrank", "vertex:features", "centroid"}
+    assert first.metadata["validation"][0]["relative"] is True  # store holds the original-space metrics
+    assert [r["task"] for r in records] == ["src0", "src1", "src2"] * 2  # round robin
+    assert all(set(r["ce"]) == set(r["recon"]) == {"linear", "lowrank", "features"} for r in records)
+
+
+def test_fit_writes_best_bundle_and_log(toy_study, tmp_path):
+    config = FitConfig(dim=2, steps=4, eval_every=2, optimizer="adamw", progress=False)
+    bundle = fit(toy_study.members, toy_study.store, toy_study.sources, config, output_dir=tmp_path / "b", log_path=tmp_path / "log.jsonl")
+    assert (tmp_path / "b" / "bundle.json").is_file()
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 4
+    assert bundle.metadata["best_step"] in (2, 4)
+
+
+def test_interpolation_weights():
+    rng = np.random.default_rng(0)
+    draws = np.stack([sample_weights(rng, 3, "dirichlet")[0] for _ in range(4000)])
+    assert np.allclose(draws.sum(1), 1.0) and (draws >= 0).all()
+    np.testing.assert_allclose(draws.mean(0), [1 / 3] * 3, atol=0.02)  # uniform on the simplex
+    paper = np.stack([sample_weights(rng, 3, "paper")[0] for _ in range(4000)])
+    np.testing.assert_allclose(paper.mean(0), [0.5, 0.25, 0.25], atol=0.02)  # the paper's biased sampling
+    assert np.array_equal(sample_weights(rng, 3, "none"), np.eye(3))
+    points = fixed_points({"a": torch.tensor([1.0, 0.0]), "b": torch.tensor([0.0, 1.0])})
+    assert torch.equal(points["centroid"], torch.tensor([0.5, 0.5]))
+
+
+def test_fit_rejects_bad_input(toy_study):
+    with pytest.raises(ValueError, match="needs tasks"):
+        fit(toy_study.members, toy_study.store, None, FitConfig(progress=False))
+    with pytest.raises(ValueError, match="unknown mixing"):
+        fit(toy_study.members, toy_study.store, toy_study.sources, FitConfig(mixing="uniform"))
+    empty = SolutionStore()
+    with pytest.raises(ValueError, match="has no solution"):
+        fit(toy_study.members, empty, toy_study.sources, FitConfig(progress=False))
