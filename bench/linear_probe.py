@@ -68,6 +68,7 @@ def write_atomic(path: Path, text: str) -> None:
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(handle, "w", encoding="utf-8") as file:
         file.write(text)
+    os.chmod(temp, 0o644)  # mkstemp files are private
     os.replace(temp, path)
 
 
@@ -86,7 +87,7 @@ def markdown(results: list[dict], header: dict) -> str:
         lines.append(
             f"| {r['task']} | {r['role']} | {r['n_examples']} | {r['train']} / {r['validation']} / {r['test']} | "
             f"{r['classes']} | {'yes' if r['is_pair'] else 'no'} | {r['max_length']} | {r['majority']:.3f} | "
-            f"**{r['probe_accuracy']:.3f}** | {r['probe_macro_f1']:.3f} |"
+            f"{r['probe_accuracy']:.3f} | {r['probe_macro_f1']:.3f} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -86,8 +86,7 @@ class PrototypeClassifier(nn.Module):
         """
         if len(label_names) < 2:
             raise ValueError(f"a classifier needs at least 2 label names, got {list(label_names)}")
-        texts = [str(name).replace("_", " ").strip() for name in label_names]
-        prototypes = encode_mean_pooled(encoder, tokenizer, texts)
+        prototypes = label_prototypes(encoder, tokenizer, label_names)
         return cls(encoder, prototypes, temperature=temperature, label_names=label_names)
 
     # HF-style accessors the deltas and tools look for; they all describe the encoder.
@@ -110,13 +109,17 @@ class PrototypeClassifier(nn.Module):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        prototypes: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> SequenceClassifierOutput:
+        """``prototypes`` (K, D), if given, replace the stored ones for this call: one model then serves
+        every task of a multi-task study (the subspace stages pass each task's prototypes with its batch)."""
         kwargs.pop("num_items_in_batch", None)  # passed by HF's Trainer; the loss here is a plain mean
         kwargs.pop("return_dict", None)
         outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
         pooled = mean_pool(outputs.last_hidden_state, attention_mask).float()
-        logits = self.temperature * F.normalize(pooled, dim=-1) @ self.prototypes.T
+        table = self.prototypes if prototypes is None else F.normalize(prototypes.to(pooled).float(), dim=-1)
+        logits = self.temperature * F.normalize(pooled, dim=-1) @ table.T
         loss = F.cross_entropy(logits, labels.to(logits.device).long()) if labels is not None else None
         return SequenceClassifierOutput(
             loss=loss,
@@ -124,6 +127,21 @@ class PrototypeClassifier(nn.Module):
             hidden_states=getattr(outputs, "hidden_states", None),
             attentions=getattr(outputs, "attentions", None),
         )
+
+
+def label_prototypes(encoder: nn.Module, tokenizer: Any, label_names: Sequence[str]) -> torch.Tensor:
+    """(K, D) mean-pooled encodings of the label names ('not_entailment' is read as 'not entailment')."""
+    texts = [str(name).replace("_", " ").strip() for name in label_names]
+    prototypes = encode_mean_pooled(encoder, tokenizer, texts)
+    unit = F.normalize(prototypes, dim=-1)
+    same = torch.triu(unit @ unit.T > 1 - 1e-6, diagonal=1).nonzero().tolist()
+    if same:
+        i, j = same[0]
+        raise ValueError(
+            f"label names {texts[i]!r} and {texts[j]!r} encode to the same prototype (unknown to the tokenizer?); "
+            "give the task distinct, readable label names"
+        )
+    return prototypes
 
 
 @torch.no_grad()

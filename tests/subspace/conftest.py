@@ -6,7 +6,14 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from subspace_toys import FeatureMember, LinearMember, LowRankMember, make_task, make_task_family, train_original
+from subspace_toys import (
+    FeatureMember,
+    LinearMember,
+    LowRankMember,
+    make_task,
+    make_task_family,
+    train_original,
+)
 
 from deltaspace.subspace import SolutionStore, TaskBatches, evaluate
 
@@ -46,7 +53,9 @@ def toy_study() -> ToyStudy:
         for member in members:
             for task in sources:
                 theta = train_original(member, task)
-                store.add_solution(member.name, task.name, theta, member.theta0, evaluate(member, theta, task.eval_batches))
+                store.add_solution(
+                    member.name, task.name, theta, member.theta0, evaluate(member, theta, task.eval_batches)
+                )
             theta = train_original(member, target)
             target_original[member.name] = evaluate(member, theta, target.report_batches)["accuracy"]
         return ToyStudy(members, sources, target, store, target_original)

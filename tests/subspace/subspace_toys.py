@@ -42,7 +42,9 @@ class LowRankMember(LinearMember):
     def __init__(self, name: str = "lowrank", rank: int = 2, seed: int = 1) -> None:
         g = torch.Generator().manual_seed(seed)
         self.name, self.rank = name, rank
-        self.theta0 = torch.cat([0.3 * torch.randn(CLASSES * rank, generator=g), torch.zeros(rank * FEATURES)])
+        self.theta0 = torch.cat(
+            [0.3 * torch.randn(CLASSES * rank, generator=g), torch.zeros(rank * FEATURES)]
+        )
 
     def logits(self, theta: Tensor, x: Tensor) -> Tensor:
         a = theta[: CLASSES * self.rank].view(CLASSES, self.rank)
@@ -68,7 +70,16 @@ def make_task_family(rank: int = 2, seed: int = 0) -> Tensor:
     return torch.randn(rank, CLASSES, FEATURES, generator=torch.Generator().manual_seed(seed))
 
 
-def make_task(name: str, basis: Tensor, coefficients: Tensor, *, seed: int, n_train: int = 256, n_eval: int = 256, batch_size: int = 64) -> TaskBatches:
+def make_task(
+    name: str,
+    basis: Tensor,
+    coefficients: Tensor,
+    *,
+    seed: int,
+    n_train: int = 256,
+    n_eval: int = 256,
+    batch_size: int = 64,
+) -> TaskBatches:
     g = torch.Generator().manual_seed(seed)
     weight = torch.einsum("r,rkp->kp", coefficients, basis)
 
@@ -89,8 +100,13 @@ def train_original(member, task: TaskBatches, steps: int = 150, lr: float = 0.05
     """Train the member in its original parameter space from θ0 (full batch Adam); returns θ."""
     theta = member.theta0.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([theta], lr=lr)
-    batches = list(task.train_batches())
-    batch = {"inputs": torch.cat([b["inputs"] for b in batches]), "labels": torch.cat([b["labels"] for b in batches])}
+    with torch.random.fork_rng():  # the epoch's shuffle draws from the global RNG: fix it, leave it untouched
+        torch.manual_seed(0)
+        batches = list(task.train_batches())
+    batch = {
+        "inputs": torch.cat([b["inputs"] for b in batches]),
+        "labels": torch.cat([b["labels"] for b in batches]),
+    }
     for _ in range(steps):
         optimizer.zero_grad()
         member.loss(theta, batch).backward()

@@ -7,7 +7,10 @@ from deltaspace.subspace import DenseUp, FastfoodUp, SolutionStore, SubspaceBund
 
 
 def _bundle():
-    ups = {"dense": DenseUp(torch.randn(50), 4, scale=0.3, seed=1), "ff": FastfoodUp(torch.randn(300).double(), 4, seed=2)}
+    ups = {
+        "dense": DenseUp(torch.randn(50), 4, scale=0.3, seed=1),
+        "ff": FastfoodUp(torch.randn(300).double(), 4, seed=2),
+    }
     with torch.no_grad():
         for up in ups.values():
             for p in up.parameters():

@@ -40,7 +40,9 @@ def test_dense_projection_recovers_low_dimensional_deltas_exactly():
     # must fit both
     members = [ReconOnlyMember("small", 40, 1), ReconOnlyMember("large", 200, 2)]
     store = _low_rank_store(members, dim=3, tasks=4, scales=[0.01, 30.0])
-    bundle = fit(members, store, None, FitConfig(dim=3, steps=300, encoder_hidden=16, up="dense", down="mlp", **RECON))
+    bundle = fit(
+        members, store, None, FitConfig(dim=3, steps=300, encoder_hidden=16, up="dense", down="mlp", **RECON)
+    )
     errors = bundle.reconstruction_errors(store)
     assert bundle.metadata["members"]["small"]["up"] == "dense"
     assert max(e for by_task in errors.values() for e in by_task.values()) < 1e-3, errors
@@ -62,7 +64,12 @@ def test_structured_projection_fits_where_its_structure_allows():
 
     narrow = [ReconOnlyMember("narrow", 48, 2)]
     store = _low_rank_store(narrow, dim=3, tasks=3, scales=[1.0])
-    bundle = fit(narrow, store, None, FitConfig(dim=3, steps=400, encoder_hidden=16, up="fastfood", **{**RECON, "lr": 0.05}))
+    bundle = fit(
+        narrow,
+        store,
+        None,
+        FitConfig(dim=3, steps=400, encoder_hidden=16, up="fastfood", **{**RECON, "lr": 0.05}),
+    )
     assert max(bundle.reconstruction_errors(store)["narrow"].values()) < 1e-3
 
 
@@ -79,10 +86,14 @@ def test_large_member_never_materialises_a_dense_projection():
     size = member.theta0.numel()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 12, generator=g)
-    task = TaskBatches.from_tensors("t", x, x[:, 0].gt(0).long(), batch_size=32, eval_inputs=x, eval_labels=x[:, 0].gt(0).long())
+    task = TaskBatches.from_tensors(
+        "t", x, x[:, 0].gt(0).long(), batch_size=32, eval_inputs=x, eval_labels=x[:, 0].gt(0).long()
+    )
     store = SolutionStore()
     store.add("full", "t", 0.01 * torch.randn(size, generator=g))
-    config = FitConfig(dim=dim, steps=3, optimizer="adafactor", max_dense_elements=size * dim - 1, progress=False)
+    config = FitConfig(
+        dim=dim, steps=3, optimizer="adafactor", max_dense_elements=size * dim - 1, progress=False
+    )
     bundle = fit([member], store, [task], config)
     meta = bundle.metadata["members"]["full"]
     assert (meta["up"], meta["down"]) == ("fastfood", "sketch")
@@ -111,7 +122,14 @@ def test_fit_is_deterministic_and_validates_at_fixed_points(toy_study):
 
 def test_fit_writes_best_bundle_and_log(toy_study, tmp_path):
     config = FitConfig(dim=2, steps=4, eval_every=2, optimizer="adamw", progress=False)
-    bundle = fit(toy_study.members, toy_study.store, toy_study.sources, config, output_dir=tmp_path / "b", log_path=tmp_path / "log.jsonl")
+    bundle = fit(
+        toy_study.members,
+        toy_study.store,
+        toy_study.sources,
+        config,
+        output_dir=tmp_path / "b",
+        log_path=tmp_path / "log.jsonl",
+    )
     assert (tmp_path / "b" / "bundle.json").is_file()
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 4
     assert bundle.metadata["best_step"] in (2, 4)
@@ -137,3 +155,23 @@ def test_fit_rejects_bad_input(toy_study):
     empty = SolutionStore()
     with pytest.raises(ValueError, match="has no solution"):
         fit(toy_study.members, empty, toy_study.sources, FitConfig(progress=False))
+
+
+def test_fit_options_without_interpolation_and_random_order(toy_study):
+    records = []
+    config = FitConfig(
+        dim=2, steps=4, mixing="none", task_order="random", optimizer="adamw", progress=False, seed=3
+    )
+    fit(toy_study.members, toy_study.store, toy_study.sources, config, on_step=records.append)
+    assert all(r["weights"] is None for r in records)
+    assert {r["task"] for r in records} <= {"src0", "src1", "src2"}
+
+
+def test_fit_stops_on_a_non_finite_loss(toy_study):
+    class Exploding(LinearMember):
+        def loss(self, theta, batch):
+            return super().loss(theta, batch) * float("nan")
+
+    member = Exploding()
+    with pytest.raises(ValueError, match="lower the lr"):
+        fit([member], toy_study.store, toy_study.sources, FitConfig(dim=2, steps=2, progress=False))

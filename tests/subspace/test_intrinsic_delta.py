@@ -16,11 +16,16 @@ def _saved_bundle(path, ups):
 
 
 def test_intrinsic_delta_round_trip_reproduces_theta_exactly(tmp_path):
-    ups = {"lora": DenseUp(torch.randn(60), 5, scale=0.7, seed=1), "full": FastfoodUp(torch.randn(500), 5, seed=2)}
+    ups = {
+        "lora": DenseUp(torch.randn(60), 5, scale=0.7, seed=1),
+        "full": FastfoodUp(torch.randn(500), 5, seed=2),
+    }
     bundle = _saved_bundle(tmp_path / "study" / "bundle", ups)
     z = torch.randn(5) / 3
     for member in ("lora", "full"):
-        delta = IntrinsicDelta.from_bundle(tmp_path / "study" / "bundle", member, z, task="rte", metrics={"accuracy": 0.7})
+        delta = IntrinsicDelta.from_bundle(
+            tmp_path / "study" / "bundle", member, z, task="rte", metrics={"accuracy": 0.7}
+        )
         path = delta.save(tmp_path / "study" / "deltas" / f"{member}.json")
         data = json.loads(path.read_text())
         assert data["dim"] == 5 and data["bundle"]["path"] == "../bundle"  # relative reference

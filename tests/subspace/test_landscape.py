@@ -54,8 +54,12 @@ def disc_study():
 
 def test_landscape_grid_matches_analytic_accuracy(disc_study):
     members, bundle, task = disc_study
-    plane = plane_through({"A": torch.tensor([0.0, 0.0]), "B": torch.tensor([1.0, 0.0]), "C": torch.tensor([0.0, 1.0])})
-    result = landscape(members, bundle, task, plane, resolution=9, original_metrics={"A": 1.0, "B": 1.0}, progress=False)
+    plane = plane_through(
+        {"A": torch.tensor([0.0, 0.0]), "B": torch.tensor([1.0, 0.0]), "C": torch.tensor([0.0, 1.0])}
+    )
+    result = landscape(
+        members, bundle, task, plane, resolution=9, original_metrics={"A": 1.0, "B": 1.0}, progress=False
+    )
     np.testing.assert_allclose(result.a, np.linspace(-0.5, 1.5, 9))  # anchors' box widened by half its size
     for m in members:
         grid = result.metrics[m.name]
@@ -66,15 +70,25 @@ def test_landscape_grid_matches_analytic_accuracy(disc_study):
     # both ≥ 90 % ⟺ |z − c|² ≤ 0.4 for both centres: the grid points (0.5, 0) and (0.5, ±0.25)
     assert result.shared_fraction(90.0) == pytest.approx(3 / 81)
     shared = result.shared_region(90.0)
-    assert {(result.a[j], result.b[i]) for i, j in zip(*np.nonzero(shared), strict=True)} == {(0.5, 0.0), (0.5, 0.25), (0.5, -0.25)}
+    assert {(result.a[j], result.b[i]) for i, j in zip(*np.nonzero(shared), strict=True)} == {
+        (0.5, 0.0),
+        (0.5, 0.25),
+        (0.5, -0.25),
+    }
     assert result.to_dict()["shared_fraction_90"] == pytest.approx(3 / 81)
 
 
 def test_default_and_other_planes(disc_study):
-    members, bundle, task = disc_study
-    with pytest.raises(ValueError, match="collinear"):  # two DETs: θ0 (z = 0) and both codes, here on one line
+    _, bundle, _ = disc_study
+    # two DETs: the plane through θ0 (z = 0) and both codes, which here lie on one line
+    with pytest.raises(ValueError, match="collinear"):
         default_plane(bundle, "task")
-    points = {"p": torch.tensor([1.0, 2.0, 0.0]), "q": torch.tensor([0.0, 1.0, 1.0]), "r": torch.tensor([2.0, 0.0, 1.0]), "s": torch.tensor([1.0, 1.0, 1.0])}
+    points = {
+        "p": torch.tensor([1.0, 2.0, 0.0]),
+        "q": torch.tensor([0.0, 1.0, 1.0]),
+        "r": torch.tensor([2.0, 0.0, 1.0]),
+        "s": torch.tensor([1.0, 1.0, 1.0]),
+    }
     for make in (plane_through, pca_plane):
         chosen = dict(list(points.items())[:3])
         p = make(chosen)
@@ -103,8 +117,12 @@ def test_default_plane_uses_codes(toy_bundle, disc_study):
 
 def test_plot_landscape_writes_png(disc_study, tmp_path):
     members, bundle, task = disc_study
-    plane = plane_through({"A": torch.tensor([0.0, 0.0]), "B": torch.tensor([1.0, 0.0]), "C": torch.tensor([0.0, 1.0])})
-    result = landscape(members, bundle, task, plane, resolution=5, original_metrics={"A": 1.0, "B": 1.0}, progress=False)
+    plane = plane_through(
+        {"A": torch.tensor([0.0, 0.0]), "B": torch.tensor([1.0, 0.0]), "C": torch.tensor([0.0, 1.0])}
+    )
+    result = landscape(
+        members, bundle, task, plane, resolution=5, original_metrics={"A": 1.0, "B": 1.0}, progress=False
+    )
     path = plot_landscape(result, tmp_path / "plots" / "landscape.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     raw = landscape(members, bundle, task, plane, resolution=3, progress=False)

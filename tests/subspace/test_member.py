@@ -38,7 +38,7 @@ def test_delta_model_member_matches_the_model(lora_member):
 
 
 def test_delta_model_member_rejects_bad_input(lora_member):
-    model, member, batch = lora_member
+    _, member, batch = lora_member
     with pytest.raises(ValueError, match="labels"):
         member.loss(member.theta0, {k: v for k, v in batch.items() if k != "labels"})
     with pytest.raises(ValueError, match="theta has shape"):

@@ -23,7 +23,11 @@ class WatchingMember:
 
 
 def _snapshot(bundle, member):
-    tensors = {f"{name}.{key}": value.clone() for name in bundle.members for key, value in bundle.up(name).state_dict().items()}
+    tensors = {
+        f"{name}.{key}": value.clone()
+        for name in bundle.members
+        for key, value in bundle.up(name).state_dict().items()
+    }
     tensors.update({f"code.{m}.{t}": z.clone() for m in bundle.members for t, z in bundle.codes[m].items()})
     tensors["member.theta0"] = member.theta0.clone()
     return tensors
@@ -41,7 +45,8 @@ def test_stage2_trains_only_z(toy_study, toy_bundle):
         assert torch.equal(before[key], after[key]), key  # bit-identical
     assert len(member.calls) == 15
     assert all(theta_grad and grads == [] for theta_grad, grads in member.calls)  # only z is trainable
-    assert {name: p.requires_grad for name, p in toy_bundle.up("linear").named_parameters()} == flags  # restored
+    restored = {name: p.requires_grad for name, p in toy_bundle.up("linear").named_parameters()}
+    assert restored == flags
     assert result.z.shape == (toy_bundle.dim,) and not result.z.requires_grad
     assert result.relative == pytest.approx(100 * result.metric / 0.9)
     assert [h["step"] for h in result.history if "eval" in h] == [0, 5, 10, 15]
@@ -58,7 +63,12 @@ def test_stage2_init_and_determinism(toy_study, toy_bundle):
     b = optimise(member, toy_bundle, toy_study.target, config)
     assert torch.equal(a.z, b.z) and a.metric == b.metric and a.relative is None
     # zero steps of progress from a zero code is exactly θ0: the subspace is anchored at the init
-    zero = optimise(member, toy_bundle, toy_study.target, OptimiseConfig(steps=1, lr=1e-9, init="zeros", optimizer="adamw", eval_every=0, progress=False))
+    zero = optimise(
+        member,
+        toy_bundle,
+        toy_study.target,
+        OptimiseConfig(steps=1, lr=1e-9, init="zeros", optimizer="adamw", eval_every=0, progress=False),
+    )
     assert torch.equal(toy_bundle.decode(member.name, torch.zeros(3)), member.theta0)
     assert zero.best_step in (0, 1)
 
@@ -74,4 +84,9 @@ def test_stage2_rejects_mismatched_member(toy_study, toy_bundle):
     with pytest.raises(ValueError, match="up-projection maps to"):
         optimise(Other(), toy_bundle, toy_study.target, OptimiseConfig(progress=False))
     with pytest.raises(KeyError, match="not in this bundle"):
-        optimise(type("M", (Other,), {"name": "nope"})(), toy_bundle, toy_study.target, OptimiseConfig(progress=False))
+        optimise(
+            type("M", (Other,), {"name": "nope"})(),
+            toy_bundle,
+            toy_study.target,
+            OptimiseConfig(progress=False),
+        )

@@ -2,7 +2,14 @@ import pytest
 import scipy.linalg
 import torch
 
-from deltaspace.subspace import DenseUp, FastfoodUp, MLPDown, SketchDown, UpProjection, relative_reconstruction_error
+from deltaspace.subspace import (
+    DenseUp,
+    FastfoodUp,
+    MLPDown,
+    SketchDown,
+    UpProjection,
+    relative_reconstruction_error,
+)
 from deltaspace.subspace.hadamard import fwht, next_power_of_two
 from deltaspace.subspace.projections import resolve_kinds
 
@@ -48,7 +55,9 @@ def test_structured_memory_is_linear_in_d_times_not_d_times_D():
     up = FastfoodUp(torch.zeros(size), dim)
     down = SketchDown(size, dim)
     for module in (up, down):
-        assert module.memory_bytes() == sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+        assert module.memory_bytes() == sum(
+            t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()]
+        )
         assert module.memory_bytes() < dense_bytes / 10
         assert max(t.numel() for t in [*module.parameters(), *module.buffers()]) < 2 * size
     assert DenseUp(torch.zeros(size), dim).memory_bytes() >= dense_bytes

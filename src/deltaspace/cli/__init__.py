@@ -11,11 +11,7 @@ def main() -> None:
     import importlib
 
     for name in ("fetch", "train", "study"):
-        try:
-            importlib.import_module(f"deltaspace.cli.{name}")
-        except ModuleNotFoundError as error:
-            if error.name != f"deltaspace.cli.{name}":
-                raise
+        importlib.import_module(f"deltaspace.cli.{name}")
     app()
 
 

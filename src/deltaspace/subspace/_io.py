@@ -46,12 +46,16 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; check the path (it is written by the matching save())")
+        raise FileNotFoundError(
+            f"{path} does not exist; check the path (it is written by the matching save())"
+        )
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
 
 
-def write_safetensors(path: str | os.PathLike, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> Path:
+def write_safetensors(
+    path: str | os.PathLike, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None
+) -> Path:
     # safetensors refuses views that share storage, so every tensor is saved as its own contiguous copy.
     tensors = {key: value.detach().contiguous().clone().cpu() for key, value in tensors.items()}
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))

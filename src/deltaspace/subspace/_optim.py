@@ -13,28 +13,40 @@ OPTIMIZERS = ("adafactor", "adamw")
 SCHEDULES = ("constant", "cosine")
 
 
-def make_optimizer(params: Iterable[nn.Parameter], name: str, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+def make_optimizer(
+    params: Iterable[nn.Parameter], name: str, lr: float, weight_decay: float = 0.0
+) -> torch.optim.Optimizer:
     """``adafactor``: transformers' Adafactor with a constant external lr, as in the paper
     (``scale_parameter=False, relative_step=False, warmup_init=False``); ``adamw``: torch's AdamW."""
     params = list(params)
     if lr <= 0:
         raise ValueError(f"learning rate must be > 0, got {lr}")
     if name == "adafactor":
-        from transformers.optimization import Adafactor  # imported lazily: transformers takes seconds to import
+        # imported lazily: transformers takes seconds to import
+        from transformers.optimization import Adafactor
 
         return Adafactor(
-            params, lr=lr, scale_parameter=False, relative_step=False, warmup_init=False, weight_decay=weight_decay
+            params,
+            lr=lr,
+            scale_parameter=False,
+            relative_step=False,
+            warmup_init=False,
+            weight_decay=weight_decay,
         )
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; use {' or '.join(OPTIMIZERS)}")
 
 
-def make_schedule(optimizer: torch.optim.Optimizer, name: str, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def make_schedule(
+    optimizer: torch.optim.Optimizer, name: str, steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     if name == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     if name == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+        )
     raise ValueError(f"unknown lr schedule {name!r}; use {' or '.join(SCHEDULES)}")
 
 

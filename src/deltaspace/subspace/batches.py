@@ -22,10 +22,14 @@ def batch_labels(batch: Any) -> Tensor:
         for key in ("labels", "label"):
             if key in batch:
                 return torch.as_tensor(batch[key])
-        raise ValueError(f"batch has no 'labels' entry (keys: {sorted(batch)}); add the labels under 'labels'")
+        raise ValueError(
+            f"batch has no 'labels' entry (keys: {sorted(batch)}); add the labels under 'labels'"
+        )
     if isinstance(batch, (tuple, list)) and batch:
         return torch.as_tensor(batch[-1])
-    raise ValueError(f"cannot find labels in a batch of type {type(batch).__name__}; use a dict with 'labels'")
+    raise ValueError(
+        f"cannot find labels in a batch of type {type(batch).__name__}; use a dict with 'labels'"
+    )
 
 
 @dataclass
@@ -49,7 +53,9 @@ class TaskBatches:
 
     def __post_init__(self) -> None:
         if not callable(self.train_batches):
-            raise ValueError(f"task {self.name!r}: train_batches must be a zero-argument factory, e.g. lambda: loader")
+            raise ValueError(
+                f"task {self.name!r}: train_batches must be a zero-argument factory, e.g. lambda: loader"
+            )
         self.eval_batches = list(self.eval_batches)
         if self.test_batches is not None:
             self.test_batches = list(self.test_batches)
@@ -66,7 +72,9 @@ class TaskBatches:
                 empty = False
                 yield batch
             if empty:
-                raise ValueError(f"task {self.name!r}: train_batches() yielded no batch; give it at least one")
+                raise ValueError(
+                    f"task {self.name!r}: train_batches() yielded no batch; give it at least one"
+                )
 
     @classmethod
     def from_tensors(
@@ -92,6 +100,7 @@ class TaskBatches:
             raise ValueError(f"task {name!r}: inputs and labels must have the same length")
         if batch_size < 1:
             raise ValueError(f"task {name!r}: batch_size must be >= 1, got {batch_size}")
+
         def train() -> Iterator[dict[str, Tensor]]:
             order = torch.randperm(len(inputs))
             for start in range(0, len(order), batch_size):

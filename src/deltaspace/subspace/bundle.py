@@ -53,7 +53,9 @@ class SubspaceBundle:
             for task, z in by_task.items():
                 z = torch.as_tensor(z).detach().reshape(-1).float().cpu()
                 if z.numel() != self.dim:
-                    raise ValueError(f"code of ({member!r}, {task!r}) has size {z.numel()}, expected d = {self.dim}")
+                    raise ValueError(
+                        f"code of ({member!r}, {task!r}) has size {z.numel()}, expected d = {self.dim}"
+                    )
                 self.codes.setdefault(member, {})[task] = z
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.sha256: str | None = None
@@ -140,13 +142,19 @@ class SubspaceBundle:
         directory = Path(directory)
         index = read_json(directory / INDEX_FILE)
         if index.get("format") != FORMAT:
-            raise ValueError(f"{directory} holds {index.get('format')!r}, not a {FORMAT} bundle; point to a fit() output")
+            raise ValueError(
+                f"{directory} holds {index.get('format')!r}, not a {FORMAT} bundle; point to a fit() output"
+            )
         tensor_path = directory / TENSORS_FILE
         if not tensor_path.is_file():
-            raise FileNotFoundError(f"{tensor_path} is missing; the bundle directory is incomplete, re-save it")
+            raise FileNotFoundError(
+                f"{tensor_path} is missing; the bundle directory is incomplete, re-save it"
+            )
         digest = sha256_file(tensor_path)
         if digest != index["tensors_sha256"]:
-            raise ValueError(f"{tensor_path} does not match the sha256 in {INDEX_FILE}; the bundle was modified, re-save it")
+            raise ValueError(
+                f"{tensor_path} does not match the sha256 in {INDEX_FILE}; the bundle was modified, re-save it"
+            )
         tensors = load_file(str(tensor_path))
         ups, codes = {}, {}
         for i, entry in enumerate(index["members"]):
@@ -155,7 +163,9 @@ class SubspaceBundle:
             state = {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
             up.load_state_dict(state, strict=True)
             ups[entry["name"]] = up.to(device)
-            codes[entry["name"]] = {task: tensors[f"code.{i}.{j}"] for j, task in enumerate(entry["code_tasks"])}
+            codes[entry["name"]] = {
+                task: tensors[f"code.{i}.{j}"] for j, task in enumerate(entry["code_tasks"])
+            }
         bundle = cls(ups, codes, index.get("metadata", {}))
         bundle.sha256 = digest
         return bundle

@@ -26,7 +26,9 @@ def evaluate(
 ) -> dict[str, float]:
     """Accuracy and macro-F1 of ``member`` with parameters ``theta`` over ``batches`` (percent-free, 0..1)."""
     if not batches:
-        raise ValueError(f"member {member.name!r}: no evaluation batches given; supply eval batches for the task")
+        raise ValueError(
+            f"member {member.name!r}: no evaluation batches given; supply eval batches for the task"
+        )
     theta = theta.detach()
     predictions, labels = [], []
     for batch in batches:

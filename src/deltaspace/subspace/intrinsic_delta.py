@@ -50,7 +50,9 @@ class IntrinsicDelta:
         bundle_dir = Path(bundle_dir)
         tensors = bundle_dir / TENSORS_FILE
         if not tensors.is_file():
-            raise FileNotFoundError(f"{tensors} not found; save the bundle (bundle.save(dir)) before referencing it")
+            raise FileNotFoundError(
+                f"{tensors} not found; save the bundle (bundle.save(dir)) before referencing it"
+            )
         z = torch.as_tensor(z).detach().reshape(-1).float().cpu().clone()
         return cls(member, z, str(bundle_dir), sha256_file(tensors), task, dict(metrics or {}))
 
@@ -82,22 +84,37 @@ class IntrinsicDelta:
         path = Path(path)
         data = read_json(path)
         if data.get("format") != FORMAT:
-            raise ValueError(f"{path} is not an intrinsic delta ({FORMAT}); point to a file written by IntrinsicDelta.save")
+            raise ValueError(
+                f"{path} is not an intrinsic delta ({FORMAT}); point to a file written by IntrinsicDelta.save"
+            )
         z = torch.tensor(data["z"], dtype=torch.float32)
         if z.numel() != data["dim"]:
-            raise ValueError(f"{path}: z has {z.numel()} numbers but dim says {data['dim']}; the file is corrupt")
+            raise ValueError(
+                f"{path}: z has {z.numel()} numbers but dim says {data['dim']}; the file is corrupt"
+            )
         bundle_path = Path(data["bundle"]["path"])
         if not bundle_path.is_absolute():
             bundle_path = (path.parent / bundle_path).resolve()
-        return cls(data["member"], z, str(bundle_path), data["bundle"]["tensors_sha256"], data.get("task"), data.get("metrics", {}))
+        return cls(
+            data["member"],
+            z,
+            str(bundle_path),
+            data["bundle"]["tensors_sha256"],
+            data.get("task"),
+            data.get("metrics", {}),
+        )
 
     def load_bundle(self, device: str | torch.device = "cpu") -> SubspaceBundle:
         """Load the referenced bundle, refusing one whose tensors differ from the referenced hash."""
         tensors = Path(self.bundle_path) / TENSORS_FILE
         if not tensors.is_file():
-            raise FileNotFoundError(f"the referenced bundle {tensors} is missing; restore it or fix the path in the JSON")
+            raise FileNotFoundError(
+                f"the referenced bundle {tensors} is missing; restore it or fix the path in the JSON"
+            )
         if sha256_file(tensors) != self.bundle_sha256:
-            raise ValueError(f"bundle {self.bundle_path} does not match the sha256 this delta was found with; use that bundle")
+            raise ValueError(
+                f"bundle {self.bundle_path} does not match the sha256 this delta was found with; use that bundle"
+            )
         return SubspaceBundle.load(self.bundle_path, device=device)
 
     def theta(self, bundle: SubspaceBundle | None = None) -> Tensor:
@@ -105,7 +122,9 @@ class IntrinsicDelta:
         if bundle is None:
             bundle = self.load_bundle()
         elif bundle.sha256 is not None and bundle.sha256 != self.bundle_sha256:
-            raise ValueError("the given bundle is not the one this intrinsic delta references (sha256 differs)")
+            raise ValueError(
+                "the given bundle is not the one this intrinsic delta references (sha256 differs)"
+            )
         if bundle.dim != self.dim:
             raise ValueError(f"the bundle has d = {bundle.dim}, this delta has {self.dim} numbers")
         return bundle.decode(self.member, self.z)

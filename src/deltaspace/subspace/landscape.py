@@ -69,7 +69,9 @@ def plane_through(points: Mapping[str, Tensor]) -> Plane:
     u, v = p1 - p0, p2 - p0
     gram = torch.stack([u, v]) @ torch.stack([u, v]).t()
     if torch.linalg.matrix_rank(gram, rtol=1e-8) < 2:
-        raise ValueError(f"points {n0!r}, {n1!r}, {n2!r} are (nearly) collinear; pick other points or use pca_plane")
+        raise ValueError(
+            f"points {n0!r}, {n1!r}, {n2!r} are (nearly) collinear; pick other points or use pca_plane"
+        )
     anchors = {n0: (0.0, 0.0), n1: (1.0, 0.0), n2: (0.0, 1.0)}
     return Plane(p0.float(), u.float(), v.float(), anchors, "affine")
 
@@ -77,7 +79,9 @@ def plane_through(points: Mapping[str, Tensor]) -> Plane:
 def pca_plane(points: Mapping[str, Tensor]) -> Plane:
     """Plane through the mean of >= 3 points along their top two principal directions (unit vectors)."""
     if len(points) < 3:
-        raise ValueError(f"pca_plane needs at least 3 points, got {len(points)}; use plane_through / default_plane")
+        raise ValueError(
+            f"pca_plane needs at least 3 points, got {len(points)}; use plane_through / default_plane"
+        )
     names = list(points)
     x = torch.stack([_vector(points[n]) for n in names])
     mean = x.mean(0)
@@ -97,10 +101,14 @@ def default_plane(bundle: SubspaceBundle, task: str) -> Plane:
         return plane_through(dict(list(codes.items())[:3]))
     if len(codes) == 2:
         return plane_through({"θ0": torch.zeros(bundle.dim), **codes})
-    raise ValueError(f"a landscape plane needs at least two DET codes for {task!r}; the bundle has {len(codes)}")
+    raise ValueError(
+        f"a landscape plane needs at least two DET codes for {task!r}; the bundle has {len(codes)}"
+    )
 
 
-def solution_plane(z_star: Tensor, bundle: SubspaceBundle, task: str, pair: Sequence[str] | None = None) -> Plane:
+def solution_plane(
+    z_star: Tensor, bundle: SubspaceBundle, task: str, pair: Sequence[str] | None = None
+) -> Plane:
     """The plane through a stage-2 code ``z*`` and two DET codes of the source ``task`` (default: the first two)."""
     codes = bundle.task_codes(task)
     pair = list(pair) if pair is not None else list(codes)[:2]
@@ -125,7 +133,9 @@ class Landscape:
     def shared_region(self, threshold: float = 90.0) -> np.ndarray:
         """Boolean grid: every DET reaches ``threshold`` % of its original-space performance."""
         if self.relative is None:
-            raise ValueError("shared_region needs original-space metrics; pass original_metrics to landscape()")
+            raise ValueError(
+                "shared_region needs original-space metrics; pass original_metrics to landscape()"
+            )
         return np.logical_and.reduce([rel >= threshold for rel in self.relative.values()])
 
     def shared_fraction(self, threshold: float = 90.0) -> float:
@@ -157,7 +167,12 @@ def grid_axes(
         coords = np.array(list(plane.anchors.values()))
         lo, hi = coords.min(0), coords.max(0)
         span = np.where(hi - lo > 0, hi - lo, 1.0)
-        extent = (lo[0] - margin * span[0], hi[0] + margin * span[0], lo[1] - margin * span[1], hi[1] + margin * span[1])
+        extent = (
+            lo[0] - margin * span[0],
+            hi[0] + margin * span[0],
+            lo[1] - margin * span[1],
+            hi[1] + margin * span[1],
+        )
     if len(extent) != 4 or extent[0] >= extent[1] or extent[2] >= extent[3]:
         raise ValueError(f"extent must be (a_min, a_max, b_min, b_max) with min < max, got {extent}")
     return np.linspace(extent[0], extent[1], resolution), np.linspace(extent[2], extent[3], resolution)

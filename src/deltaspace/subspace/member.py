@@ -41,9 +41,13 @@ def check_member(member: Any) -> None:
         )
     theta0 = member.theta0
     if not isinstance(theta0, Tensor) or theta0.dim() != 1 or theta0.numel() == 0:
-        raise ValueError(f"member {member.name!r}: theta0 must be a non-empty 1-D tensor, got {getattr(theta0, 'shape', theta0)}")
+        raise ValueError(
+            f"member {member.name!r}: theta0 must be a non-empty 1-D tensor, got {getattr(theta0, 'shape', theta0)}"
+        )
     if not theta0.is_floating_point():
-        raise ValueError(f"member {member.name!r}: theta0 must be a floating-point tensor, got {theta0.dtype}")
+        raise ValueError(
+            f"member {member.name!r}: theta0 must be a floating-point tensor, got {theta0.dtype}"
+        )
 
 
 def _move(value: Any, device: torch.device) -> Any:
@@ -83,7 +87,9 @@ class DeltaModelMember:
                 raise ValueError(f"member {name!r}: the model has no {method}(); pass a DeltaModel")
         if theta0 is None:
             if not callable(getattr(model, "solution_vector", None)):
-                raise ValueError(f"member {name!r}: give theta0 explicitly (the model has no solution_vector())")
+                raise ValueError(
+                    f"member {name!r}: give theta0 explicitly (the model has no solution_vector())"
+                )
             theta0 = model.solution_vector()
         self.name = name
         self.model = model
@@ -98,9 +104,13 @@ class DeltaModelMember:
 
     def _logits(self, theta: Tensor, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
         if not isinstance(batch, Mapping) or self.label_key not in batch:
-            raise ValueError(f"member {self.name!r}: a batch must be a dict of model inputs with {self.label_key!r}")
+            raise ValueError(
+                f"member {self.name!r}: a batch must be a dict of model inputs with {self.label_key!r}"
+            )
         if theta.shape != self.theta0.shape:
-            raise ValueError(f"member {self.name!r}: theta has shape {tuple(theta.shape)}, expected {tuple(self.theta0.shape)}")
+            raise ValueError(
+                f"member {self.name!r}: theta has shape {tuple(theta.shape)}, expected {tuple(self.theta0.shape)}"
+            )
         inputs = {key: _move(value, theta.device) for key, value in batch.items() if key != self.label_key}
         labels = torch.as_tensor(batch[self.label_key]).to(theta.device)
         outputs = self.model.functional_call(self.model.vector_to_solution(theta), **inputs)

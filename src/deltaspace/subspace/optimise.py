@@ -133,7 +133,11 @@ def optimise(
         raise ValueError(f"task {task.name!r} has no eval batches; stage 2 selects the best z on them")
     device = member.theta0.device
     up.to(device)
-    z0 = (z_init.detach().clone().float().reshape(-1) if z_init is not None else initial_code(bundle.dim, config)).to(device)
+    z0 = (
+        z_init.detach().clone().float().reshape(-1)
+        if z_init is not None
+        else initial_code(bundle.dim, config)
+    ).to(device)
     if z0.numel() != bundle.dim:
         raise ValueError(f"z_init has size {z0.numel()}, the subspace has d = {bundle.dim}")
 
@@ -149,7 +153,12 @@ def optimise(
         stream = task.stream()
         best_z, best_step, best_score = z.detach().clone(), 0, score(z)[config.metric]
         history.append({"step": 0, "eval": best_score})
-        bar = tqdm(total=config.steps, desc=f"z {member.name}/{task.name}", disable=not config.progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=config.steps,
+            desc=f"z {member.name}/{task.name}",
+            disable=not config.progress,
+            dynamic_ncols=True,
+        )
         try:
             for step in range(1, config.steps + 1):
                 loss = member.loss(up(z), next(stream))
@@ -168,7 +177,9 @@ def optimise(
                 if on_step is not None:
                     on_step(record)
                 if step % config.log_every == 0:
-                    logger.info("stage 2 %s/%s step %d loss %.4f", member.name, task.name, step, record["loss"])
+                    logger.info(
+                        "stage 2 %s/%s step %d loss %.4f", member.name, task.name, step, record["loss"]
+                    )
                 bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
                 bar.update(1)
         finally:

@@ -19,7 +19,16 @@ from matplotlib.patches import Patch
 from deltaspace.subspace._io import atomic_write
 from deltaspace.subspace.landscape import Landscape
 
-_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
+_COLOURS = (
+    "tab:blue",
+    "tab:orange",
+    "tab:green",
+    "tab:red",
+    "tab:purple",
+    "tab:brown",
+    "tab:pink",
+    "tab:olive",
+)
 
 
 def _has_level(grid: np.ndarray, level: float) -> bool:
@@ -46,14 +55,23 @@ def plot_landscape(
     axes = fig.subplots(1, panels, squeeze=False)[0]
     # imshow's extent is the outer edge of the cells; the grid values sit at the cell centres
     half_a, half_b = (landscape.a[1] - landscape.a[0]) / 2, (landscape.b[1] - landscape.b[0]) / 2
-    extent = (landscape.a[0] - half_a, landscape.a[-1] + half_a, landscape.b[0] - half_b, landscape.b[-1] + half_b)
+    extent = (
+        landscape.a[0] - half_a,
+        landscape.a[-1] + half_a,
+        landscape.b[0] - half_b,
+        landscape.b[-1] + half_b,
+    )
     vmax = max(float(np.max(g)) for g in grids.values())
     vmin = min(float(np.min(g)) for g in grids.values())
     label = f"relative {landscape.metric} (%)" if use_relative else landscape.metric
     for ax, name in zip(axes, names, strict=False):
-        image = ax.imshow(grids[name], origin="lower", extent=extent, aspect="auto", vmin=vmin, vmax=vmax, cmap="viridis")
+        image = ax.imshow(
+            grids[name], origin="lower", extent=extent, aspect="auto", vmin=vmin, vmax=vmax, cmap="viridis"
+        )
         if use_relative and _has_level(grids[name], threshold):
-            ax.contour(landscape.a, landscape.b, grids[name], levels=[threshold], colors="white", linewidths=1.0)
+            ax.contour(
+                landscape.a, landscape.b, grids[name], levels=[threshold], colors="white", linewidths=1.0
+            )
         _mark_anchors(ax, landscape)
         ax.set_title(name)
         ax.set_xlabel("a")

@@ -105,8 +105,12 @@ class UpProjection(nn.Module, ABC):
         classes = {c.kind: c for c in (DenseUp, FastfoodUp)}
         if kind not in classes:
             raise ValueError(f"unknown up-projection kind {kind!r}; known: {', '.join(UP_KINDS)}")
-        options = {k: v for k, v in config.items() if k not in ("kind", "dim", "out_features", "theta0_dtype")}
-        theta0 = torch.zeros(config["out_features"], dtype=getattr(torch, config.get("theta0_dtype", "float32")))
+        options = {
+            k: v for k, v in config.items() if k not in ("kind", "dim", "out_features", "theta0_dtype")
+        }
+        theta0 = torch.zeros(
+            config["out_features"], dtype=getattr(torch, config.get("theta0_dtype", "float32"))
+        )
         return classes[kind](theta0, config["dim"], init=False, **options)
 
 
@@ -242,7 +246,13 @@ class MLPDown(DownProjection):
     kind = "mlp"
 
     def __init__(
-        self, in_features: int, dim: int, *, hidden: int | None = None, input_scale: float = 1.0, seed: int = 0
+        self,
+        in_features: int,
+        dim: int,
+        *,
+        hidden: int | None = None,
+        input_scale: float = 1.0,
+        seed: int = 0,
     ) -> None:
         super().__init__(in_features, dim, input_scale)
         self.head = _CodeHead(in_features, hidden or dim, dim, _generator(seed))
@@ -299,7 +309,9 @@ def resolve_kinds(up: str, down: str, in_features: int, dim: int, max_dense_elem
     return up, down
 
 
-def make_up(kind: str, theta0: Tensor, dim: int, *, scale: float, seed: int, width: int | None = None) -> UpProjection:
+def make_up(
+    kind: str, theta0: Tensor, dim: int, *, scale: float, seed: int, width: int | None = None
+) -> UpProjection:
     if kind == "dense":
         return DenseUp(theta0, dim, scale=scale, seed=seed)
     if kind == "fastfood":
@@ -320,5 +332,7 @@ def make_down(
     if kind == "mlp":
         return MLPDown(in_features, dim, hidden=hidden, input_scale=input_scale, seed=seed)
     if kind == "sketch":
-        return SketchDown(in_features, dim, sketch_dim=sketch_dim, hidden=hidden, input_scale=input_scale, seed=seed)
+        return SketchDown(
+            in_features, dim, sketch_dim=sketch_dim, hidden=hidden, input_scale=input_scale, seed=seed
+        )
     raise ValueError(f"unknown down-projection {kind!r}; use {', '.join(DOWN_KINDS)}")

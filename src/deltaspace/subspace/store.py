@@ -34,30 +34,43 @@ class SolutionStore:
         if delta.numel() == 0:
             raise ValueError(f"empty delta for ({member!r}, {task!r})")
         if not torch.isfinite(delta).all():
-            raise ValueError(f"delta for ({member!r}, {task!r}) has NaN/inf entries; check the trained solution")
+            raise ValueError(
+                f"delta for ({member!r}, {task!r}) has NaN/inf entries; check the trained solution"
+            )
         existing = self._deltas.get(member)
         if existing:
             size = next(iter(existing.values())).numel()
             if delta.numel() != size:
-                raise ValueError(f"delta for ({member!r}, {task!r}) has {delta.numel()} entries, member has {size}")
+                raise ValueError(
+                    f"delta for ({member!r}, {task!r}) has {delta.numel()} entries, member has {size}"
+                )
         self._deltas.setdefault(member, {})[task] = delta
         if metrics is not None:
             self._metrics.setdefault(member, {})[task] = {k: float(v) for k, v in metrics.items()}
 
     def add_solution(
-        self, member: str, task: str, theta: Tensor, theta0: Tensor, metrics: Mapping[str, float] | None = None
+        self,
+        member: str,
+        task: str,
+        theta: Tensor,
+        theta0: Tensor,
+        metrics: Mapping[str, float] | None = None,
     ) -> None:
         """Record Δ = θ − θ0 from a trained flat solution and the member's initial point."""
         theta, theta0 = torch.as_tensor(theta).reshape(-1), torch.as_tensor(theta0).reshape(-1)
         if theta.shape != theta0.shape:
-            raise ValueError(f"({member!r}, {task!r}): theta {tuple(theta.shape)} and theta0 {tuple(theta0.shape)} differ")
+            raise ValueError(
+                f"({member!r}, {task!r}): theta {tuple(theta.shape)} and theta0 {tuple(theta0.shape)} differ"
+            )
         self.add(member, task, theta.detach().float().cpu() - theta0.detach().float().cpu(), metrics)
 
     def delta(self, member: str, task: str) -> Tensor:
         try:
             return self._deltas[member][task]
         except KeyError:
-            raise KeyError(f"no solution for member {member!r} on task {task!r}; add it with store.add()") from None
+            raise KeyError(
+                f"no solution for member {member!r} on task {task!r}; add it with store.add()"
+            ) from None
 
     def has(self, member: str, task: str) -> bool:
         return task in self._deltas.get(member, {})
@@ -92,7 +105,10 @@ class SolutionStore:
                 tensors[key] = delta
                 index.append({"member": member, "task": task, "key": key})
         write_safetensors(directory / _TENSORS, tensors)
-        write_json(directory / _INDEX, {"format": "deltaspace.solution_store/1", "deltas": index, "metrics": self._metrics})
+        write_json(
+            directory / _INDEX,
+            {"format": "deltaspace.solution_store/1", "deltas": index, "metrics": self._metrics},
+        )
         return directory
 
     @classmethod
@@ -103,5 +119,7 @@ class SolutionStore:
         store = cls()
         for entry in index["deltas"]:
             store.add(entry["member"], entry["task"], tensors[entry["key"]])
-        store._metrics = {m: {t: dict(v) for t, v in by_task.items()} for m, by_task in index.get("metrics", {}).items()}
+        store._metrics = {
+            m: {t: dict(v) for t, v in by_task.items()} for m, by_task in index.get("metrics", {}).items()
+        }
         return store

@@ -76,7 +76,9 @@ def transfer(
             values[i, j] = evaluate(member, theta, task.report_batches, num_labels=task.num_labels)[metric]
     rel = None
     if original_metrics is not None and all(original_metrics.get(t) for t in targets):
-        rel = np.array([[relative(v, original_metrics[t]) for v, t in zip(row, targets, strict=True)] for row in values])
+        rel = np.array(
+            [[relative(v, original_metrics[t]) for v, t in zip(row, targets, strict=True)] for row in values]
+        )
     return TransferResult(task.name, metric, sources, targets, values, rel)
 
 

@@ -1,0 +1,176 @@
+"""report.md of a study: every table is computed from the JSON files the stages wrote."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deltaspace.train.io import write_text_atomic
+from deltaspace.train.sweep import slug
+
+# The paper's multi-task averages (Yi et al., 2022, Tables 3 and 4; T5-base, 60 source tasks, d = 100).
+PAPER_HELDOUT_OPTIMISATION = 88.7
+PAPER_TRANSFER = 84.7
+
+
+def _read(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None or not np.isfinite(value) else f"{value:.1f}"
+
+
+def _acc(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def _mean(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(values)) if values else None
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(row) + " |" for row in rows)]
+
+
+def _original_space(out: Path, config: dict) -> list[str]:
+    from deltaspace.train.sweep import collect_results
+
+    frame = collect_results(out / "runs")
+    if frame.empty:
+        return ["No finished original-space runs yet."]
+    frame["task_slug"] = frame.task.map(slug)
+    methods = config["methods"]
+    rows = []
+    for task in config["source_tasks"] + config["heldout_tasks"]:
+        cells = [slug(task) + (" (held-out)" if task in config["heldout_tasks"] else "")]
+        for method in methods:
+            hit = frame[(frame.task_slug == slug(task)) & (frame.method == method)]
+            cells.append(_acc(float(hit.test_accuracy.mean())) if len(hit) else "–")
+        rows.append(cells)
+    params = []
+    for method in methods:
+        hit = frame[frame.method == method]
+        params.append(f"{int(hit.trainable_params.iloc[0]):,}" if len(hit) else "–")
+    rows.append(["trainable params", *params])
+    return _table(["task", *methods], rows)
+
+
+def _fit(out: Path) -> list[str]:
+    fit = _read(out / "subspace" / "fit.json")
+    if fit is None:
+        return ["Stage 1 has not run yet."]
+    rows = []
+    for name, dim in fit["dims"].items():
+        errors = fit["reconstruction_error"].get(name, {})
+        kinds = fit.get("projection_kinds", {}).get(name, {})
+        kind = kinds.get("up", "?") if isinstance(kinds, dict) else str(kinds)
+        rows.append([name, f"{dim:,}", kind, f"{fit['projection_memory_bytes'].get(name, 0) / 2**20:.2f}",
+                     _pct(100 * _mean(list(errors.values())) if errors else None)])
+    lines = [f"Intrinsic dimension d = {fit['config']['dim']}, {fit['config']['steps']} steps, "
+             f"{fit['seconds']:.0f} s, source tasks: {', '.join(map(slug, fit['source_tasks']))}.", ""]
+    return lines + _table(["DET", "D (parameters)", "up-projection", "projection memory (MiB)",
+                           "relative reconstruction error (%)"], rows)
+
+
+def _stage2(out: Path, config: dict) -> tuple[list[str], list[str], dict]:
+    results = {path.stem: _read(path) for path in sorted((out / "stage2").glob("*.json"))}
+    if not results:
+        return ["Stage 2 has not run yet."], ["Stage 3 has not run yet."], {}
+    methods = config["methods"]
+    rows, heldout_rel = [], []
+    for task in config.get("optimise_tasks") or config["heldout_tasks"] + config["source_tasks"]:
+        task = slug(task)
+        data = results.get(task)
+        if data is None:
+            continue
+        rel = [data["optimise"][m]["relative"] for m in methods]
+        if data["heldout"]:
+            heldout_rel.append(rel)
+        label = task + (" (held-out)" if data["heldout"] else " (source)")
+        rows.append([label, *(f"{_pct(r)} ({data['optimise'][m]['metric']:.3f} / {data['original'][m]:.3f})"
+                              for r, m in zip(rel, methods, strict=True)), _pct(_mean(rel))])
+    summary = {}
+    if heldout_rel:
+        columns = list(zip(*heldout_rel, strict=True))
+        summary["heldout_optimisation"] = _mean([v for row in heldout_rel for v in row])
+        rows.append(["**held-out average**", *(_pct(_mean(list(c))) for c in columns),
+                     f"**{_pct(summary['heldout_optimisation'])}**"])
+    stage2 = ["Relative performance (%) = subspace accuracy / original-space accuracy × 100 on the same test "
+              "examples (cells: relative (subspace / original)).", ""]
+    stage2 += _table(["task", *methods, "avg"], rows)
+
+    pairs: dict[tuple[str, str], list[float]] = {}
+    for data in results.values():
+        if not data["heldout"] or data["transfer"]["relative"] is None:
+            continue
+        matrix = data["transfer"]
+        for i, source in enumerate(matrix["sources"]):
+            for j, target in enumerate(matrix["targets"]):
+                if source != target:
+                    pairs.setdefault((source, target), []).append(matrix["relative"][i][j])
+    if pairs:
+        header = ["source \\ target", *methods]
+        table_rows = [[s, *("–" if s == t else _pct(_mean(pairs.get((s, t), [])))
+                            for t in methods)] for s in methods]
+        summary["transfer"] = _mean([v for values in pairs.values() for v in values])
+        stage3 = ["Zero-shot transfer on the held-out tasks: z found through the source DET, decoded by the "
+                  "target DET; relative performance (%) averaged over tasks.", ""]
+        stage3 += _table(header, table_rows)
+        stage3 += ["", f"Average over all off-diagonal pairs: **{_pct(summary['transfer'])} %**."]
+    else:
+        stage3 = ["No held-out transfer results yet."]
+    return stage2, stage3, summary
+
+
+def write_report(out: str | Path) -> Path:
+    """Write ``<out>/report.md`` from the stage outputs present; returns its path."""
+    out = Path(out)
+    config = _read(out / "config.json")
+    timings = _read(out / "timings.json") or {}
+    lines = [f"# deltaspace study `{config['name']}`", "",
+             f"Model **{Path(config['model']).name}**; DETs {', '.join(config['methods'])}; source tasks "
+             f"{', '.join(map(slug, config['source_tasks']))}; held-out tasks "
+             f"{', '.join(map(slug, config['heldout_tasks'])) or '–'}; "
+             f"seed {config['seed']}. Regenerate with `deltaspace study {out / 'config.json'}`.", ""]
+
+    lines += ["## Original space (each DET trained alone, label-prototype head)", "",
+              "Test accuracy of the sweep runs.", ""]
+    lines += _original_space(out, config)
+    lines += ["", "## Stage 1: subspace approximation", ""] + _fit(out)
+
+    stage2, stage3, summary = _stage2(out, config)
+    lines += ["", "## Stage 2: optimisation inside the subspace (only d numbers trained)", ""] + stage2
+    lines += ["", "## Stage 3: transfer across DETs", ""] + stage3
+
+    landscape = _read(out / "landscape.json")
+    lines += ["", "## Stage 4: landscape", ""]
+    if landscape is None:
+        lines.append("Stage 4 has not run yet.")
+    else:
+        lines += [f"Task {landscape['task']}, the plane through its DETs' codes, a "
+                  f"{len(landscape['a'])}×{len(landscape['b'])} grid. Fraction of the grid where every DET "
+                  f"reaches {landscape['threshold']:.0f} % of its original-space accuracy: "
+                  f"**{100 * landscape['shared_fraction']:.1f} %**.", "", "![landscape](landscape.png)"]
+
+    lines += ["", "## Compared with the paper", ""]
+    lines += _table(["quantity", "this study", "paper (multi-task, T5-base, d = 100)"], [
+        ["subspace optimisation, held-out tasks (avg %)", _pct(summary.get("heldout_optimisation")),
+         f"{PAPER_HELDOUT_OPTIMISATION}"],
+        ["transfer across DETs, held-out tasks (avg %)", _pct(summary.get("transfer")), f"{PAPER_TRANSFER}"],
+    ])
+    intrinsic = sorted((out / "intrinsic").glob("*.json")) if (out / "intrinsic").is_dir() else []
+    if intrinsic:
+        lines += ["", f"Stage 6: {len(intrinsic)} intrinsic deltas (d numbers + a hash-checked reference to the "
+                  "bundle) are in `intrinsic/`."]
+    if timings:
+        lines += ["", "## Time per stage", ""]
+        lines += _table(["stage", "seconds"], [[k, f"{v:.0f}"] for k, v in timings.items()])
+    path = out / "report.md"
+    write_text_atomic(path, "\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,114 @@
+"""The whole study pipeline on a tiny random BERT and tiny CSV tasks: every stage runs, resumes, reports."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BertConfig, BertModel, BertTokenizer
+
+from deltaspace.study import StudyConfig, run_study
+from deltaspace.study.config import load_study_config
+
+WORDS = {
+    "positive": ["good", "great", "nice"],
+    "negative": ["bad", "awful", "poor"],
+    "sport": ["goal", "match", "team"],
+    "business": ["market", "stock", "bank"],
+}
+FILLER = ["the", "a", "was", "is", "very", "and", "story", "today"]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def _checkpoint(directory: Path) -> Path:
+    directory.mkdir(parents=True)
+    vocab = SPECIAL + FILLER + [w for words in WORDS.values() for w in words] + list(WORDS)
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=48, max_position_embeddings=32, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(directory)
+    BertTokenizer(vocab=str(directory / "vocab.txt")).save_pretrained(directory)
+    return directory
+
+
+def _task_csv(path: Path, labels: list[str], seed: int, n: int = 160) -> str:
+    rng = random.Random(seed)
+    lines = ["text,label"]
+    for index in range(n):
+        label = labels[index % len(labels)]
+        words = rng.sample(FILLER, 4)
+        words.insert(rng.randrange(5), rng.choice(WORDS[label]))
+        lines.append(f"{' '.join(words)},{label}")
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@pytest.fixture
+def tiny_study(tmp_path: Path) -> StudyConfig:
+    model = _checkpoint(tmp_path / "model")
+    return StudyConfig(
+        name="tiny",
+        out=str(tmp_path / "study"),
+        model=str(model),
+        source_tasks=[_task_csv(tmp_path / "sentiment.csv", ["negative", "positive"], 0),
+                      _task_csv(tmp_path / "topic.csv", ["sport", "business"], 1)],
+        heldout_tasks=[_task_csv(tmp_path / "sentiment2.csv", ["negative", "positive"], 2)],
+        methods=["lora", "coeff"],
+        train={"epochs": 2, "batch_size": 16, "max_train_examples": 64, "max_eval_examples": 32,
+               "eval_every": 4, "max_length": 16},
+        method_overrides={"lora": {"lr": 5e-3}, "coeff": {"lr": 5e-2}},
+        fit={"dim": 2, "steps": 12, "lr": 1e-2, "optimizer": "adamw", "eval_every": 6, "progress": False},
+        optimise={"steps": 6, "lr": 5e-2, "eval_every": 3, "optimizer": "adamw", "progress": False},
+        fit_train_examples=32,
+        eval_examples=32,
+        batch_size=16,
+        landscape={"resolution": 3},
+    )
+
+
+def test_whole_pipeline_runs_resumes_and_reports(tiny_study: StudyConfig) -> None:
+    report = run_study(tiny_study)
+    out = Path(tiny_study.out)
+    text = report.read_text()
+    for heading in ("Original space", "Stage 1", "Stage 2", "Stage 3", "Stage 4", "Compared with the paper"):
+        assert heading in text
+    assert (out / "landscape.png").stat().st_size > 1000
+    fit = json.loads((out / "subspace" / "fit.json").read_text())
+    assert set(fit["dims"]) == {"lora", "coeff"} and fit["dims"]["coeff"] == 2 * 16  # 2 layers x 4² heads
+    for task in tiny_study.tasks:
+        stage2 = json.loads((out / "stage2" / f"{Path(task).stem}.json").read_text())
+        matrix = stage2["transfer"]
+        assert len(matrix["metrics"]) == 2 and len(matrix["metrics"][0]) == 2
+        for name, result in stage2["optimise"].items():
+            assert len(result["z"]) == 2 and 0.0 <= result["metric"] <= 1.0, name
+    assert len(list((out / "intrinsic").glob("*.json"))) == 2 * len(tiny_study.tasks)
+
+    # Resume: everything is done, so a second call only rewrites the report.
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.json") if p.name not in ("timings.json", "config.json")}
+    run_study(tiny_study)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_shipped_configs_load_and_validate() -> None:
+    default = load_study_config()
+    assert default.model == "minilm-l6" and len(default.methods) >= 2
+    full = load_study_config("full_suite")
+    assert len(full.source_tasks) == 6 and len(full.heldout_tasks) == 4 and "full" in full.methods
+
+
+def test_bad_configs_give_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="both source and held-out"):
+        StudyConfig(source_tasks=["a"], heldout_tasks=["a"]).validate()
+    with pytest.raises(ValueError, match="at least 2 DETs"):
+        StudyConfig(methods=["lora"]).validate()
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_study_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("nmae: x\n")
+    with pytest.raises(ValueError, match="unknown study option"):
+        load_study_config(bad)
