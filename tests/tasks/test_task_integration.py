@@ -8,7 +8,7 @@ from deltaspace.assets.manifest import get_package
 from deltaspace.tasks import SUITE, SUITE_TASKS, load_task
 
 _PACKAGES = {SUITE[name].package for name in SUITE_TASKS}
-_MISSING = [p for p in _PACKAGES if not is_complete(cache_dir() / "packages" / get_package(p).key)]
+_MISSING = [p for p in sorted(_PACKAGES) if not is_complete(cache_dir() / "packages" / get_package(p).key)]
 
 pytestmark = [
     pytest.mark.integration,
