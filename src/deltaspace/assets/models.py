@@ -80,7 +80,7 @@ def load_model(
         from_pretrained_kwargs.setdefault("local_files_only", True)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **_tokenizer_kwargs(from_pretrained_kwargs))
-        model = _auto_class(kind).from_pretrained(source, **from_pretrained_kwargs)
+        model = _quiet_load(_auto_class(kind), source, from_pretrained_kwargs)
     except OSError as error:
         if local:
             raise
@@ -100,3 +100,19 @@ def load_model(
 def _tokenizer_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     keep = ("local_files_only", "revision", "token", "cache_dir", "trust_remote_code", "gguf_file")
     return {k: v for k, v in kwargs.items() if k in keep}
+
+
+def _quiet_load(auto_class: Any, source: Any, kwargs: dict[str, Any]) -> Any:
+    """``from_pretrained`` without its load report: a fresh task head is always reported MISSING, which is
+    expected here and would otherwise be printed (with a progress bar) once per run of every sweep."""
+    from transformers.utils import logging as hf_logging
+
+    previous, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        return auto_class.from_pretrained(source, **kwargs)
+    finally:
+        hf_logging.set_verbosity(previous)
+        if bars:
+            hf_logging.enable_progress_bar()
