@@ -93,9 +93,22 @@ def main() -> None:
     rows = []
     for length in args.lengths:
         for method in args.methods:
-            command = [sys.executable, __file__, "--one", f"{method},{length}", "--model", args.model,
-                       "--batch-size", str(args.batch_size), "--steps", str(args.steps),
-                       "--warmup", str(args.warmup), "--threads", str(args.threads)]
+            command = [
+                sys.executable,
+                __file__,
+                "--one",
+                f"{method},{length}",
+                "--model",
+                args.model,
+                "--batch-size",
+                str(args.batch_size),
+                "--steps",
+                str(args.steps),
+                "--warmup",
+                str(args.warmup),
+                "--threads",
+                str(args.threads),
+            ]
             print(f"measuring {method} at length {length} ...", file=sys.stderr, flush=True)
             output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             rows.append(json.loads(output.strip().splitlines()[-1]))
@@ -110,8 +123,12 @@ def main() -> None:
 
     report = {
         "command": "python bench/coeff_overhead.py " + " ".join(sys.argv[1:]),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads()},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
         "results": rows,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,24 @@ _EXPORTS = {
     "resolve_method": "deltaspace.deltas.presets",
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [
+    "AdapterConfig",
+    "BitFitConfig",
+    "CoeffTuningConfig",
+    "DeltaConfig",
+    "DeltaModel",
+    "FullFineTuningConfig",
+    "PeftDeltaConfig",
+    "PrefixTuningConfig",
+    "PromptTuningConfig",
+    "__version__",
+    "available_methods",
+    "get_delta_model",
+    "load_model",
+    "load_task",
+    "register_delta",
+    "resolve_method",
+]
 
 if TYPE_CHECKING:
     from deltaspace.assets import load_model

@@ -27,9 +27,16 @@ def _checkpoint(directory: Path) -> Path:
     directory.mkdir(parents=True)
     vocab = SPECIAL + FILLER + [w for words in WORDS.values() for w in words] + list(WORDS)
     (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=48, max_position_embeddings=32, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=32,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     torch.manual_seed(0)
     BertModel(config).save_pretrained(directory)
     BertTokenizer(vocab=str(directory / "vocab.txt")).save_pretrained(directory)
@@ -55,12 +62,20 @@ def tiny_study(tmp_path: Path) -> StudyConfig:
         name="tiny",
         out=str(tmp_path / "study"),
         model=str(model),
-        source_tasks=[_task_csv(tmp_path / "sentiment.csv", ["negative", "positive"], 0),
-                      _task_csv(tmp_path / "topic.csv", ["sport", "business"], 1)],
+        source_tasks=[
+            _task_csv(tmp_path / "sentiment.csv", ["negative", "positive"], 0),
+            _task_csv(tmp_path / "topic.csv", ["sport", "business"], 1),
+        ],
         heldout_tasks=[_task_csv(tmp_path / "sentiment2.csv", ["negative", "positive"], 2)],
         methods=["lora", "coeff"],
-        train={"epochs": 2, "batch_size": 16, "max_train_examples": 64, "max_eval_examples": 32,
-               "eval_every": 4, "max_length": 16},
+        train={
+            "epochs": 2,
+            "batch_size": 16,
+            "max_train_examples": 64,
+            "max_eval_examples": 32,
+            "eval_every": 4,
+            "max_length": 16,
+        },
         method_overrides={"lora": {"lr": 5e-3}, "coeff": {"lr": 5e-2}},
         fit={"dim": 2, "steps": 12, "lr": 1e-2, "optimizer": "adamw", "eval_every": 6, "progress": False},
         optimise={"steps": 6, "lr": 5e-2, "eval_every": 3, "optimizer": "adamw", "progress": False},
@@ -89,7 +104,9 @@ def test_whole_pipeline_runs_resumes_and_reports(tiny_study: StudyConfig) -> Non
     assert len(list((out / "intrinsic").glob("*.json"))) == 2 * len(tiny_study.tasks)
 
     # Resume: everything is done, so a second call only rewrites the report.
-    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.json") if p.name not in ("timings.json", "config.json")}
+    stamps = {
+        p: p.stat().st_mtime_ns for p in out.rglob("*.json") if p.name not in ("timings.json", "config.json")
+    }
     run_study(tiny_study)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 

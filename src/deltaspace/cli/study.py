@@ -13,9 +13,13 @@ from deltaspace.cli.app import app
 def study(
     config: Annotated[
         str | None,
-        typer.Argument(help="A study YAML, or a shipped one: default (the demo), full_suite. Default: default."),
+        typer.Argument(
+            help="A study YAML, or a shipped one: default (the demo), full_suite. Default: default."
+        ),
     ] = None,
-    out: Annotated[str | None, typer.Option("--out", "-o", help="Output directory (overrides the config).")] = None,
+    out: Annotated[
+        str | None, typer.Option("--out", "-o", help="Output directory (overrides the config).")
+    ] = None,
     stages: Annotated[
         str, typer.Option(help="Comma-separated stages to run: sweep,fit,optimise,landscape,report.")
     ] = "sweep,fit,optimise,landscape,report",

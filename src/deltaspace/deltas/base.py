@@ -48,7 +48,9 @@ class DeltaConfig(ABC):
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(fields) - names)
         if unknown:
-            raise ValueError(f"{cls.__name__} got unknown option(s) {unknown}; valid options: {sorted(names)}")
+            raise ValueError(
+                f"{cls.__name__} got unknown option(s) {unknown}; valid options: {sorted(names)}"
+            )
         return cls(**fields)
 
 
@@ -75,7 +77,9 @@ def register_delta(cls: type[DeltaConfig]) -> type[DeltaConfig]:
     if not cls.method:
         raise TypeError(f"{cls.__name__} must set the class attribute `method`")
     if cls.method in _REGISTRY and _REGISTRY[cls.method] is not cls:
-        raise ValueError(f"delta method {cls.method!r} is already registered by {_REGISTRY[cls.method].__name__}")
+        raise ValueError(
+            f"delta method {cls.method!r} is already registered by {_REGISTRY[cls.method].__name__}"
+        )
     _REGISTRY[cls.method] = cls
     return cls
 

@@ -28,8 +28,8 @@ from safetensors.torch import load_file
 
 from deltaspace.study.config import StudyConfig
 from deltaspace.study.report import write_report
-from deltaspace.train.sweep import slug
 from deltaspace.train.io import write_json_atomic
+from deltaspace.train.sweep import slug
 
 STAGES = ("sweep", "fit", "optimise", "landscape", "report")
 
@@ -111,7 +111,8 @@ class StudyContext:
         encoder, self.tokenizer = load_model(config.model, kind="encoder")
         # Prototypes from the frozen base, before any delta exists (prompt/prefix change outputs at init).
         self.prototypes = {
-            name: label_prototypes(encoder, self.tokenizer, task.label_names) for name, task in self.tasks.items()
+            name: label_prototypes(encoder, self.tokenizer, task.label_names)
+            for name, task in self.tasks.items()
         }
         del encoder
         self.members = [self._member(method) for method in config.methods]
@@ -148,7 +149,9 @@ class StudyContext:
         names = list(member.model.parameter_shapes())
         missing = [name for name in names if name not in tensors]
         if missing:
-            raise ValueError(f"{path} lacks {missing[:3]}...; it was trained with another {member.name} config")
+            raise ValueError(
+                f"{path} lacks {missing[:3]}...; it was trained with another {member.name} config"
+            )
         return torch.cat([tensors[name].reshape(-1).float() for name in names])
 
     # -- batches
@@ -159,8 +162,9 @@ class StudyContext:
         task = self.tasks[name]
         dataset = cap_examples(task.split(split), limit, seed=0)
         encoded = tokenize_split(dataset, self.tokenizer, is_pair=task.is_pair, max_length=task.max_length)
-        loader = make_loader(encoded, self.tokenizer, batch_size=self.config.batch_size, shuffle=shuffle,
-                             seed=self.config.seed)
+        loader = make_loader(
+            encoded, self.tokenizer, batch_size=self.config.batch_size, shuffle=shuffle, seed=self.config.seed
+        )
         return [{**dict(batch), "prototypes": self.prototypes[name]} for batch in loader]
 
     def _task_batches(self, name: str):
@@ -182,8 +186,12 @@ class StudyContext:
         if task not in self._originals:
             batches = self.batches[task]
             self._originals[task] = {
-                m.name: evaluate(m, m.theta0 + self.store.delta(m.name, task), batches.report_batches,
-                                 num_labels=batches.num_labels)["accuracy"]
+                m.name: evaluate(
+                    m,
+                    m.theta0 + self.store.delta(m.name, task),
+                    batches.report_batches,
+                    num_labels=batches.num_labels,
+                )["accuracy"]
                 for m in self.members
             }
         return self._originals[task]
@@ -204,8 +212,14 @@ class StudyContext:
         source = [self.batches[name] for name in self.config.source_tasks]
         self.bundle_dir.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        fit(self.members, self.store, source, fit_config, output_dir=self.bundle_dir,
-            log_path=self.bundle_dir / "fit_log.jsonl")
+        fit(
+            self.members,
+            self.store,
+            source,
+            fit_config,
+            output_dir=self.bundle_dir,
+            log_path=self.bundle_dir / "fit_log.jsonl",
+        )
         bundle = SubspaceBundle.load(self.bundle_dir)
         summary = {
             "config": fit_config.to_dict(),
@@ -240,18 +254,23 @@ class StudyContext:
                 self.members, bundle, self.batches[task], optimise_config, original_metrics=originals
             )
             for name, result in results.items():
-                IntrinsicDelta.from_bundle(self.bundle_dir, name, result.z, task=task,
-                                           metrics=result.metrics).save(
-                    self.out / "intrinsic" / f"{slug(task)}--{name}.json")
-            write_json_atomic(path, {
-                "task": slug(task),
-                "heldout": task in self.config.heldout_tasks,
-                "seconds": time.perf_counter() - start,
-                "original": originals,
-                "optimise": {name: {k: v for k, v in r.to_dict().items() if k != "history"}
-                             for name, r in results.items()},
-                "transfer": matrix.to_dict(),
-            })
+                IntrinsicDelta.from_bundle(
+                    self.bundle_dir, name, result.z, task=task, metrics=result.metrics
+                ).save(self.out / "intrinsic" / f"{slug(task)}--{name}.json")
+            write_json_atomic(
+                path,
+                {
+                    "task": slug(task),
+                    "heldout": task in self.config.heldout_tasks,
+                    "seconds": time.perf_counter() - start,
+                    "original": originals,
+                    "optimise": {
+                        name: {k: v for k, v in r.to_dict().items() if k != "history"}
+                        for name, r in results.items()
+                    },
+                    "transfer": matrix.to_dict(),
+                },
+            )
 
     # -- stage 4
 
@@ -264,11 +283,21 @@ class StudyContext:
         options = {"resolution": 9, "margin": 0.5, "threshold": 90.0, **self.config.landscape}
         task = options.get("task", self.config.source_tasks[0])
         bundle = self.bundle()
-        result = landscape(self.members, bundle, self.batches[task], default_plane(bundle, task),
-                           resolution=int(options["resolution"]), margin=float(options["margin"]),
-                           original_metrics=self.originals(task))
-        plot_landscape(result, self.out / "landscape.png", threshold=float(options["threshold"]),
-                       title=f"{task}: the plane through the DETs' codes")
+        result = landscape(
+            self.members,
+            bundle,
+            self.batches[task],
+            default_plane(bundle, task),
+            resolution=int(options["resolution"]),
+            margin=float(options["margin"]),
+            original_metrics=self.originals(task),
+        )
+        plot_landscape(
+            result,
+            self.out / "landscape.png",
+            threshold=float(options["threshold"]),
+            title=f"{task}: the plane through the DETs' codes",
+        )
         data = result.to_dict()
         data["task"] = slug(task)
         data["threshold"] = float(options["threshold"])

@@ -34,8 +34,11 @@ def _mean(values: list[float]) -> float | None:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(row) + " |" for row in rows)]
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
 
 
 def _original_space(out: Path, config: dict) -> list[str]:
@@ -70,12 +73,30 @@ def _fit(out: Path) -> list[str]:
         errors = fit["reconstruction_error"].get(name, {})
         kinds = fit.get("projection_kinds", {}).get(name, {})
         kind = kinds.get("up", "?") if isinstance(kinds, dict) else str(kinds)
-        rows.append([name, f"{dim:,}", kind, f"{fit['projection_memory_bytes'].get(name, 0) / 2**20:.2f}",
-                     _pct(100 * _mean(list(errors.values())) if errors else None)])
-    lines = [f"Intrinsic dimension d = {fit['config']['dim']}, {fit['config']['steps']} steps, "
-             f"{fit['seconds']:.0f} s, source tasks: {', '.join(map(slug, fit['source_tasks']))}.", ""]
-    return lines + _table(["DET", "D (parameters)", "up-projection", "projection memory (MiB)",
-                           "relative reconstruction error (%)"], rows)
+        rows.append(
+            [
+                name,
+                f"{dim:,}",
+                kind,
+                f"{fit['projection_memory_bytes'].get(name, 0) / 2**20:.2f}",
+                _pct(100 * _mean(list(errors.values())) if errors else None),
+            ]
+        )
+    lines = [
+        f"Intrinsic dimension d = {fit['config']['dim']}, {fit['config']['steps']} steps, "
+        f"{fit['seconds']:.0f} s, source tasks: {', '.join(map(slug, fit['source_tasks']))}.",
+        "",
+    ]
+    return lines + _table(
+        [
+            "DET",
+            "D (parameters)",
+            "up-projection",
+            "projection memory (MiB)",
+            "relative reconstruction error (%)",
+        ],
+        rows,
+    )
 
 
 def _stage2(out: Path, config: dict) -> tuple[list[str], list[str], dict]:
@@ -93,16 +114,32 @@ def _stage2(out: Path, config: dict) -> tuple[list[str], list[str], dict]:
         if data["heldout"]:
             heldout_rel.append(rel)
         label = task + (" (held-out)" if data["heldout"] else " (source)")
-        rows.append([label, *(f"{_pct(r)} ({data['optimise'][m]['metric']:.3f} / {data['original'][m]:.3f})"
-                              for r, m in zip(rel, methods, strict=True)), _pct(_mean(rel))])
+        rows.append(
+            [
+                label,
+                *(
+                    f"{_pct(r)} ({data['optimise'][m]['metric']:.3f} / {data['original'][m]:.3f})"
+                    for r, m in zip(rel, methods, strict=True)
+                ),
+                _pct(_mean(rel)),
+            ]
+        )
     summary = {}
     if heldout_rel:
         columns = list(zip(*heldout_rel, strict=True))
         summary["heldout_optimisation"] = _mean([v for row in heldout_rel for v in row])
-        rows.append(["**held-out average**", *(_pct(_mean(list(c))) for c in columns),
-                     f"**{_pct(summary['heldout_optimisation'])}**"])
-    stage2 = ["Relative performance (%) = subspace accuracy / original-space accuracy × 100 on the same test "
-              "examples (cells: relative (subspace / original)).", ""]
+        rows.append(
+            [
+                "**held-out average**",
+                *(_pct(_mean(list(c))) for c in columns),
+                f"**{_pct(summary['heldout_optimisation'])}**",
+            ]
+        )
+    stage2 = [
+        "Relative performance (%) = subspace accuracy / original-space accuracy × 100 on the same test "
+        "examples (cells: relative (subspace / original)).",
+        "",
+    ]
     stage2 += _table(["task", *methods, "avg"], rows)
 
     pairs: dict[tuple[str, str], list[float]] = {}
@@ -116,11 +153,15 @@ def _stage2(out: Path, config: dict) -> tuple[list[str], list[str], dict]:
                     pairs.setdefault((source, target), []).append(matrix["relative"][i][j])
     if pairs:
         header = ["source \\ target", *methods]
-        table_rows = [[s, *("–" if s == t else _pct(_mean(pairs.get((s, t), [])))
-                            for t in methods)] for s in methods]
+        table_rows = [
+            [s, *("–" if s == t else _pct(_mean(pairs.get((s, t), []))) for t in methods)] for s in methods
+        ]
         summary["transfer"] = _mean([v for values in pairs.values() for v in values])
-        stage3 = ["Zero-shot transfer on the held-out tasks: z found through the source DET, decoded by the "
-                  "target DET; relative performance (%) averaged over tasks.", ""]
+        stage3 = [
+            "Zero-shot transfer on the held-out tasks: z found through the source DET, decoded by the "
+            "target DET; relative performance (%) averaged over tasks.",
+            "",
+        ]
         stage3 += _table(header, table_rows)
         stage3 += ["", f"Average over all off-diagonal pairs: **{_pct(summary['transfer'])} %**."]
     else:
@@ -133,41 +174,66 @@ def write_report(out: str | Path) -> Path:
     out = Path(out)
     config = _read(out / "config.json")
     timings = _read(out / "timings.json") or {}
-    lines = [f"# deltaspace study `{config['name']}`", "",
-             f"Model **{Path(config['model']).name}**; DETs {', '.join(config['methods'])}; source tasks "
-             f"{', '.join(map(slug, config['source_tasks']))}; held-out tasks "
-             f"{', '.join(map(slug, config['heldout_tasks'])) or '–'}; "
-             f"seed {config['seed']}. Regenerate with `deltaspace study {out / 'config.json'}`.", ""]
+    lines = [
+        f"# deltaspace study `{config['name']}`",
+        "",
+        f"Model **{Path(config['model']).name}**; DETs {', '.join(config['methods'])}; source tasks "
+        f"{', '.join(map(slug, config['source_tasks']))}; held-out tasks "
+        f"{', '.join(map(slug, config['heldout_tasks'])) or '–'}; "
+        f"seed {config['seed']}. Regenerate with `deltaspace study {out / 'config.json'}`.",
+        "",
+    ]
 
-    lines += ["## Original space (each DET trained alone, label-prototype head)", "",
-              "Test accuracy of the sweep runs.", ""]
+    lines += [
+        "## Original space (each DET trained alone, label-prototype head)",
+        "",
+        "Test accuracy of the sweep runs.",
+        "",
+    ]
     lines += _original_space(out, config)
-    lines += ["", "## Stage 1: subspace approximation", ""] + _fit(out)
+    lines += ["", "## Stage 1: subspace approximation", "", *_fit(out)]
 
     stage2, stage3, summary = _stage2(out, config)
-    lines += ["", "## Stage 2: optimisation inside the subspace (only d numbers trained)", ""] + stage2
-    lines += ["", "## Stage 3: transfer across DETs", ""] + stage3
+    lines += ["", "## Stage 2: optimisation inside the subspace (only d numbers trained)", "", *stage2]
+    lines += ["", "## Stage 3: transfer across DETs", "", *stage3]
 
     landscape = _read(out / "landscape.json")
     lines += ["", "## Stage 4: landscape", ""]
     if landscape is None:
         lines.append("Stage 4 has not run yet.")
     else:
-        lines += [f"Task {landscape['task']}, the plane through its DETs' codes, a "
-                  f"{len(landscape['a'])}×{len(landscape['b'])} grid. Fraction of the grid where every DET "
-                  f"reaches {landscape['threshold']:.0f} % of its original-space accuracy: "
-                  f"**{100 * landscape['shared_fraction']:.1f} %**.", "", "![landscape](landscape.png)"]
+        lines += [
+            f"Task {landscape['task']}, the plane through its DETs' codes, a "
+            f"{len(landscape['a'])}×{len(landscape['b'])} grid. Fraction of the grid where every DET "
+            f"reaches {landscape['threshold']:.0f} % of its original-space accuracy: "
+            f"**{100 * landscape['shared_fraction']:.1f} %**.",
+            "",
+            "![landscape](landscape.png)",
+        ]
 
     lines += ["", "## Compared with the paper", ""]
-    lines += _table(["quantity", "this study", "paper (multi-task, T5-base, d = 100)"], [
-        ["subspace optimisation, held-out tasks (avg %)", _pct(summary.get("heldout_optimisation")),
-         f"{PAPER_HELDOUT_OPTIMISATION}"],
-        ["transfer across DETs, held-out tasks (avg %)", _pct(summary.get("transfer")), f"{PAPER_TRANSFER}"],
-    ])
+    lines += _table(
+        ["quantity", "this study", "paper (multi-task, T5-base, d = 100)"],
+        [
+            [
+                "subspace optimisation, held-out tasks (avg %)",
+                _pct(summary.get("heldout_optimisation")),
+                f"{PAPER_HELDOUT_OPTIMISATION}",
+            ],
+            [
+                "transfer across DETs, held-out tasks (avg %)",
+                _pct(summary.get("transfer")),
+                f"{PAPER_TRANSFER}",
+            ],
+        ],
+    )
     intrinsic = sorted((out / "intrinsic").glob("*.json")) if (out / "intrinsic").is_dir() else []
     if intrinsic:
-        lines += ["", f"Stage 6: {len(intrinsic)} intrinsic deltas (d numbers + a hash-checked reference to the "
-                  "bundle) are in `intrinsic/`."]
+        lines += [
+            "",
+            f"Stage 6: {len(intrinsic)} intrinsic deltas (d numbers + a hash-checked reference to the "
+            "bundle) are in `intrinsic/`.",
+        ]
     if timings:
         lines += ["", "## Time per stage", ""]
         lines += _table(["stage", "seconds"], [[k, f"{v:.0f}"] for k, v in timings.items()])
