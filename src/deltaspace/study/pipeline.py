@@ -179,6 +179,16 @@ class StudyContext:
             num_labels=self.tasks[name].num_labels,
         )
 
+    def initial(self, task: str) -> dict[str, float]:
+        """Each DET's test accuracy at θ0 (before any training): the floor relative numbers must beat."""
+        from deltaspace.subspace import evaluate
+
+        batches = self.batches[task]
+        return {
+            m.name: evaluate(m, m.theta0, batches.report_batches, num_labels=batches.num_labels)["accuracy"]
+            for m in self.members
+        }
+
     def originals(self, task: str) -> dict[str, float]:
         """Each DET's original-space test accuracy, re-scored on the subspace stages' test examples."""
         from deltaspace.subspace import evaluate
@@ -264,6 +274,7 @@ class StudyContext:
                     "heldout": task in self.config.heldout_tasks,
                     "seconds": time.perf_counter() - start,
                     "original": originals,
+                    "initial": self.initial(task),
                     "optimise": {
                         name: {k: v for k, v in r.to_dict().items() if k != "history"}
                         for name, r in results.items()
