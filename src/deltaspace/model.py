@@ -9,22 +9,21 @@ the head), names relative to the base model.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import os
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from deltaspace import attention
 from deltaspace.deltas.base import AttachedDelta, DeltaConfig
 from deltaspace.deltas.peft_delta import PeftDeltaConfig
+from deltaspace.io import read_json, sha256_file, write_json_atomic, write_safetensors_atomic
 
 CONFIG_FILE = "delta_config.json"
 WEIGHTS_FILE = "delta_model.safetensors"
@@ -65,28 +64,6 @@ def fingerprint(model: nn.Module) -> dict[str, Any]:
         "hidden_size": getattr(text, "hidden_size", None),
         "name_or_path": getattr(config, "name_or_path", None) or None,
     }
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Write through a temp file in the same directory, then ``os.replace``: never a half-written ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; saved deltas are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _first_line(error: BaseException) -> str:
@@ -291,29 +268,20 @@ class DeltaModel(nn.Module):
         self._check_loaded()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        tensors = {name: t.contiguous() for name, t in self.solution().items()}
-        digest: dict[str, str] = {}
-
-        def write_weights(tmp: str) -> None:
-            save_file(tensors, tmp, metadata={"format": "pt", "deltaspace_format": str(FORMAT_VERSION)})
-            digest["sha256"] = _sha256(tmp)
-
-        _atomic_write(directory / WEIGHTS_FILE, write_weights)
+        weights_path = write_safetensors_atomic(
+            directory / WEIGHTS_FILE,
+            self.solution(),
+            metadata={"format": "pt", "deltaspace_format": str(FORMAT_VERSION)},
+        )
         meta = {
             "format_version": FORMAT_VERSION,
             "deltas": [c.to_dict() for c in self.delta_configs],
             "head_modules": self.head_modules,
             "seed": self.seed,
             "base_model": fingerprint(self.base_model),
-            "weights_sha256": digest["sha256"],
+            "weights_sha256": sha256_file(weights_path),
         }
-        text = json.dumps(meta, indent=2, sort_keys=False)
-
-        def write_config(tmp: str) -> None:
-            with open(tmp, "w", encoding="utf-8") as handle:
-                handle.write(text + "\n")
-
-        _atomic_write(directory / CONFIG_FILE, write_config)
+        write_json_atomic(directory / CONFIG_FILE, meta)
 
     @classmethod
     def from_pretrained(
@@ -329,7 +297,7 @@ class DeltaModel(nn.Module):
                 )
         meta = _read_meta(config_path)
         _check_fingerprint(meta["base_model"], fingerprint(base_model))
-        if meta.get("weights_sha256") and _sha256(weights_path) != meta["weights_sha256"]:
+        if meta.get("weights_sha256") and sha256_file(weights_path) != meta["weights_sha256"]:
             raise ValueError(
                 f"{weights_path} is damaged (checksum mismatch with {CONFIG_FILE}); save it again"
             )
@@ -394,7 +362,7 @@ def _cuda_devices(model: nn.Module) -> list[int]:
 
 def _read_meta(path: Path) -> dict[str, Any]:
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = read_json(path)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(
             f"{path} is damaged (not valid JSON: {_first_line(error)}); save it again"

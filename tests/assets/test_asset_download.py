@@ -5,7 +5,8 @@ import pytest
 from asset_fixtures import WHEEL_FILES, make_wheel, spec_for
 
 from deltaspace.assets import download
-from deltaspace.assets.download import ChecksumError, download_package, sha256_file
+from deltaspace.assets.download import ChecksumError, download_package
+from deltaspace.io import sha256_file
 
 
 def test_sha256_file_matches_hashlib(tmp_path):

@@ -10,10 +10,10 @@ import torch
 from safetensors.torch import load_file
 
 from deltaspace.deltas.presets import resolve_method
+from deltaspace.io import read_jsonl
 from deltaspace.model import get_delta_model
 from deltaspace.train import TrainConfig, build_classifier, evaluate_model, evaluate_run, load_result, train
 from deltaspace.train.data import make_loader, tokenize_split
-from deltaspace.train.io import read_jsonl
 
 
 def _config(model_dir, out, **changes) -> TrainConfig:

@@ -7,7 +7,6 @@ same parent removes (its owner process is gone).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -16,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from deltaspace.assets.cache import MARKER, is_complete
+from deltaspace.io import write_json_atomic
 
 _PARTIAL = ".partial-"
 
@@ -71,9 +71,7 @@ def atomic_directory(target: Path, marker: dict, *, replace: bool = False) -> It
     try:
         yield temp
         _make_readable(temp)
-        marker_tmp = temp / (MARKER + ".tmp")
-        marker_tmp.write_text(json.dumps(marker, indent=2, sort_keys=True), encoding="utf-8")
-        os.replace(marker_tmp, temp / MARKER)
+        write_json_atomic(temp / MARKER, marker)
         _publish(temp, target, replace=replace)
     finally:
         if temp.exists():

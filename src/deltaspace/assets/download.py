@@ -10,7 +10,6 @@ sha256, so the transport does not matter.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -19,8 +18,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from deltaspace.assets.manifest import PackageSpec
+from deltaspace.io import sha256_file
 
-ByteProgress = Callable[[int, int], None]  # (bytes done, bytes total)
 ProgressFn = Callable[[str, int, int], None]  # (stage, bytes done, bytes total)
 
 _CHUNK = 1 << 20
@@ -28,19 +27,6 @@ _CHUNK = 1 << 20
 
 class ChecksumError(ValueError):
     """A package file does not have its pinned sha256."""
-
-
-def sha256_file(path: Path, progress: ByteProgress | None = None) -> str:
-    digest = hashlib.sha256()
-    total = path.stat().st_size
-    done = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-            done += len(chunk)
-            if progress:
-                progress(done, total)
-    return digest.hexdigest()
 
 
 def verify_sha256(path: Path, spec: PackageSpec, progress: ProgressFn | None = None) -> None:

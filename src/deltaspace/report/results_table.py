@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from deltaspace.train.io import write_text_atomic
+from deltaspace.io import write_text_atomic
 
 
 def results_table(

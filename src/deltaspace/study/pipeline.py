@@ -26,9 +26,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from deltaspace.io import write_json_atomic
 from deltaspace.study.config import StudyConfig
 from deltaspace.study.report import write_report
-from deltaspace.train.io import write_json_atomic
 from deltaspace.train.sweep import slug
 
 STAGES = ("sweep", "fit", "optimise", "landscape", "report")

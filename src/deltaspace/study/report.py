@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from deltaspace.train.io import write_text_atomic
+from deltaspace.io import write_text_atomic
 from deltaspace.train.sweep import slug
 
 # The paper's multi-task averages (Yi et al., 2022, Tables 3 and 4; T5-base, 60 source tasks, d = 100).

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
-from deltaspace.subspace._io import read_json, sha256_file, write_json, write_safetensors
+from deltaspace.io import read_json, sha256_file, write_json_atomic, write_safetensors_atomic
 from deltaspace.subspace.projections import UpProjection, relative_reconstruction_error
 from deltaspace.subspace.store import SolutionStore
 
@@ -125,7 +125,7 @@ class SubspaceBundle:
                 tensors[f"code.{i}.{j}"] = z
                 codes.append(task)
             members.append({"name": member, "up": up.config(), "code_tasks": codes})
-        write_safetensors(directory / TENSORS_FILE, tensors)
+        write_safetensors_atomic(directory / TENSORS_FILE, tensors)
         self.sha256 = sha256_file(directory / TENSORS_FILE)
         index = {
             "format": FORMAT,
@@ -134,7 +134,7 @@ class SubspaceBundle:
             "tensors_sha256": self.sha256,
             "metadata": self.metadata,
         }
-        write_json(directory / INDEX_FILE, index)
+        write_json_atomic(directory / INDEX_FILE, index)
         return directory
 
     @classmethod

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from deltaspace.subspace._io import read_json, sha256_file, write_json
+from deltaspace.io import read_json, sha256_file, write_json_atomic
 from deltaspace.subspace.bundle import TENSORS_FILE, SubspaceBundle
 
 FORMAT = "deltaspace.intrinsic_delta/1"
@@ -77,7 +77,7 @@ class IntrinsicDelta:
             "task": self.task,
             "metrics": self.metrics,
         }
-        return write_json(path, data)
+        return write_json_atomic(path, data)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> IntrinsicDelta:

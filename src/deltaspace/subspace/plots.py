@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from deltaspace.subspace._io import atomic_write
+from deltaspace.io import atomic_write
 from deltaspace.subspace.landscape import Landscape
 
 _COLOURS = (

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
-from deltaspace.subspace._io import read_json, write_json, write_safetensors
+from deltaspace.io import read_json, write_json_atomic, write_safetensors_atomic
 
 _TENSORS = "deltas.safetensors"
 _INDEX = "store.json"
@@ -104,8 +104,8 @@ class SolutionStore:
                 key = f"delta_{len(index)}"
                 tensors[key] = delta
                 index.append({"member": member, "task": task, "key": key})
-        write_safetensors(directory / _TENSORS, tensors)
-        write_json(
+        write_safetensors_atomic(directory / _TENSORS, tensors)
+        write_json_atomic(
             directory / _INDEX,
             {"format": "deltaspace.solution_store/1", "deltas": index, "metrics": self._metrics},
         )

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
-from deltaspace.assets.atomic import current_umask
 from deltaspace.assets.cache import is_complete, missing_asset, packages_root, tasks_root
 from deltaspace.assets.manifest import get_package
+from deltaspace.io import atomic_write, write_json_atomic
 from deltaspace.tasks.examples import PreparedExamples, prepare
 from deltaspace.tasks.registry import SUITE, SuiteTask
 
@@ -39,18 +37,9 @@ def _cache_file(task: SuiteTask, root: Path) -> Path:
 
 
 def _write_atomic(frame: pd.DataFrame, meta: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    os.chmod(temp, 0o666 & ~current_umask())  # mkstemp makes it private; the cache may be shared
-    try:
-        frame.to_parquet(temp, index=False)
-        Path(temp + ".json").write_text(json.dumps(meta), encoding="utf-8")
-        os.replace(temp + ".json", path.with_suffix(".json"))
-        os.replace(temp, path)  # the parquet file appears last: its presence means both are written
-    finally:
-        for leftover in (temp, temp + ".json"):
-            Path(leftover).unlink(missing_ok=True)
+    # The parquet file is written last: its presence means both files are complete.
+    write_json_atomic(path.with_suffix(".json"), meta)
+    atomic_write(path, lambda temp: frame.to_parquet(temp, index=False))
 
 
 def suite_examples(name: str, root: Path) -> PreparedExamples:

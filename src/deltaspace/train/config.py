@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from deltaspace.train.io import write_json_atomic
+from deltaspace.io import write_json_atomic
 
 HEADS = ("prototype", "linear")
 SCHEDULES = ("linear", "cosine", "constant")

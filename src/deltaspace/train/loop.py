@@ -30,11 +30,11 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from deltaspace.io import append_jsonl
 from deltaspace.tasks.task import Task
 from deltaspace.train.config import TrainConfig
 from deltaspace.train.data import cap_examples, make_loader, tokenize_split
 from deltaspace.train.evaluate import evaluate_model
-from deltaspace.train.io import append_jsonl
 from deltaspace.train.result import (
     CONFIG_FILE,
     DELTA_DIR,

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from deltaspace.train.io import write_json_atomic
+from deltaspace.io import write_json_atomic
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"

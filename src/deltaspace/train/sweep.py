@@ -39,9 +39,9 @@ from typing import Any
 
 import pandas as pd
 
+from deltaspace.io import write_text_atomic
 from deltaspace.tasks.task import Task
 from deltaspace.train.config import TrainConfig
-from deltaspace.train.io import write_text_atomic
 from deltaspace.train.result import CONFIG_FILE, RESULT_FILE, RunResult, is_finished, load_result
 
 _RESERVED = ("task", "method", "seed", "output_dir")
