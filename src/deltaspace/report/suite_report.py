@@ -1,0 +1,119 @@
+"""docs/results.md: every DET on the suite, from a finished sweep directory.
+
+python -m deltaspace.report.suite_report runs/suite docs/results.md
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deltaspace.io import write_text_atomic
+from deltaspace.report.results_table import results_table
+
+COEFF_PAIRS = (("coeff+lora", "lora"),)
+
+
+def _paired_gain(frame: pd.DataFrame, with_coeff: str, without: str, tasks: list[str]) -> list[str]:
+    """Per task: mean test accuracy of ``with_coeff`` minus ``without`` over the seeds both have."""
+    rows, gains = [], []
+    for task in tasks:
+        a = frame[(frame.task == task) & (frame.method == with_coeff)].set_index("seed").test_accuracy
+        b = frame[(frame.task == task) & (frame.method == without)].set_index("seed").test_accuracy
+        seeds = sorted(set(a.index) & set(b.index))
+        if not seeds:
+            continue
+        diff = 100 * (a[seeds] - b[seeds])
+        gains.append(float(diff.mean()))
+        wins = int((diff > 0).sum())
+        spread = f" ± {diff.std(ddof=1):.1f}" if len(seeds) > 1 else ""
+        rows.append(f"| {task} | {diff.mean():+.1f}{spread} | {wins}/{len(seeds)} |")
+    if not rows:
+        return []
+    header = [
+        f"| task | {with_coeff} − {without} (accuracy points, mean ± std over seeds) | seeds where it helps |",
+        "|---|---|---|",
+    ]
+    footer = [f"| **mean over tasks** | **{np.mean(gains):+.1f}** | |"]
+    return header + rows + footer
+
+
+def _reference_rows(tasks: list[str]) -> list[str]:
+    """Majority baseline and the frozen linear probe (bench/linear_probe.py), when its results exist."""
+    import json
+
+    path = Path(__file__).resolve().parents[3] / "bench" / "results" / "linear_probe.json"
+    if not path.is_file():
+        return []
+    by_task = {row["task"]: row for row in json.loads(path.read_text())["results"]}
+    cells = {
+        key: [f"{100 * by_task[t][key]:.1f}" if t in by_task else "–" for t in tasks]
+        for key in ("majority", "probe_accuracy")
+    }
+    return [
+        "## Reference points",
+        "",
+        "From `python bench/linear_probe.py` (full train split up to 2,000 examples and full test split, so "
+        "not the runs' budget): the majority class and a logistic-regression probe on frozen mean-pooled "
+        "MiniLM-L6 embeddings.",
+        "",
+        "| reference | " + " | ".join(tasks) + " |",
+        "|---|" + "---:|" * len(tasks),
+        "| majority class | " + " | ".join(cells["majority"]) + " |",
+        "| linear probe (frozen) | " + " | ".join(cells["probe_accuracy"]) + " |",
+        "",
+    ]
+
+
+def suite_report(sweep_dir: str | Path, command: str) -> str:
+    from deltaspace.tasks import HELDOUT_TASKS, SOURCE_TASKS
+    from deltaspace.train.sweep import collect_results
+
+    frame = collect_results(sweep_dir)
+    if frame.empty:
+        raise ValueError(f"no finished runs under {sweep_dir}; run the sweep first")
+    tasks = [t for t in (*SOURCE_TASKS, *HELDOUT_TASKS) if t in set(frame.task)]
+    methods = list(dict.fromkeys(frame.sort_values("trainable_params").method))
+    seeds = frame.groupby("method").seed.nunique().to_dict()
+    lines = [
+        "# Every delta-tuning method on the suite (MiniLM-L6)",
+        "",
+        f"Produced by: `{command}`. Budget per run (2 CPU cores): see `configs/sweep_suite.yaml` (400 training "
+        "examples, 2 epochs, batch 32, inputs cut at 64 tokens, best validation checkpoint, 250 test "
+        "examples). Head: label prototypes (cosine to the frozen model's embedding of each label name), so "
+        "every method trains only its own parameters. Cells: test accuracy (%), mean ± std over seeds.",
+        "",
+        "Seeds per method: " + ", ".join(f"{m} {seeds[m]}" for m in methods) + ".",
+        "",
+        "## Test accuracy",
+        "",
+        results_table(frame, "test_accuracy", methods=methods, tasks=tasks),
+        "",
+        "## Test macro-F1",
+        "",
+        results_table(frame, "test_macro_f1", methods=methods, tasks=tasks),
+        "",
+    ]
+    lines += _reference_rows(tasks)
+    for with_coeff, without in COEFF_PAIRS:
+        gain = _paired_gain(frame, with_coeff, without, tasks)
+        if gain:
+            lines += [f"## What Coeff-Tuning adds to {without}", "", *gain, ""]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        raise SystemExit("usage: python -m deltaspace.report.suite_report SWEEP_DIR OUTPUT.md")
+    sweep_dir, output = argv
+    command = "python -m deltaspace.report.suite_report " + " ".join(argv)
+    write_text_atomic(output, suite_report(sweep_dir, command))
+    print(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    main()
