@@ -97,7 +97,8 @@ def _params(rows: pd.DataFrame) -> str:
     text = _human(count)
     total = rows["total_params"].dropna()
     if not total.empty and float(total.median()) > 0:
-        text += f" ({100 * count / float(total.median()):.2g}%)"
+        share = 100 * count / float(total.median())
+        text += f" ({share:.0f}%)" if share >= 10 else f" ({share:.2g}%)"
     return text
 
 
