@@ -41,6 +41,15 @@ def test_tables_and_paired_gain(tmp_path: Path) -> None:
     assert "**mean over tasks** | **-3.3**" in text
 
 
+def test_control_sweep_joins_under_its_own_name(tmp_path: Path) -> None:
+    _result(tmp_path / "main", "rt_sentiment", "lora", 0, 0.70, 100)
+    _result(tmp_path / "main", "rt_sentiment", "coeff+lora", 0, 0.76, 110)
+    _result(tmp_path / "control", "rt_sentiment", "lora", 0, 0.75, 100)
+    text = suite_report(tmp_path / "main", "cmd", {"lora@lr2e-3": tmp_path / "control"})
+    assert "## coeff+lora against lora@lr2e-3" in text
+    assert "| rt_sentiment | +1.0 | 1/1 |" in text and "| rt_sentiment | +6.0 | 1/1 |" in text
+
+
 def test_empty_sweep_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no finished runs"):
         suite_report(tmp_path, "cmd")

@@ -14,7 +14,7 @@ import pandas as pd
 from deltaspace.io import write_text_atomic
 from deltaspace.report.results_table import results_table
 
-COEFF_PAIRS = (("coeff+lora", "lora"),)
+COEFF_WITH, COEFF_WITHOUT = "coeff+lora", "lora"
 
 
 def _paired_gain(frame: pd.DataFrame, with_coeff: str, without: str, tasks: list[str]) -> list[str]:
@@ -68,13 +68,18 @@ def _reference_rows(tasks: list[str]) -> list[str]:
     ]
 
 
-def suite_report(sweep_dir: str | Path, command: str) -> str:
+def suite_report(sweep_dir: str | Path, command: str, controls: dict[str, str | Path] | None = None) -> str:
     from deltaspace.tasks import HELDOUT_TASKS, SOURCE_TASKS
     from deltaspace.train.sweep import collect_results
 
     frame = collect_results(sweep_dir)
     if frame.empty:
         raise ValueError(f"no finished runs under {sweep_dir}; run the sweep first")
+    for name, directory in (controls or {}).items():
+        control = collect_results(directory)
+        if control.empty:
+            raise ValueError(f"no finished runs under control sweep {directory}")
+        frame = pd.concat([frame, control.assign(method=name)], ignore_index=True)
     tasks = [t for t in (*SOURCE_TASKS, *HELDOUT_TASKS) if t in set(frame.task)]
     methods = list(dict.fromkeys(frame.sort_values("trainable_params").method))
     seeds = frame.groupby("method").seed.nunique().to_dict()
@@ -98,20 +103,23 @@ def suite_report(sweep_dir: str | Path, command: str) -> str:
         "",
     ]
     lines += _reference_rows(tasks)
-    for with_coeff, without in COEFF_PAIRS:
-        gain = _paired_gain(frame, with_coeff, without, tasks)
+    for without in (COEFF_WITHOUT, *(controls or {})):
+        gain = _paired_gain(frame, COEFF_WITH, without, tasks)
         if gain:
-            lines += [f"## What Coeff-Tuning adds to {without}", "", *gain, ""]
+            lines += [f"## {COEFF_WITH} against {without}", "", *gain, ""]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2:
-        raise SystemExit("usage: python -m deltaspace.report.suite_report SWEEP_DIR OUTPUT.md")
-    sweep_dir, output = argv
+    if len(argv) < 2 or any("=" not in a for a in argv[2:]):
+        raise SystemExit(
+            "usage: python -m deltaspace.report.suite_report SWEEP_DIR OUTPUT.md [CONTROL_DIR=NAME ...]"
+        )
+    sweep_dir, output = argv[:2]
+    controls = {name: directory for directory, name in (a.split("=", 1) for a in argv[2:])}
     command = "python -m deltaspace.report.suite_report " + " ".join(argv)
-    write_text_atomic(output, suite_report(sweep_dir, command))
+    write_text_atomic(output, suite_report(sweep_dir, command, controls))
     print(f"wrote {output}")
 
 
