@@ -3,7 +3,6 @@ import json
 
 import pytest
 import torch
-from transformers import LlamaForSequenceClassification
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from deltaspace.attention import is_enabled
@@ -11,23 +10,6 @@ from deltaspace.deltas.base import DeltaConfig
 from deltaspace.deltas.prefix import PrefixTuningConfig
 
 P = 3
-
-
-@pytest.fixture
-def bert(make_bert):
-    return make_bert(attn_implementation="eager")
-
-
-@pytest.fixture
-def llama_lm(make_llama):
-    return make_llama(attn_implementation="eager")
-
-
-@pytest.fixture
-def llama_cls(llama_lm):
-    """The tiny LLaMA as a sequence classifier (pools the last non-padding token)."""
-    torch.manual_seed(0)
-    return LlamaForSequenceClassification(llama_lm.config).eval()
 
 
 def additive(allowed: torch.Tensor) -> torch.Tensor:

@@ -2,29 +2,10 @@ import json
 
 import pytest
 import torch
-from transformers import LlamaForSequenceClassification
 
 from deltaspace import get_delta_model
 from deltaspace.deltas.base import DeltaConfig
 from deltaspace.deltas.prompt import PromptTuningConfig
-
-
-@pytest.fixture
-def bert(make_bert):
-    return make_bert(attn_implementation="eager")
-
-
-@pytest.fixture
-def llama_lm(make_llama):
-    return make_llama(attn_implementation="eager")
-
-
-@pytest.fixture
-def llama_cls(llama_lm):
-    """The tiny LLaMA as a sequence classifier (pools the last non-padding token)."""
-    torch.manual_seed(0)
-    return LlamaForSequenceClassification(llama_lm.config).eval()
-
 
 PROMPT_IDS = [7, 8, 9]
 IDS = torch.tensor([[2, 5, 9, 11, 3], [2, 7, 4, 6, 3]])
