@@ -111,3 +111,10 @@ def test_bad_inputs():
         PrototypeClassifier(encoder, torch.ones(2, 4), temperature=0)
     with pytest.raises(ValueError, match="at least 2 label names"):
         PrototypeClassifier.from_label_names(encoder, None, ["only"])
+
+
+def test_label_names_unknown_to_the_tokenizer_are_a_clear_error(encoder_and_tokenizer):
+    encoder, tokenizer = encoder_and_tokenizer
+    # Both names are out of the tiny vocabulary: they encode as [CLS] [UNK] [SEP], the same prototype.
+    with pytest.raises(ValueError, match="encode to the same prototype"):
+        PrototypeClassifier.from_label_names(encoder, tokenizer, ["sport", "business"])
