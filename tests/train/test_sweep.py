@@ -80,6 +80,14 @@ def test_sweep_config_file_and_errors(tmp_path):
     assert sweep.out == str(tmp_path / "y") and sweep.train == {"model": "m", "epochs": 2, "lr": 0.1}
     assert [run.key for run in sweep.runs()] == ["a/lora/seed0", "a/lora/seed1"]
 
+    # Narrowing the methods from the command line keeps only the overrides of the methods still run.
+    path.write_text(
+        "out: x\ntasks: [a]\nmethods: [lora, coeff]\nmethod_overrides: {lora: {lr: 0.5}, coeff: {lr: 2}}\n"
+    )
+    narrowed = SweepConfig.from_file(path, methods=["lora"])
+    assert narrowed.method_overrides == {"lora": {"lr": 0.5}}
+    assert [run.config.lr for run in narrowed.runs()] == [0.5]
+
     path.write_text("out: x\ntasks: [a]\nmethods: [lora]\nlearning_rate: 1\n")
     with pytest.raises(ValueError, match="unknown key"):
         SweepConfig.from_file(path)

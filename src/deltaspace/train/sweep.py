@@ -130,6 +130,11 @@ class SweepConfig:
             if value is None:
                 continue
             data[key] = {**data.get(key, {}), **value} if key == "train" else value
+        # Narrowing the grid (e.g. --methods) keeps the file's per-method / per-task settings for what is
+        # still in it; the others belong to the full grid and are not typos.
+        for key, overrides_key in (("methods", "method_overrides"), ("tasks", "task_overrides")):
+            if overrides.get(key) is not None and isinstance(data.get(overrides_key), dict):
+                data[overrides_key] = {k: v for k, v in data[overrides_key].items() if k in overrides[key]}
         if "out" not in data:
             raise ValueError(f"sweep config {path} needs an output directory: set `out:` or pass --out")
         return cls(**data)
