@@ -21,14 +21,13 @@ from safetensors.torch import load_file
 from torch import nn
 
 from deltaspace import attention
-from deltaspace.deltas.base import AttachedDelta, DeltaConfig
+from deltaspace.deltas.base import HEAD_NAMES, AttachedDelta, DeltaConfig
 from deltaspace.deltas.peft_delta import PeftDeltaConfig
 from deltaspace.io import read_json, sha256_file, write_json_atomic, write_safetensors_atomic
 
 CONFIG_FILE = "delta_config.json"
 WEIGHTS_FILE = "delta_model.safetensors"
 FORMAT_VERSION = 1
-HEAD_NAMES = ("classifier", "score", "qa_outputs", "pre_classifier", "head", "classification_head")
 _FINGERPRINT_CHECKS = {
     "model_type": "model type",
     "num_hidden_layers": "layers",

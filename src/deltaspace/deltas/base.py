@@ -20,6 +20,9 @@ from torch import nn
 
 _REGISTRY: dict[str, type[DeltaConfig]] = {}
 
+# Direct children of a model that are fresh task heads (pretrained LM heads are never in this list).
+HEAD_NAMES = ("classifier", "score", "qa_outputs", "pre_classifier", "head", "classification_head")
+
 
 @dataclasses.dataclass
 class DeltaConfig(ABC):

@@ -13,15 +13,13 @@ import re
 import torch
 from torch import nn
 
-from deltaspace.deltas.base import AttachedDelta, DeltaConfig, register_delta
+from deltaspace.deltas.base import HEAD_NAMES, AttachedDelta, DeltaConfig, register_delta
 
-# Fresh task heads among the model's direct children, as DeltaModel detects them (it trains them itself).
-# Pretrained LM heads (lm_head, cls.predictions) are part of the base and are not excluded.
-HEAD_MODULE_NAMES = ("classifier", "score", "qa_outputs", "pre_classifier", "head")
 EMBEDDING_MODULE_NAMES = ("embeddings", "embed_tokens", "embed_positions", "wte", "wpe")
 
 
-def is_head_parameter(name: str, head_modules: tuple[str, ...] = HEAD_MODULE_NAMES) -> bool:
+def is_head_parameter(name: str, head_modules: tuple[str, ...] = HEAD_NAMES) -> bool:
+    # Fresh heads are trained by DeltaModel itself; pretrained LM heads are part of the base.
     return name.split(".", 1)[0] in head_modules
 
 
