@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import random
 from pathlib import Path
@@ -109,6 +111,25 @@ def test_whole_pipeline_runs_resumes_and_reports(tiny_study: StudyConfig) -> Non
     }
     run_study(tiny_study)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_a_study_reuses_an_existing_sweep_only_with_the_same_settings(tiny_study: StudyConfig) -> None:
+    run_study(tiny_study, stages=("sweep",))
+    runs = Path(tiny_study.out) / "runs"
+    stamps = {p: p.stat().st_mtime_ns for p in runs.rglob("result.json")}
+    assert len(stamps) == len(tiny_study.tasks) * len(tiny_study.methods)
+
+    other = dataclasses.replace(tiny_study, out=str(Path(tiny_study.out).parent / "other"), runs=str(runs))
+    report = run_study(other, stages=("sweep", "report"))
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing retrained
+    assert not (Path(other.out) / "runs").exists()
+    assert (
+        "Original space" in report.read_text() and "No finished original-space runs" not in report.read_text()
+    )
+
+    changed = dataclasses.replace(other, method_overrides={"lora": {"lr": 1e-3}, "coeff": {"lr": 5e-2}})
+    with pytest.raises(ValueError, match="lr=0.005 but this sweep asks for lr=0.001"):
+        run_study(changed, stages=("sweep",))
 
 
 def test_shipped_configs_load_and_validate() -> None:

@@ -152,6 +152,21 @@ def test_resume_skips_finished_and_restarts_killed_runs(tmp_path, tiny_model_dir
     assert "| bitfit |" in table and "| lora |" in table
 
 
+def test_finished_runs_are_reused_only_with_the_same_settings(tmp_path, tiny_model_dir, tiny_task):
+    out = tmp_path / "sweep"
+    load = lambda spec, seed: tiny_task  # noqa: E731
+    run_sweep(_sweep(out, tiny_model_dir, methods=["bitfit"]), task_loader=load, show=False)
+    # Bookkeeping (logging cadence) does not change what a run learns: the run is reused.
+    relogged = _sweep(out, tiny_model_dir, methods=["bitfit"])
+    relogged.train["log_every"] = 1
+    assert [o.status for o in run_sweep(relogged, task_loader=load, show=False)] == ["skipped"]
+    # A different learning rate would silently report the old run: refused, naming the field.
+    changed = _sweep(out, tiny_model_dir, methods=["bitfit"])
+    changed.train["lr"] = 5e-3
+    with pytest.raises(ValueError, match=r"trained with lr=0\.01 but this sweep asks for lr=0\.005"):
+        run_sweep(changed, task_loader=load, show=False)
+
+
 def test_sharded_sweep_runs_its_share(tmp_path, tiny_model_dir, tiny_task):
     out = tmp_path / "sweep"
     sweep = _sweep(out, tiny_model_dir, methods=["bitfit", "lora", "coeff"])

@@ -17,7 +17,10 @@ class StudyConfig:
     """One subspace study, end to end (see :func:`deltaspace.study.run_study`).
 
     Attributes:
-        name, out: the study's name and output directory (runs, subspace, report.md, plots).
+        name, out: the study's name and output directory (subspace, report.md, plots).
+        runs: directory of the original-space runs (default ``<out>/runs``). Point it at an existing
+            sweep (e.g. ``runs/suite``) to reuse its runs: they are reused only if they were trained with
+            exactly the study's settings, otherwise the sweep stage stops with an error naming the field.
         model: base model for every DET (``minilm-l6`` is the embedded default).
         source_tasks: tasks whose DET solutions define the subspace (stage 1).
         heldout_tasks: tasks never seen by stage 1; stage 2 solves them inside the subspace.
@@ -37,6 +40,7 @@ class StudyConfig:
 
     name: str = "default"
     out: str = "studies/default"
+    runs: str | None = None
     model: str = "minilm-l6"
     source_tasks: list[str] = dataclasses.field(default_factory=lambda: ["rt_sentiment", "multiemo_hotels"])
     heldout_tasks: list[str] = dataclasses.field(default_factory=lambda: ["rt_subjectivity"])
@@ -66,6 +70,10 @@ class StudyConfig:
         unknown = sorted(set(self.method_overrides) - set(self.methods))
         if unknown:
             raise ValueError(f"method_overrides for {unknown}, which are not in methods={self.methods}")
+
+    @property
+    def runs_dir(self) -> Path:
+        return Path(self.runs) if self.runs else Path(self.out) / "runs"
 
     @property
     def tasks(self) -> list[str]:

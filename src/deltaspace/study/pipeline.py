@@ -6,7 +6,7 @@ killed study resumes where it stopped (the sweep itself resumes run by run).
 Layout of ``<out>``::
 
     config.json                 the resolved study config
-    runs/<task>/<det>/seed<k>/  original-space runs (deltaspace sweep)
+    runs/<task>/<det>/seed<k>/  original-space runs (deltaspace sweep; ``runs:`` in the config moves them)
     subspace/                   the stage-1 bundle (projections, θ0, codes) + fit.json + fit_log.jsonl
     stage2/<task>.json          stage 2 (optimise z per DET) and stage 3 (transfer matrix) for one task
     intrinsic/<task>--<det>.json   stage 6: the solutions found in the subspace, as d numbers
@@ -78,7 +78,7 @@ def sweep_config(config: StudyConfig):
     from deltaspace.train.sweep import SweepConfig
 
     return SweepConfig(
-        out=str(Path(config.out) / "runs"),
+        out=str(config.runs_dir),
         tasks=config.tasks,
         methods=list(config.methods),
         seeds=[config.seed],
@@ -139,7 +139,7 @@ class StudyContext:
         return DeltaModelMember(method, delta_model)
 
     def run_dir(self, task: str, method: str) -> Path:
-        return self.out / "runs" / slug(task) / slug(method) / f"seed{self.config.seed}"
+        return self.config.runs_dir / slug(task) / slug(method) / f"seed{self.config.seed}"
 
     def _trained_vector(self, member, task: str) -> torch.Tensor:
         path = self.run_dir(task, member.name) / "delta" / "delta_model.safetensors"
@@ -161,7 +161,9 @@ class StudyContext:
 
         task = self.tasks[name]
         dataset = cap_examples(task.split(split), limit, seed=0)
-        encoded = tokenize_split(dataset, self.tokenizer, is_pair=task.is_pair, max_length=task.max_length)
+        # The same cut as the original-space runs, so their solutions are scored on the inputs they saw.
+        max_length = self.config.train.get("max_length") or task.max_length
+        encoded = tokenize_split(dataset, self.tokenizer, is_pair=task.is_pair, max_length=max_length)
         loader = make_loader(
             encoded, self.tokenizer, batch_size=self.config.batch_size, shuffle=shuffle, seed=self.config.seed
         )

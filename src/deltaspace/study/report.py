@@ -44,9 +44,10 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def _original_space(out: Path, config: dict) -> list[str]:
     from deltaspace.train.sweep import collect_results
 
-    frame = collect_results(out / "runs")
+    frame = collect_results(config.get("runs") or out / "runs")
     if frame.empty:
         return ["No finished original-space runs yet."]
+    frame = frame[frame.seed == config.get("seed", 0)]  # a shared sweep may hold other seeds too
     frame["task_slug"] = frame.task.map(slug)
     methods = config["methods"]
     rows = []

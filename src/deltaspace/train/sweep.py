@@ -228,6 +228,7 @@ def run_sweep(
     outcomes = []
     for spec in shard_runs(sweep.runs(), *shard):
         if is_finished(spec.run_dir):
+            check_same_settings(spec)
             outcomes.append(RunOutcome(spec, "skipped", result=load_result(spec.run_dir)))
             continue
         started = time.perf_counter()
@@ -261,6 +262,31 @@ def run_sweep(
         if not frame.empty:
             write_results_table(frame, Path(sweep.out) / "results.md")
     return outcomes
+
+
+# Fields that do not change what a run learns or how it is scored.
+_BOOKKEEPING = ("output_dir", "log_every", "num_workers", "cpu")
+
+
+def check_same_settings(spec: RunSpec) -> None:
+    """Refuse to reuse a finished run trained with other settings than the sweep now asks for.
+
+    Without this, changing (say) the learning rate in a sweep config and rerunning it would silently
+    report the old runs. Fields missing from an older config.json, and fields the sweep leaves to be
+    resolved at run time (``None``, e.g. ``max_length`` from the task), are not compared.
+    """
+    path = spec.run_dir / CONFIG_FILE
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text())
+    wanted = json.loads(json.dumps(spec.config.to_dict()))  # tuples -> lists, as saved
+    for key, value in wanted.items():
+        if key in _BOOKKEEPING or value is None or key not in saved or saved[key] == value:
+            continue
+        raise ValueError(
+            f"{spec.run_dir} was trained with {key}={saved[key]!r} but this sweep asks for {key}={value!r}; "
+            "use another output directory or delete that run"
+        )
 
 
 def _train_in_subprocess(spec: RunSpec) -> None:
