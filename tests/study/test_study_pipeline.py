@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import random
 from pathlib import Path
@@ -128,7 +127,7 @@ def test_a_study_reuses_an_existing_sweep_only_with_the_same_settings(tiny_study
     )
 
     changed = dataclasses.replace(other, method_overrides={"lora": {"lr": 1e-3}, "coeff": {"lr": 5e-2}})
-    with pytest.raises(ValueError, match="lr=0.005 but this sweep asks for lr=0.001"):
+    with pytest.raises(ValueError, match=r"lr=0\.005 but this sweep asks for lr=0\.001"):
         run_study(changed, stages=("sweep",))
 
 
