@@ -68,7 +68,7 @@ def tiny_study(tmp_path: Path) -> StudyConfig:
             _task_csv(tmp_path / "topic.csv", ["sport", "business"], 1),
         ],
         heldout_tasks=[_task_csv(tmp_path / "sentiment2.csv", ["negative", "positive"], 2)],
-        methods=["lora", "coeff"],
+        methods=["lora", "coeff", "full"],
         train={
             "epochs": 2,
             "batch_size": 16,
@@ -77,8 +77,17 @@ def tiny_study(tmp_path: Path) -> StudyConfig:
             "eval_every": 4,
             "max_length": 16,
         },
-        method_overrides={"lora": {"lr": 5e-3}, "coeff": {"lr": 5e-2}},
-        fit={"dim": 2, "steps": 12, "lr": 1e-2, "optimizer": "adamw", "eval_every": 6, "progress": False},
+        method_overrides={"lora": {"lr": 5e-3}, "coeff": {"lr": 5e-2}, "full": {"lr": 1e-3}},
+        # A small dense limit sends full fine-tuning through the structured projection, as on real models.
+        fit={
+            "dim": 2,
+            "steps": 12,
+            "lr": 1e-2,
+            "optimizer": "adamw",
+            "eval_every": 6,
+            "progress": False,
+            "max_dense_elements": 20_000,
+        },
         optimise={"steps": 6, "lr": 5e-2, "eval_every": 3, "optimizer": "adamw", "progress": False},
         fit_train_examples=32,
         eval_examples=32,
@@ -95,14 +104,19 @@ def test_whole_pipeline_runs_resumes_and_reports(tiny_study: StudyConfig) -> Non
         assert heading in text
     assert (out / "landscape.png").stat().st_size > 1000
     fit = json.loads((out / "subspace" / "fit.json").read_text())
-    assert set(fit["dims"]) == {"lora", "coeff"} and fit["dims"]["coeff"] == 2 * 16  # 2 layers x 4² heads
+    assert set(fit["dims"]) == {"lora", "coeff", "full"} and fit["dims"]["coeff"] == 2 * 16  # 2 layers x 4²
+    assert (
+        fit["projection_kinds"]["full"]["up"] == "fastfood"
+        and fit["projection_kinds"]["lora"]["up"] == "dense"
+    )
+    assert "Stage 5, full fine-tuning" in text
     for task in tiny_study.tasks:
         stage2 = json.loads((out / "stage2" / f"{Path(task).stem}.json").read_text())
         matrix = stage2["transfer"]
-        assert len(matrix["metrics"]) == 2 and len(matrix["metrics"][0]) == 2
+        assert len(matrix["metrics"]) == 3 and len(matrix["metrics"][0]) == 3
         for name, result in stage2["optimise"].items():
             assert len(result["z"]) == 2 and 0.0 <= result["metric"] <= 1.0, name
-    assert len(list((out / "intrinsic").glob("*.json"))) == 2 * len(tiny_study.tasks)
+    assert len(list((out / "intrinsic").glob("*.json"))) == 3 * len(tiny_study.tasks)
 
     # Resume: everything is done, so a second call only rewrites the report.
     stamps = {
@@ -126,7 +140,7 @@ def test_a_study_reuses_an_existing_sweep_only_with_the_same_settings(tiny_study
         "Original space" in report.read_text() and "No finished original-space runs" not in report.read_text()
     )
 
-    changed = dataclasses.replace(other, method_overrides={"lora": {"lr": 1e-3}, "coeff": {"lr": 5e-2}})
+    changed = dataclasses.replace(other, method_overrides={**other.method_overrides, "lora": {"lr": 1e-3}})
     with pytest.raises(ValueError, match=r"lr=0\.005 but this sweep asks for lr=0\.001"):
         run_study(changed, stages=("sweep",))
 
