@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from deltaspace.report.suite_report import suite_report
+from deltaspace.report.suite_report import NOTES_MARKER, main, suite_report
 
 
 def _result(root: Path, task: str, method: str, seed: int, accuracy: float, params: int) -> None:
@@ -48,6 +48,36 @@ def test_control_sweep_joins_under_its_own_name(tmp_path: Path) -> None:
     text = suite_report(tmp_path / "main", "cmd", {"lora@lr2e-3": tmp_path / "control"})
     assert "## coeff+lora against lora@lr2e-3" in text
     assert "| rt_sentiment | +1.0 | 1/1 |" in text and "| rt_sentiment | +6.0 | 1/1 |" in text
+
+
+def test_every_coeff_variant_meets_every_lora_variant_and_notes_survive(tmp_path: Path) -> None:
+    _result(tmp_path / "main", "rt_sentiment", "lora", 0, 0.70, 100)
+    _result(tmp_path / "main", "rt_sentiment", "coeff+lora", 0, 0.76, 110)
+    _result(tmp_path / "lr", "rt_sentiment", "lora", 0, 0.75, 100)
+    _result(tmp_path / "dc", "rt_sentiment", "coeff+lora", 0, 0.78, 110)
+    output = tmp_path / "results.md"
+    args = [
+        str(tmp_path / "main"),
+        str(output),
+        f"{tmp_path / 'lr'}=lora@lr2e-3",
+        f"{tmp_path / 'dc'}=coeff+lora@dc",
+    ]
+    main(args)
+    text = output.read_text()
+    for pair in (
+        "coeff+lora against lora",
+        "coeff+lora against lora@lr2e-3",
+        "coeff+lora@dc against lora@lr2e-3",
+    ):
+        assert f"## {pair}\n" in text
+    assert "| rt_sentiment | +3.0 | 1/1 |" in text  # coeff+lora@dc − lora@lr2e-3
+
+    output.write_text(text + f"\n{NOTES_MARKER}\n\n## Reading the tables\n\nHand-written.\n")
+    _result(tmp_path / "main", "intent", "lora", 0, 0.90, 100)
+    main(args)
+    regenerated = output.read_text()
+    assert "| intent |" in regenerated and regenerated.endswith("## Reading the tables\n\nHand-written.\n")
+    assert regenerated.count(NOTES_MARKER) == 1
 
 
 def test_empty_sweep_is_a_clear_error(tmp_path: Path) -> None:

@@ -47,6 +47,8 @@ def test_json_round_trip(tmp_path):
         ({"method_options": ["r=4"]}, "method_options must be a mapping"),
         ({"task": ""}, "task must be"),
         ({"max_grad_norm": 0}, "max_grad_norm must be a positive number or null"),
+        ({"lr_overrides": {"ds_coeff": 0}}, "lr_overrides must map parameter-name substrings"),
+        ({"lr_overrides": ["ds_coeff"]}, "lr_overrides must map parameter-name substrings"),
     ],
 )
 def test_validation_errors_are_one_line(changes, message):

@@ -14,6 +14,7 @@ from deltaspace.io import read_jsonl
 from deltaspace.model import get_delta_model
 from deltaspace.train import TrainConfig, build_classifier, evaluate_model, evaluate_run, load_result, train
 from deltaspace.train.data import make_loader, tokenize_split
+from deltaspace.train.loop import param_groups
 
 
 def _config(model_dir, out, **changes) -> TrainConfig:
@@ -79,6 +80,30 @@ def test_delta_trains_base_stays_bit_identical(tiny_model_dir, tiny_task, tmp_pa
     assert result.trainable_params == delta_model.num_trainable_parameters() > 0
     assert result.total_params > result.trainable_params
     assert 1 <= result.best_step <= result.steps == 16
+
+
+def test_lr_overrides_give_coeff_its_own_learning_rate(tiny_model_dir, tiny_task, tmp_path):
+    config = _config(tiny_model_dir, tmp_path / "run", method="coeff+lora", lr=1e-3, weight_decay=0.1)
+    delta_model, _ = _prebuilt(config, tiny_task)
+    groups = param_groups(delta_model, 1e-3, 0.1, {"ds_coeff": 2e-2})
+    by_lr = {}
+    for group in groups:
+        by_lr.setdefault(group["lr"], set()).update(id(p) for p in group["params"])
+    named = {id(p): name for name, p in delta_model.named_parameters() if p.requires_grad}
+    assert {named[i] for i in by_lr[2e-2]} == {n for n in named.values() if "ds_coeff" in n} != set()
+    assert all("ds_coeff" not in named[i] for i in by_lr[1e-3])
+    assert all(g["weight_decay"] == (0.1 if g["params"][0].ndim >= 2 else 0.0) for g in groups)
+    with pytest.raises(ValueError, match=r"lr_overrides \['no_such'\] match no trainable parameter"):
+        param_groups(delta_model, 1e-3, 0.0, {"no_such": 1e-2})
+
+    # In training, the override moves ΔC further than the base lr does in the same steps.
+    def coeff_shift(**changes) -> float:
+        run = _config(tiny_model_dir, tmp_path / str(len(changes)), method="coeff+lora", lr=1e-3, max_steps=3)
+        model, tokenizer = _prebuilt(run, tiny_task)
+        train(run.replace(**changes), task=tiny_task, prebuilt=(model, tokenizer))
+        return sum(float(v.abs().sum()) for k, v in model.solution().items() if "ds_coeff" in k)
+
+    assert coeff_shift(lr_overrides={"ds_coeff": 3e-2}) > 5 * coeff_shift()
 
 
 def test_run_directory_and_result_written_last(tiny_model_dir, tiny_task, tmp_path):

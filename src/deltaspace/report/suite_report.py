@@ -1,6 +1,10 @@
 """docs/results.md: every DET on the suite, from a finished sweep directory.
 
-python -m deltaspace.report.suite_report runs/suite docs/results.md
+python -m deltaspace.report.suite_report runs/suite docs/results.md [CONTROL_DIR=NAME ...]
+
+Control sweeps join the tables under their NAME. Every Coeff + LoRA variant (``coeff+lora``, or a name
+starting ``coeff+lora@``) is compared seed by seed with every LoRA variant (``lora``, ``lora@...``).
+Hand-written notes below the NOTES_MARKER line of an existing output file are kept on regeneration.
 """
 
 from __future__ import annotations
@@ -15,6 +19,11 @@ from deltaspace.io import write_text_atomic
 from deltaspace.report.results_table import results_table
 
 COEFF_WITH, COEFF_WITHOUT = "coeff+lora", "lora"
+NOTES_MARKER = "<!-- notes: written by hand, kept when this file is regenerated -->"
+
+
+def _variants(methods: list[str], base: str) -> list[str]:
+    return [m for m in methods if m == base or m.startswith(base + "@")]
 
 
 def _paired_gain(frame: pd.DataFrame, with_coeff: str, without: str, tasks: list[str]) -> list[str]:
@@ -103,11 +112,19 @@ def suite_report(sweep_dir: str | Path, command: str, controls: dict[str, str | 
         "",
     ]
     lines += _reference_rows(tasks)
-    for without in (COEFF_WITHOUT, *(controls or {})):
-        gain = _paired_gain(frame, COEFF_WITH, without, tasks)
-        if gain:
-            lines += [f"## {COEFF_WITH} against {without}", "", *gain, ""]
+    for with_coeff in _variants(methods, COEFF_WITH):
+        for without in _variants(methods, COEFF_WITHOUT):
+            gain = _paired_gain(frame, with_coeff, without, tasks)
+            if gain:
+                lines += [f"## {with_coeff} against {without}", "", *gain, ""]
     return "\n".join(lines) + "\n"
+
+
+def _kept_notes(path: Path) -> str:
+    if not path.is_file():
+        return ""
+    text = path.read_text()
+    return text[text.index(NOTES_MARKER) :] if NOTES_MARKER in text else ""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -119,7 +136,9 @@ def main(argv: list[str] | None = None) -> None:
     sweep_dir, output = argv[:2]
     controls = {name: directory for directory, name in (a.split("=", 1) for a in argv[2:])}
     command = "python -m deltaspace.report.suite_report " + " ".join(argv)
-    write_text_atomic(output, suite_report(sweep_dir, command, controls))
+    report = suite_report(sweep_dir, command, controls)
+    notes = _kept_notes(Path(output))
+    write_text_atomic(output, report + ("\n" + notes if notes else ""))
     print(f"wrote {output}")
 
 

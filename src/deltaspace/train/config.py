@@ -26,7 +26,9 @@ class TrainConfig:
     evaluates at the end of every epoch. ``early_stopping_patience`` counts evaluations without improvement.
     ``seed`` draws the delta's θ0 (and a linear head), dropout and the data order; ``data_seed`` the task's
     splits and the fixed random subsets kept by ``max_train_examples`` (train) and ``max_eval_examples``
-    (validation and test), so every seed of a sweep sees the same data.
+    (validation and test), so every seed of a sweep sees the same data. ``lr_overrides`` maps a substring
+    of trainable parameter names to its own peak learning rate (first match wins), e.g.
+    ``{ds_coeff: 1.0e-2}`` trains Coeff-Tuning's ΔC faster than the LoRA factors beside it.
     """
 
     task: str
@@ -38,6 +40,7 @@ class TrainConfig:
     head: str = "prototype"
     temperature: float = 20.0
     lr: float = 1e-3
+    lr_overrides: dict[str, float] = dataclasses.field(default_factory=dict)
     weight_decay: float = 0.0
     batch_size: int = 32
     eval_batch_size: int = 64
@@ -97,6 +100,14 @@ class TrainConfig:
             raise ValueError(f"num_workers must be an integer >= 0, got {self.num_workers!r}")
         if not _is_number(self.lr) or not self.lr > 0:
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not isinstance(self.lr_overrides, dict) or not all(
+            isinstance(key, str) and key and _is_number(value) and value > 0
+            for key, value in self.lr_overrides.items()
+        ):
+            raise ValueError(
+                "lr_overrides must map parameter-name substrings to positive learning rates, "
+                f"e.g. {{ds_coeff: 1.0e-2}}; got {self.lr_overrides!r}"
+            )
         if not _is_number(self.weight_decay) or self.weight_decay < 0:
             raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
         if not _is_number(self.temperature) or not self.temperature > 0:

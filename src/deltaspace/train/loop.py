@@ -132,7 +132,9 @@ def train(
     total_updates = config.max_steps or max(1, math.ceil(config.epochs * updates_per_epoch))
     num_epochs = math.ceil(total_updates / updates_per_epoch)
     trainable = [parameter for parameter in delta_model.parameters() if parameter.requires_grad]
-    optimizer = torch.optim.AdamW(_param_groups(delta_model, config.weight_decay), lr=config.lr)
+    optimizer = torch.optim.AdamW(
+        param_groups(delta_model, config.lr, config.weight_decay, config.lr_overrides), lr=config.lr
+    )
     scheduler = get_scheduler(
         _SCHEDULER_NAMES[config.schedule],
         optimizer,
@@ -316,14 +318,34 @@ def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on matrices only: biases and norm scales (1-D) are not decayed, as is standard."""
-    decay, no_decay = [], []
-    for parameter in model.parameters():
-        if parameter.requires_grad:
-            (decay if parameter.ndim >= 2 else no_decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [group for group in groups if group["params"]]
+def param_groups(
+    model: nn.Module, lr: float, weight_decay: float, lr_overrides: dict[str, float] | None = None
+) -> list[dict[str, Any]]:
+    """AdamW groups by (learning rate, decay). Weight decay on matrices only: biases and norm scales (1-D)
+    are not decayed, as is standard. ``lr_overrides``: name substring -> lr, first match wins."""
+    lr_overrides = lr_overrides or {}
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    used, names = set(), []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        names.append(name)
+        pattern = next((key for key in lr_overrides if key in name), None)
+        used.add(pattern)
+        key = (lr_overrides[pattern] if pattern else lr, parameter.ndim >= 2)
+        groups.setdefault(key, []).append(parameter)
+    unused = [key for key in lr_overrides if key not in used]
+    if unused:
+        raise ValueError(
+            f"lr_overrides {unused} match no trainable parameter; use a substring of a trainable name "
+            f"such as {names[0]!r}"
+            if names
+            else "lr_overrides given but nothing is trainable"
+        )
+    return [
+        {"params": params, "lr": group_lr, "weight_decay": weight_decay if decayed else 0.0}
+        for (group_lr, decayed), params in groups.items()
+    ]
 
 
 def _hparams(config: TrainConfig) -> dict[str, Any]:
