@@ -87,3 +87,8 @@ def test_train_eval_sweep_commands(tiny_model_dir, tmp_path):
     assert result.exit_code == 0 and "skipped" in result.output
     result = runner.invoke(app, [*sweep, "--shard", "2/2"])
     assert result.exit_code != 0 and "numbered from 0" in result.output
+    # Rerunning into the same directory with another setting: one line naming the field, no traceback.
+    result = runner.invoke(app, [*sweep, "--set", "lr=0.5"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "error:" in result.output and "but this sweep asks for lr=0.5" in result.output
+    assert (out / "reviews" / "bitfit" / "seed0" / "result.json").is_file()  # nothing was deleted

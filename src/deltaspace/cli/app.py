@@ -1,5 +1,7 @@
 """The typer application every command module registers on."""
 
+from typing import NoReturn
+
 import typer
 
 app = typer.Typer(
@@ -9,3 +11,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
+
+
+def fail(message: str) -> NoReturn:
+    """A one-line error for a problem the user can fix (no traceback), exit code 1."""
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[red]error:[/] {message}", soft_wrap=True, highlight=False)
+    raise typer.Exit(code=1)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from deltaspace.cli.app import app
+from deltaspace.cli.app import app, fail
 
 
 @app.command()
@@ -47,5 +47,10 @@ def study(
 
         if study_config.model in MODEL_NAMES or set(study_config.tasks) & set(SUITE_TASKS):
             fetch_assets()  # idempotent: nothing to do (and no network) once the cache is complete
-    report = run_study(study_config, stages=chosen)
+    from deltaspace.train.sweep import SettingsMismatchError
+
+    try:
+        report = run_study(study_config, stages=chosen)
+    except SettingsMismatchError as error:
+        fail(str(error))
     Console().print(f"[bold green]report:[/] {report}")

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from deltaspace.cli.app import app
+from deltaspace.cli.app import app, fail
 
 
 def parse_value(text: str) -> Any:
@@ -173,7 +173,7 @@ def sweep_command(
     fail_fast: Annotated[bool, typer.Option(help="Stop at the first failed run.")] = False,
 ) -> None:
     """Run tasks x methods x seeds into <out>/<task>/<method>/seed<k>/ (resumable, shardable)."""
-    from deltaspace.train.sweep import SweepConfig, parse_shard, run_sweep
+    from deltaspace.train.sweep import SettingsMismatchError, SweepConfig, parse_shard, run_sweep
 
     try:
         shard_spec = parse_shard(shard)
@@ -204,7 +204,10 @@ def sweep_command(
             )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
-    outcomes = run_sweep(sweep, shard=shard_spec, isolate=isolate, fail_fast=fail_fast)
+    try:
+        outcomes = run_sweep(sweep, shard=shard_spec, isolate=isolate, fail_fast=fail_fast)
+    except SettingsMismatchError as error:
+        fail(str(error))
     if any(outcome.status == "failed" for outcome in outcomes):
         raise typer.Exit(code=1)
 

@@ -264,6 +264,10 @@ def run_sweep(
     return outcomes
 
 
+class SettingsMismatchError(ValueError):
+    """A finished run in the sweep directory was trained with other settings than the sweep asks for."""
+
+
 # Fields that do not change what a run learns or how it is scored.
 _BOOKKEEPING = ("output_dir", "log_every", "num_workers", "cpu")
 
@@ -283,7 +287,7 @@ def check_same_settings(spec: RunSpec) -> None:
     for key, value in wanted.items():
         if key in _BOOKKEEPING or value is None or key not in saved or saved[key] == value:
             continue
-        raise ValueError(
+        raise SettingsMismatchError(
             f"{spec.run_dir} was trained with {key}={saved[key]!r} but this sweep asks for {key}={value!r}; "
             "use another output directory or delete that run"
         )
