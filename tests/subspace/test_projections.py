@@ -14,10 +14,21 @@ from deltaspace.subspace.hadamard import fwht, next_power_of_two
 from deltaspace.subspace.projections import resolve_kinds
 
 
-def test_fwht_matches_dense_hadamard():
-    x = torch.randn(3, 5, 16, dtype=torch.float64)
-    hadamard = torch.tensor(scipy.linalg.hadamard(16), dtype=torch.float64)
-    torch.testing.assert_close(fwht(x), x @ hadamard)
+@pytest.mark.parametrize("n", [1, 2, 16, 64])
+def test_fwht_matches_dense_hadamard_on_both_paths(n):
+    x = torch.randn(3, 5, n, dtype=torch.float64, requires_grad=True)
+    hadamard = torch.tensor(scipy.linalg.hadamard(n), dtype=torch.float64)
+    weights = torch.randn(3, 5, n, dtype=torch.float64)
+    grads = []
+    for dense_max in (0, 1024):  # butterflies, then the cached matrix
+        y = fwht(x, dense_max=dense_max)
+        torch.testing.assert_close(y, x @ hadamard)
+        grads.append(torch.autograd.grad((y * weights).sum(), x)[0])
+    torch.testing.assert_close(grads[0], grads[1])
+    torch.testing.assert_close(grads[1], weights @ hadamard)
+
+
+def test_fwht_errors_and_sizes():
     with pytest.raises(ValueError, match="power-of-two"):
         fwht(torch.randn(12))
     assert [next_power_of_two(n) for n in (1, 2, 3, 64, 65)] == [1, 2, 4, 64, 128]
