@@ -42,9 +42,11 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _original_space(out: Path, config: dict) -> list[str]:
+    from deltaspace.study.config import StudyConfig
     from deltaspace.train.sweep import collect_results
 
-    frame = collect_results(config.get("runs") or out / "runs")
+    runs = StudyConfig.from_dict({**config, "out": str(out)}).runs_dir
+    frame = collect_results(runs)
     if frame.empty:
         return ["No finished original-space runs yet."]
     frame = frame[frame.seed == config.get("seed", 0)]  # a shared sweep may hold other seeds too
@@ -103,13 +105,22 @@ def _fit(out: Path) -> list[str]:
 FULL = "full"  # the full fine-tuning preset
 
 
+def _stage2_rows(results: dict[str, dict], config: dict) -> list[tuple[str, dict]]:
+    """(row label, stage-2 result) per finished task, in report order (held-out tasks first by default)."""
+    rows = []
+    for task in config.get("optimise_tasks") or config["heldout_tasks"] + config["source_tasks"]:
+        data = results.get(slug(task))
+        if data is not None:
+            rows.append((slug(task) + (" (held-out)" if data["heldout"] else " (source)"), data))
+    return rows
+
+
 def _recovered_gain(results: dict[str, dict], methods: list[str], config: dict) -> list[str]:
     """(subspace − θ0) / (original − θ0): how much of training's gain over the untrained point the
     subspace recovers. Relative performance hides a strong θ0 (a zero-shot head); this does not."""
     rows, heldout = [], []
-    for task in config.get("optimise_tasks") or config["heldout_tasks"] + config["source_tasks"]:
-        data = results.get(slug(task))
-        if data is None or not data.get("initial"):
+    for label, data in _stage2_rows(results, config):
+        if not data.get("initial"):
             continue
         cells = []
         for m in methods:
@@ -118,7 +129,7 @@ def _recovered_gain(results: dict[str, dict], methods: list[str], config: dict) 
             cells.append(value)
         if data["heldout"]:
             heldout.append(cells)
-        rows.append([slug(task) + (" (held-out)" if data["heldout"] else " (source)"), *map(_pct, cells)])
+        rows.append([label, *map(_pct, cells)])
     if not rows:
         return []
     if heldout:
@@ -139,15 +150,10 @@ def _stage2(out: Path, config: dict) -> tuple[list[str], list[str], dict]:
         return ["Stage 2 has not run yet."], ["Stage 3 has not run yet."], {}
     methods = config["methods"]
     rows, heldout_rel = [], []
-    for task in config.get("optimise_tasks") or config["heldout_tasks"] + config["source_tasks"]:
-        task = slug(task)
-        data = results.get(task)
-        if data is None:
-            continue
+    for label, data in _stage2_rows(results, config):
         rel = [data["optimise"][m]["relative"] for m in methods]
         if data["heldout"]:
             heldout_rel.append(rel)
-        label = task + (" (held-out)" if data["heldout"] else " (source)")
         rows.append(
             [
                 label,

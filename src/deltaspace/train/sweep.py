@@ -39,7 +39,7 @@ from typing import Any
 
 import pandas as pd
 
-from deltaspace.io import write_text_atomic
+from deltaspace.io import read_json, write_text_atomic
 from deltaspace.tasks.task import Task
 from deltaspace.train.config import TrainConfig
 from deltaspace.train.result import CONFIG_FILE, RESULT_FILE, RunResult, is_finished, load_result
@@ -282,7 +282,7 @@ def check_same_settings(spec: RunSpec) -> None:
     path = spec.run_dir / CONFIG_FILE
     if not path.is_file():
         return
-    saved = json.loads(path.read_text())
+    saved = read_json(path)
     wanted = json.loads(json.dumps(spec.config.to_dict()))  # tuples -> lists, as saved
     for key, value in wanted.items():
         if key in _BOOKKEEPING or value is None or key not in saved or saved[key] == value:
