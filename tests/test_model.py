@@ -109,6 +109,29 @@ def test_solution_vector_round_trip_and_views(tiny_bert, text_batch):
         model.vector_to_solution(vector[:-1])
 
 
+def test_vector_to_solution_gradients_match_slicing(tiny_bert, text_batch):
+    """The split-based views give the gradients of plain slicing (the reference) exactly."""
+    model = get_delta_model(tiny_bert, CoeffTuningConfig(), LoraConfig(**LORA_BERT)).eval()
+    _perturb(model)
+    base = model.solution_vector()
+
+    def grad(build) -> torch.Tensor:
+        theta = base.clone().requires_grad_(True)
+        model.functional_call(build(theta), **text_batch).logits.pow(2).sum().backward()
+        return theta.grad
+
+    def sliced(theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        out, offset = {}, 0
+        for name, shape in model.parameter_shapes().items():
+            out[name] = theta[offset : offset + shape.numel()].view(shape)
+            offset += shape.numel()
+        return out
+
+    reference, fast = grad(sliced), grad(model.vector_to_solution)
+    assert reference.abs().sum() > 0
+    torch.testing.assert_close(fast, reference, rtol=0, atol=0)
+
+
 def test_functional_call_substitutes_without_mutation(tiny_bert, text_batch):
     model = get_delta_model(tiny_bert, CoeffTuningConfig(), LoraConfig(**LORA_BERT)).eval()
     original = model.solution()

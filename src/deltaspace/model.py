@@ -225,11 +225,10 @@ class DeltaModel(nn.Module):
         total = sum(s.numel() for s in shapes.values())
         if vector.dim() != 1 or vector.numel() != total:
             raise ValueError(f"expected a 1-D vector of {total} values, got shape {tuple(vector.shape)}")
-        solution, offset = {}, 0
-        for name, shape in shapes.items():
-            solution[name] = vector[offset : offset + shape.numel()].view(shape)
-            offset += shape.numel()
-        return solution
+        # torch.split, not slicing: each slice's backward allocates a zero tensor of the whole vector
+        # (seconds per step for full fine-tuning's 22.7M entries); split's backward is one concatenation.
+        pieces = torch.split(vector, [s.numel() for s in shapes.values()])
+        return {name: piece.view(shape) for (name, shape), piece in zip(shapes.items(), pieces, strict=True)}
 
     def _check_solution(self, solution: dict[str, torch.Tensor], *, complete: bool) -> None:
         shapes = self.parameter_shapes()

@@ -26,9 +26,9 @@ def test_toy_study_end_to_end(toy_study, tmp_path):
     )
     bundle = fit(members, toy_study.store, toy_study.sources, config, output_dir=tmp_path / "bundle")
     assert {n: m["up"] for n, m in bundle.metadata["members"].items()} == {
-        "linear": "dense",
-        "lowrank": "dense",
-        "features": "fastfood",
+        "linear": "basis+dense",
+        "lowrank": "basis+dense",
+        "features": "basis+fastfood",
     }
     assert bundle.metadata["best_score"] > 85.0  # mean relative accuracy at the vertices and centroids
 

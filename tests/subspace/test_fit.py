@@ -32,7 +32,10 @@ def _low_rank_store(members, dim, tasks, scales, seed=0):
     return store
 
 
-RECON = dict(optimizer="adamw", schedule="cosine", lr=0.1, task_weight=0.0, grad_clip=None, progress=False)
+# the paper's random start, learning the reconstruction from scratch
+RECON = dict(
+    init="random", optimizer="adamw", schedule="cosine", lr=0.1, task_weight=0.0, grad_clip=None, progress=False
+)
 
 
 def test_dense_projection_recovers_low_dimensional_deltas_exactly():
@@ -81,7 +84,8 @@ class BigMember(LinearMember):
         self.theta0 = torch.cat([self.theta0, torch.zeros((1 << 16) - self.theta0.numel())])
 
 
-def test_large_member_never_materialises_a_dense_projection():
+@pytest.mark.parametrize("init", ["random", "closed_form"])
+def test_large_member_never_materialises_a_dense_projection(init):
     member, dim = BigMember(), 16
     size = member.theta0.numel()
     g = torch.Generator().manual_seed(0)
@@ -92,12 +96,13 @@ def test_large_member_never_materialises_a_dense_projection():
     store = SolutionStore()
     store.add("full", "t", 0.01 * torch.randn(size, generator=g))
     config = FitConfig(
-        dim=dim, steps=3, optimizer="adafactor", max_dense_elements=size * dim - 1, progress=False
+        dim=dim, init=init, steps=3, optimizer="adafactor", max_dense_elements=size * dim - 1, progress=False
     )
     bundle = fit([member], store, [task], config)
     meta = bundle.metadata["members"]["full"]
-    assert (meta["up"], meta["down"]) == ("fastfood", "sketch")
-    assert meta["memory_bytes"]["up"] < meta["dense_equivalent_bytes"] / 4
+    expected = "fastfood" if init == "random" else "basis+fastfood"
+    assert (meta["up"], meta["down"]) == (expected, "sketch")
+    assert meta["memory_bytes"]["up"] < meta["dense_equivalent_bytes"] / 3  # O(D) (θ0 included), not d·D
     assert meta["memory_bytes"]["down"] < meta["dense_equivalent_bytes"] / 4
     assert max(t.numel() for t in bundle.up("full").state_dict().values()) < 2 * size
 
@@ -112,8 +117,11 @@ def test_fit_is_deterministic_and_validates_at_fixed_points(toy_study):
             assert torch.equal(value, second.up(name).state_dict()[key])
         for task in first.tasks():
             assert torch.equal(first.code(name, task), second.code(name, task))
-    assert [v["step"] for v in first.metadata["validation"]] == [3, 6]
+    # the closed-form start is validated too (step 0), where every DET shares one code per task
+    assert [v["step"] for v in first.metadata["validation"]] == [0, 3, 6]
     labels = set(first.metadata["validation"][0]["metrics"]["src0"])
+    assert labels == {"vertex:linear", "vertex:lowrank", "vertex:features"}
+    labels = set(first.metadata["validation"][-1]["metrics"]["src0"])
     assert labels == {"vertex:linear", "vertex:lowrank", "vertex:features", "centroid"}
     assert first.metadata["validation"][0]["relative"] is True  # store holds the original-space metrics
     assert [r["task"] for r in records] == ["src0", "src1", "src2"] * 2  # round robin
@@ -175,3 +183,49 @@ def test_fit_stops_on_a_non_finite_loss(toy_study):
     member = Exploding()
     with pytest.raises(ValueError, match="lower the lr"):
         fit([member], toy_study.store, toy_study.sources, FitConfig(dim=2, steps=2, progress=False))
+
+
+def test_closed_form_start_reproduces_every_source_solution_exactly():
+    # unrelated, differently scaled DETs; 5 tasks in d = 7: k = 5 solution directions + 2 random ones
+    members = [ReconOnlyMember("small", 40, 1), ReconOnlyMember("large", 3000, 2)]
+    g = torch.Generator().manual_seed(4)
+    store = SolutionStore()
+    for member, scale in zip(members, [0.01, 30.0], strict=True):
+        for t in range(5):
+            store.add(member.name, f"t{t}", scale * torch.randn(member.theta0.numel(), generator=g))
+    config = FitConfig(dim=7, steps=0, task_weight=0.0, max_dense_elements=40 * 7, progress=False)
+    bundle = fit(members, store, None, config)
+    errors = bundle.reconstruction_errors(store)
+    assert max(e for by_task in errors.values() for e in by_task.values()) < 1e-8, errors
+    assert bundle.metadata["members"]["small"]["up"] == "basis+dense"
+    assert bundle.metadata["members"]["large"]["up"] == "basis+fastfood"  # no dense d × D matrix
+    assert bundle.metadata["closed_form"]["basis_dim"] == 5
+    for task in bundle.tasks():
+        # one code per task, shared by every DET, living in the first k coordinates
+        small, large = bundle.code("small", task), bundle.code("large", task)
+        torch.testing.assert_close(small, large, rtol=0, atol=1e-5)
+        assert small[5:].abs().max() < 1e-5
+    # a reconstruction-only joint fit from there keeps the solutions (nothing to improve)
+    trained = fit(members, store, None, FitConfig(**{**config.to_dict(), "steps": 20, "lr": 1e-3}))
+    errors = trained.reconstruction_errors(store)
+    assert max(e for by_task in errors.values() for e in by_task.values()) < 1e-3, errors
+
+
+def test_closed_form_start_is_the_paper_objective_optimum_on_a_toy_study(toy_study):
+    """Mixing DET codes changes nothing when codes are shared: every DET decodes its own solution."""
+    bundle = fit(toy_study.members, toy_study.store, toy_study.sources, FitConfig(dim=4, steps=0, progress=False))
+    for member in toy_study.members:
+        for task in bundle.tasks():
+            theta = bundle.decode(member.name, bundle.code(member.name, task))
+            expected = member.theta0 + toy_study.store.delta(member.name, task)
+            torch.testing.assert_close(theta, expected, rtol=1e-4, atol=1e-5)
+    assert bundle.metadata["best_step"] == 0 and bundle.metadata["validation"] == []
+
+
+def test_members_per_step_samples_the_task_loss(toy_study):
+    records = []
+    config = FitConfig(dim=3, steps=6, members_per_step=1, optimizer="adamw", progress=False)
+    fit(toy_study.members, toy_study.store, toy_study.sources, config, on_step=records.append)
+    assert all(len(r["ce"]) == 1 for r in records)
+    assert all(len(r["recon"]) == 3 for r in records)  # every member's reconstruction, every step
+    assert len({next(iter(r["ce"])) for r in records}) > 1

@@ -63,36 +63,48 @@ class UpProjection(nn.Module, ABC):
 
     kind: ClassVar[str] = ""
 
-    def __init__(self, theta0: Tensor, dim: int, scale: float) -> None:
+    def __init__(self, theta0: Tensor | int, dim: int, scale: float) -> None:
         super().__init__()
-        theta0 = torch.as_tensor(theta0).detach().reshape(-1)
         if dim < 1:
             raise ValueError(f"intrinsic dimension must be >= 1, got {dim}")
         if not math.isfinite(scale) or scale <= 0:
             raise ValueError(f"projection scale must be a positive finite number, got {scale}")
-        self.register_buffer("theta0", theta0.clone())
+        if isinstance(theta0, int):
+            # directions only (a part of a composite projection such as BasisUp): no anchor of its own,
+            # so full fine-tuning's 22.7M-entry θ0 is not held twice
+            self.theta0 = None
+            self.out_features = theta0
+        else:
+            theta0 = torch.as_tensor(theta0).detach().reshape(-1)
+            self.register_buffer("theta0", theta0.clone())
+            self.out_features = theta0.numel()
         self.dim = int(dim)
-        self.out_features = theta0.numel()
         self.scale = float(scale)
 
     @abstractmethod
     def delta(self, z: Tensor) -> Tensor:
         """``P z`` in float32, shape ``(..., D)`` for ``z`` of shape ``(..., d)``."""
 
+    @property
+    def out_device(self) -> torch.device:
+        """Where the projection's tensors (and so its outputs) live."""
+        for tensor in (*self.parameters(), *self.buffers()):
+            return tensor.device
+        return torch.device("cpu")
+
     def forward(self, z: Tensor) -> Tensor:
         """θ = θ0 + P z, in θ0's dtype."""
+        if self.theta0 is None:
+            raise ValueError("this projection holds directions only (no θ0); call delta(z)")
         if z.shape[-1] != self.dim:
             raise ValueError(f"code has size {z.shape[-1]}, this projection expects d = {self.dim}")
         return (self.theta0.float() + self.delta(z.float())).to(self.theta0.dtype)
 
     def config(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "dim": self.dim,
-            "out_features": self.out_features,
-            "scale": self.scale,
-            "theta0_dtype": str(self.theta0.dtype).removeprefix("torch."),
-        }
+        config = {"kind": self.kind, "dim": self.dim, "out_features": self.out_features, "scale": self.scale}
+        if self.theta0 is not None:
+            config["theta0_dtype"] = str(self.theta0.dtype).removeprefix("torch.")
+        return config
 
     def memory_bytes(self) -> int:
         """Bytes held by parameters and buffers (θ0 included)."""
@@ -102,15 +114,18 @@ class UpProjection(nn.Module, ABC):
     def from_config(cls, config: dict[str, Any]) -> UpProjection:
         """An uninitialised projection of the saved shape; call ``load_state_dict`` next."""
         kind = config.get("kind")
-        classes = {c.kind: c for c in (DenseUp, FastfoodUp)}
+        classes = {c.kind: c for c in (DenseUp, FastfoodUp, BasisUp)}
         if kind not in classes:
-            raise ValueError(f"unknown up-projection kind {kind!r}; known: {', '.join(UP_KINDS)}")
+            raise ValueError(f"unknown up-projection kind {kind!r}; known: {', '.join(classes)}")
         options = {
             k: v for k, v in config.items() if k not in ("kind", "dim", "out_features", "theta0_dtype")
         }
-        theta0 = torch.zeros(
-            config["out_features"], dtype=getattr(torch, config.get("theta0_dtype", "float32"))
-        )
+        if "theta0_dtype" in config:
+            theta0: Tensor | int = torch.zeros(
+                config["out_features"], dtype=getattr(torch, config["theta0_dtype"])
+            )
+        else:
+            theta0 = int(config["out_features"])
         return classes[kind](theta0, config["dim"], init=False, **options)
 
 
@@ -201,20 +216,117 @@ class FastfoodUp(UpProjection):
         return self.scale * self.coord_scale * y
 
 
-class _CodeHead(nn.Module):
-    """``W2·tanh(W1·x + b1) + b2``: W1 ~ N(0, 1) (inputs have unit norm), W2 ~ N(0, 0.02²), zero biases."""
+class BasisUp(UpProjection):
+    """``P z = scale · B z[:k] + E z[k:]``: k columns spanning given solutions, plus d − k extra directions.
 
-    def __init__(self, in_features: int, hidden: int, dim: int, generator: torch.Generator | None) -> None:
+    Not in the paper, whose decoder is a randomly initialised dense (D, d) matrix that must *learn* to
+    reproduce the source solutions (and, at full fine-tuning's D, cannot be held at all). Here the first k
+    columns ``B`` (D, k) are set in closed form from the source solutions (see ``closed_form.py``), so
+    the source solutions are reproduced exactly from the start; the remaining d − k directions ``E`` are
+    random, dense or structured (:class:`DenseUp` / :class:`FastfoodUp` without an anchor of their own),
+    so nothing of size d × D is needed. Memory: k·D + that of ``E``. ``B`` is learnable unless
+    ``train_basis=False`` (then a buffer, e.g. for full fine-tuning where k·D floats of gradient and
+    optimiser state would double the footprint).
+    """
+
+    kind = "basis"
+
+    def __init__(
+        self,
+        theta0: Tensor | int,
+        dim: int,
+        *,
+        scale: float = 1.0,
+        basis: Tensor | None = None,
+        basis_dim: int | None = None,
+        extra: dict[str, Any] | UpProjection | None = None,
+        train_basis: bool = True,
+        init: bool = True,
+    ) -> None:
+        super().__init__(theta0, dim, scale)
+        k = basis.shape[1] if basis is not None else basis_dim
+        if k is None or not 1 <= k <= self.dim:
+            raise ValueError(f"basis_dim must be between 1 and d = {self.dim}, got {k}")
+        self.basis_dim = int(k)
+        values = torch.zeros(self.out_features, self.basis_dim)
+        if basis is not None:
+            if basis.shape != (self.out_features, self.basis_dim):
+                raise ValueError(
+                    f"basis has shape {tuple(basis.shape)}, expected ({self.out_features}, {self.basis_dim})"
+                )
+            values = basis.detach().float() / self.scale
+        self.train_basis = bool(train_basis)
+        if self.train_basis:
+            self.basis = nn.Parameter(values)
+        else:
+            self.register_buffer("basis", values)
+        if isinstance(extra, dict):
+            extra = UpProjection.from_config(extra)
+        if self.dim > self.basis_dim:
+            if extra is None or extra.dim != self.dim - self.basis_dim:
+                raise ValueError(f"{self.dim - self.basis_dim} extra directions needed, got {extra}")
+            if extra.theta0 is not None or extra.out_features != self.out_features:
+                raise ValueError("extra directions must be a directions-only projection of the same D")
+        elif extra is not None:
+            raise ValueError("no extra directions are needed when basis_dim equals d")
+        self.extra = extra
+
+    def config(self) -> dict[str, Any]:
+        config = {**super().config(), "basis_dim": self.basis_dim, "train_basis": self.train_basis}
+        if self.extra is not None:
+            config["extra"] = self.extra.config()
+        return config
+
+    def delta(self, z: Tensor) -> Tensor:
+        out = self.scale * (z[..., : self.basis_dim] @ self.basis.t())
+        if self.extra is not None:
+            out = out + self.extra.delta(z[..., self.basis_dim :])
+        return out
+
+
+class _CodeHead(nn.Module):
+    """``W2·tanh(W1·x + b1) + b2``: W1 ~ N(0, 1) (inputs have unit norm), W2 ~ N(0, 0.02²), zero biases.
+
+    ``train_first_layer=False`` keeps W1, b1 fixed (buffers): random tanh features with a learned linear
+    read-out. The paper trains both layers; but with Adafactor's unscaled updates every entry of a
+    (hidden, D) W1 moves by about lr per step, which shifts pre-activations by ~lr·√D and saturates the
+    tanh within a step or two for D >= 1e5 (collapsing the codes of correlated tasks onto one point).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: int,
+        dim: int,
+        generator: torch.Generator | None,
+        train_first_layer: bool = True,
+    ) -> None:
         super().__init__()
         w1, w2 = torch.empty(hidden, in_features), torch.empty(dim, hidden)
         if generator is not None:
             w1.normal_(0.0, 1.0, generator=generator)
             w2.normal_(0.0, 0.02, generator=generator)
-        self.w1, self.b1 = nn.Parameter(w1), nn.Parameter(torch.zeros(hidden))
+        if train_first_layer:
+            self.w1, self.b1 = nn.Parameter(w1), nn.Parameter(torch.zeros(hidden))
+        else:
+            self.register_buffer("w1", w1)
+            self.register_buffer("b1", torch.zeros(hidden))
         self.w2, self.b2 = nn.Parameter(w2), nn.Parameter(torch.zeros(dim))
 
+    def hidden(self, x: Tensor) -> Tensor:
+        return torch.tanh(x @ self.w1.t() + self.b1)
+
+    @torch.no_grad()
+    def fit_readout(self, x: Tensor, codes: Tensor) -> None:
+        """Set W2, b2 by least squares so that ``head(x_t) = codes_t`` (exact when hidden + 1 >= rows)."""
+        h = self.hidden(x.float())
+        design = torch.cat([h, torch.ones(h.shape[0], 1)], dim=1).double()
+        solution = torch.linalg.lstsq(design, codes.double(), driver="gelsd").solution
+        self.w2.copy_(solution[:-1].t().float())
+        self.b2.copy_(solution[-1].float())
+
     def forward(self, x: Tensor) -> Tensor:
-        return torch.tanh(x @ self.w1.t() + self.b1) @ self.w2.t() + self.b2
+        return self.hidden(x) @ self.w2.t() + self.b2
 
 
 class DownProjection(nn.Module, ABC):
@@ -253,9 +365,10 @@ class MLPDown(DownProjection):
         hidden: int | None = None,
         input_scale: float = 1.0,
         seed: int = 0,
+        train_first_layer: bool = True,
     ) -> None:
         super().__init__(in_features, dim, input_scale)
-        self.head = _CodeHead(in_features, hidden or dim, dim, _generator(seed))
+        self.head = _CodeHead(in_features, hidden or dim, dim, _generator(seed), train_first_layer)
 
     def features(self, delta: Tensor) -> Tensor:
         return delta.float() / self.input_scale
@@ -279,6 +392,7 @@ class SketchDown(DownProjection):
         hidden: int | None = None,
         input_scale: float = 1.0,
         seed: int = 0,
+        train_first_layer: bool = True,
     ) -> None:
         super().__init__(in_features, dim, input_scale)
         k = next_power_of_two(sketch_dim if sketch_dim is not None else max(dim, 256))
@@ -286,7 +400,7 @@ class SketchDown(DownProjection):
         self.blocks = -(-in_features // k)
         generator = _generator(seed)
         self.register_buffer("gauss", torch.randn(self.blocks, k, generator=generator))
-        self.head = _CodeHead(k, hidden or dim, dim, generator)
+        self.head = _CodeHead(k, hidden or dim, dim, generator, train_first_layer)
 
     def features(self, delta: Tensor) -> Tensor:
         x = delta.float() / self.input_scale
@@ -310,7 +424,7 @@ def resolve_kinds(up: str, down: str, in_features: int, dim: int, max_dense_elem
 
 
 def make_up(
-    kind: str, theta0: Tensor, dim: int, *, scale: float, seed: int, width: int | None = None
+    kind: str, theta0: Tensor | int, dim: int, *, scale: float, seed: int, width: int | None = None
 ) -> UpProjection:
     if kind == "dense":
         return DenseUp(theta0, dim, scale=scale, seed=seed)
@@ -328,11 +442,11 @@ def make_down(
     seed: int,
     hidden: int | None = None,
     sketch_dim: int | None = None,
+    train_first_layer: bool = True,
 ) -> DownProjection:
+    options = dict(hidden=hidden, input_scale=input_scale, seed=seed, train_first_layer=train_first_layer)
     if kind == "mlp":
-        return MLPDown(in_features, dim, hidden=hidden, input_scale=input_scale, seed=seed)
+        return MLPDown(in_features, dim, **options)
     if kind == "sketch":
-        return SketchDown(
-            in_features, dim, sketch_dim=sketch_dim, hidden=hidden, input_scale=input_scale, seed=seed
-        )
+        return SketchDown(in_features, dim, sketch_dim=sketch_dim, **options)
     raise ValueError(f"unknown down-projection {kind!r}; use {', '.join(DOWN_KINDS)}")
