@@ -6,7 +6,7 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface
 
-from deltaspace.attention import ATTENTION_NAME, attend, disable, enable, is_enabled
+from deltaspace.attention import ATTENTION_NAME, attend, disable, enable, find_attention_modules, is_enabled
 
 
 class HandMadePrefix(nn.Module):
@@ -76,23 +76,40 @@ def test_prefix_through_a_transformers_model(tiny_llama, left_padded_batch):
     causal_future = torch.ones(7, 7).triu(1).bool()
     assert torch.all(maps[..., 3:][..., causal_future] == 0)
     assert torch.all(maps[1, :, 2:, 3:5] == 0)  # left padding of the second sequence stays masked
-    assert out.attentions[1].shape == (2, 4, 7, 7)  # layer without a prefix
+    assert len(out.attentions) == 1  # the layer without a prefix stayed on SDPA, which returns no maps
 
 
-def test_enable_disable_restores_implementation(make_llama):
-    model = make_llama(attn_implementation="eager")
-    enable(model)
-    enable(model)  # idempotent
-    assert is_enabled(model) and model.config._attn_implementation == ATTENTION_NAME
+def _all_attention(model):
+    return [m for _, m in find_attention_modules(model)]
+
+
+@pytest.mark.parametrize("original", ["sdpa", "eager"])
+def test_enable_routes_only_given_modules_and_disable_restores(make_llama, original):
+    model = make_llama(attn_implementation=original)
+    first, second = _all_attention(model)
+    shared = first.config
+    assert enable(model, [first]) == [first]
+    assert enable(model, [first]) == []  # idempotent
+    assert is_enabled(model) and first.config._attn_implementation == ATTENTION_NAME
+    assert second.config is shared and model.config._attn_implementation == original
     disable(model)
-    assert not is_enabled(model) and model.config._attn_implementation == "eager"
+    assert not is_enabled(model) and first.config is shared
+
+
+def test_enable_without_modules_routes_modules_carrying_deltas(make_llama):
+    model = make_llama()
+    first, second = _all_attention(model)
+    second.ds_prefix = HandMadePrefix(kv_heads=2, length=1, head_dim=8)
+    assert enable(model) == [second]
+    assert first.config is model.config  # no delta: keeps the model's own implementation
+    disable(model)
 
 
 @pytest.mark.parametrize("original", ["sdpa", "eager"])
 def test_enabled_without_deltas_matches_original(make_llama, left_padded_batch, original):
     model = make_llama(attn_implementation=original)
     expected = model(**left_padded_batch).logits
-    enable(model)
+    enable(model, _all_attention(model))
     got = model(**left_padded_batch).logits
     disable(model)
     valid = left_padded_batch["attention_mask"].bool()
@@ -122,7 +139,7 @@ def test_t5_position_bias_is_applied():
         "decoder_input_ids": torch.tensor([[0, 5, 6], [0, 9, 10]]),
     }
     expected = model(**batch).logits
-    enable(model)
+    enable(model, _all_attention(model))
     got = model(**batch).logits
     disable(model)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)

@@ -14,7 +14,7 @@ from transformers import (
 )
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from deltaspace import CoeffTuningConfig, DeltaConfig, get_delta_model
+from deltaspace import CoeffTuningConfig, DeltaConfig, PrefixTuningConfig, get_delta_model
 from deltaspace.deltas.coeff import CoeffMixer
 
 MIN = torch.finfo(torch.float32).min
@@ -47,12 +47,46 @@ def test_config_validation_and_round_trip():
     assert config.to_dict()["method"] == "coeff"
 
 
-def test_standalone_attach_switches_attention_and_detach_restores(tiny_llama):
-    attached = CoeffTuningConfig().attach(tiny_llama)
-    assert tiny_llama.config._attn_implementation == "deltaspace"
-    attached.detach(tiny_llama)
+def _implementations(model):
+    return [layer.self_attn.config._attn_implementation for layer in model.model.layers]
+
+
+def test_standalone_attach_routes_only_targeted_modules_and_detach_restores(tiny_llama):
+    attached = CoeffTuningConfig(layers_to_transform=[1]).attach(tiny_llama)
+    assert _implementations(tiny_llama) == ["sdpa", "deltaspace"]
     assert tiny_llama.config._attn_implementation == "sdpa"
+    attached.detach(tiny_llama)
+    assert _implementations(tiny_llama) == ["sdpa", "sdpa"]
+    assert all(layer.self_attn.config is tiny_llama.config for layer in tiny_llama.model.layers)
     assert not any(hasattr(m, "ds_coeff") for m in tiny_llama.modules())
+
+
+@pytest.mark.parametrize("original", ["eager", "sdpa"])
+def test_unload_restores_each_modules_own_implementation(make_llama, original):
+    base = make_llama(attn_implementation=original)
+    model = get_delta_model(
+        base, CoeffTuningConfig(layers_to_transform=[0]), PrefixTuningConfig(num_virtual_tokens=2)
+    )
+    assert _implementations(base) == ["deltaspace", "deltaspace"]
+    restored = model.unload()
+    assert _implementations(restored) == [original, original]
+    assert all(layer.self_attn.config is restored.config for layer in restored.model.layers)
+
+
+def test_coeff_and_prefix_share_a_route(tiny_llama):
+    coeff = CoeffTuningConfig(layers_to_transform=[0]).attach(tiny_llama)
+    prefix = PrefixTuningConfig(num_virtual_tokens=2).attach(tiny_llama)
+    coeff.detach(tiny_llama)
+    assert _implementations(tiny_llama) == ["deltaspace", "deltaspace"]  # the prefix still needs both
+    prefix.detach(tiny_llama)
+    assert _implementations(tiny_llama) == ["sdpa", "sdpa"]
+
+
+def test_attention_path_is_validated_and_stored(tiny_llama):
+    with pytest.raises(ValueError, match="attention_path"):
+        CoeffTuningConfig(attention_path="flash")
+    CoeffTuningConfig(attention_path="blocked").attach(tiny_llama)
+    assert tiny_llama.model.layers[0].self_attn.ds_coeff.attention_path == "blocked"
 
 
 # ------------------------------------------------------------------------------ identity at ΔC = 0

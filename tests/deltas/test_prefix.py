@@ -128,12 +128,14 @@ def test_prefix_changes_outputs_and_detach_restores_everything(llama_lm):
     ids = torch.tensor([[2, 5, 9, 11]])
     with torch.no_grad():
         reference = model(input_ids=ids).logits
+    configs = [layer.self_attn.config for layer in model.model.layers]
     attached = PrefixTuningConfig(num_virtual_tokens=P).attach(model)
-    assert is_enabled(model) and model.config._attn_implementation == "deltaspace"
+    routed = [layer.self_attn.config._attn_implementation for layer in model.model.layers]
+    assert is_enabled(model) and routed == ["deltaspace"] * 2 and model.config._attn_implementation == "eager"
     with torch.no_grad():
         assert (model(input_ids=ids).logits - reference).abs().max() > 1e-6
     attached.detach(model)
-    assert not is_enabled(model) and model.config._attn_implementation == "eager"
+    assert not is_enabled(model) and [layer.self_attn.config for layer in model.model.layers] == configs
     after = model.state_dict()
     assert list(after) == list(before) and all(torch.equal(after[k], v) for k, v in before.items())
     assert not any(hasattr(m, "ds_prefix") for m in model.modules())

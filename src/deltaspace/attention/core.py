@@ -1,49 +1,40 @@
-"""The explicit attention computation shared by the transformers hook and the timm-style swap.
+"""The attention computation with the module's deltas, shared by the transformers hook and the timm-style swap.
 
 Written out by hand (rather than calling a model's own ``eager_attention_forward``) because the attention-level
 deltas sit *inside* it: prefix keys/values go in front of the keys before the softmax, and Coeff-Tuning mixes
 the post-softmax maps across heads, which no fused kernel (SDPA, FlashAttention, Flex) exposes.
 
-Order of operations: prefix K/V (+ zero mask/bias columns) -> repeat K/V for GQA -> Q·Kᵀ·scaling
-(-> softcap) (+ position bias) -> + additive mask -> softmax (fp32) -> mix heads with C -> attention dropout
--> · V. With no mask, a causal module (``is_causal``) still gets a causal mask, as transformers' SDPA path does.
+Order of operations: prefix K/V (always visible) -> Q·Kᵀ·scaling (-> softcap) (+ position bias) (+ mask)
+-> softmax -> mix heads with C -> attention dropout -> · V, grouped-query attention without copying K/V
+on the blocked path. Two interchangeable paths compute it: :mod:`~deltaspace.attention.explicit` (whole
+maps; the reference, faster for short sequences) and :mod:`~deltaspace.attention.blocked` (query panels
+recomputed in backward; memory O(N)). ``ds_coeff.attention_path`` ("auto", "explicit", "blocked") chooses.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from deltaspace.attention.mixing import mix_heads
+from deltaspace.attention.blocked import BlockedPlan, blocked_attention
+from deltaspace.attention.explicit import explicit_attention
+from deltaspace.attention.layout import KeyLayout
+
+ATTENTION_PATHS = ("auto", "explicit", "blocked")
+# "auto" keeps the explicit path while the maps of one layer (B·H·Lq·Lk floats) stay below this: there it
+# is as fast and its kept map is small next to the rest of a training step (see bench/coeff_long.py).
+AUTO_EXPLICIT_MAX_ELEMENTS = 1 << 21
 
 
-def repeat_kv(states: torch.Tensor, n_rep: int) -> torch.Tensor:
-    """(B, H_kv, L, D) -> (B, H_kv·n_rep, L, D), each KV head repeated for its group of query heads."""
-    if n_rep == 1:
-        return states
-    batch, kv_heads, length, dim = states.shape
-    expanded = states[:, :, None].expand(batch, kv_heads, n_rep, length, dim)
-    return expanded.reshape(batch, kv_heads * n_rep, length, dim)
-
-
-def additive_mask(mask: torch.Tensor | None, kv_len: int, dtype: torch.dtype) -> torch.Tensor | None:
-    """Normalise a mask to additive float form of width ``kv_len`` (boolean masks: True means attend)."""
-    if mask is None:
-        return None
-    if mask.dtype == torch.bool:
-        mask = torch.where(mask, torch.zeros((), dtype=dtype, device=mask.device), torch.finfo(dtype).min)
-    if mask.shape[-1] > kv_len:
-        # Some callers hand over a mask sized for the whole cache; only the first kv_len columns apply.
-        mask = mask[..., :kv_len]
-    return mask
-
-
-def causal_mask(q_len: int, kv_len: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """(1, 1, Lq, Lk) additive mask: query i (the last Lq of Lk positions) sees keys up to its own position."""
-    rows = torch.arange(q_len, device=device)[:, None] + (kv_len - q_len)
-    allowed = torch.arange(kv_len, device=device)[None, :] <= rows
-    return additive_mask(allowed[None, None], kv_len, dtype)
+def choose_path(requested: str, map_elements: int, *, trainable_bias: bool) -> str:
+    """The path for one call: the requested one, or for "auto" explicit below the size threshold."""
+    if requested not in ATTENTION_PATHS:
+        raise ValueError(f"attention_path must be one of {', '.join(ATTENTION_PATHS)}, got {requested!r}")
+    if requested != "auto":
+        return requested
+    if trainable_bias or map_elements <= AUTO_EXPLICIT_MAX_ELEMENTS:
+        return "explicit"
+    return "blocked"
 
 
 def attend(
@@ -58,51 +49,52 @@ def attend(
     softcap: float | None = None,
     position_bias: torch.Tensor | None = None,
     is_causal: bool | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    sliding_window: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Attention of (B, H, Lq, D) queries over (B, H_kv, Lk, D) keys/values, with the module's deltas.
 
     Returns ``(output, weights)``: output (B, Lq, H, D) (already transposed, as transformers expects) and
-    the mixed, post-dropout maps (B, H, Lq, Lk + P).
+    the mixed, post-dropout maps (B, H, Lq, P + Lk) on the explicit path, None on the blocked path.
     """
     batch, heads, q_len = query.shape[:3]
     kv_len = key.shape[-2]
-    mask = additive_mask(attention_mask, kv_len, query.dtype)
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", False)
-    if mask is None and causal is True and q_len > 1:
-        mask = causal_mask(q_len, kv_len, query.dtype, query.device)
 
+    num_prefix = 0
     prefix = getattr(module, "ds_prefix", None)
     if prefix is not None:
         key_prefix, value_prefix = prefix(batch)
+        num_prefix = key_prefix.shape[2]
         key = torch.cat([key_prefix.to(key.dtype), key], dim=2)
         value = torch.cat([value_prefix.to(value.dtype), value], dim=2)
-        # Prefix positions are always visible: zero additive mask/bias in front of every row.
-        if mask is not None:
-            mask = F.pad(mask, (key_prefix.shape[2], 0), value=0.0)
-        if position_bias is not None:
-            position_bias = F.pad(position_bias, (key_prefix.shape[2], 0), value=0.0)
+    if heads % key.shape[1] != 0:
+        raise ValueError(f"{heads} query heads cannot be grouped over {key.shape[1]} key/value heads")
 
-    kv_heads = key.shape[1]
-    if heads % kv_heads != 0:
-        raise ValueError(f"{heads} query heads cannot be grouped over {kv_heads} key/value heads")
-    key = repeat_kv(key, heads // kv_heads)
-    value = repeat_kv(value, heads // kv_heads)
-
-    if scaling is None:
-        scaling = query.shape[-1] ** -0.5
-    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling
-    if softcap is not None:
-        scores = torch.tanh(scores / softcap) * softcap
-    if position_bias is not None:
-        scores = scores + position_bias
-    if mask is not None:
-        scores = scores + mask
-    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-
+    layout = KeyLayout.build(
+        attention_mask,
+        q_len=q_len,
+        kv_len=kv_len,
+        num_prefix=num_prefix,
+        causal=causal is True,
+        sliding_window=sliding_window,
+        bias=position_bias,
+    )
     coeff = getattr(module, "ds_coeff", None)
-    if coeff is not None:
-        weights = mix_heads(weights, coeff.coefficients().to(weights.dtype))
-
-    weights = F.dropout(weights, p=dropout, training=module.training)
-    output = torch.matmul(weights, value).transpose(1, 2).contiguous()
-    return output, weights
+    coefficients = coeff.coefficients() if coeff is not None else None
+    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    dropout = dropout if module.training else 0.0
+    path = choose_path(
+        getattr(coeff, "attention_path", "auto"),
+        batch * heads * q_len * layout.total_keys,
+        trainable_bias=position_bias is not None and position_bias.requires_grad,
+    )
+    if path == "explicit":
+        output, weights = explicit_attention(
+            query, key, value, coefficients, layout, scaling=scaling, softcap=softcap, dropout=dropout
+        )
+    else:
+        # The seed comes from torch's RNG, so runs under torch.manual_seed reproduce their dropout masks.
+        seed = int(torch.randint(0, 1 << 62, ()).item()) if dropout > 0.0 else 0
+        plan = BlockedPlan(layout, float(scaling), softcap, float(dropout), seed)
+        output, weights = blocked_attention(query, key, value, coefficients, plan), None
+    return output.to(query.dtype).transpose(1, 2).contiguous(), weights

@@ -47,3 +47,63 @@ def mix_heads(attn: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
     batch, heads, q_len, kv_len = attn.shape
     flat = attn.reshape(batch, heads, q_len * kv_len)
     return torch.bmm(coefficients.expand(batch, heads, heads), flat).view(batch, heads, q_len, kv_len)
+
+
+class _MixedValues(torch.autograd.Function):
+    """``out = dropout(mix(A, C)) @ V`` keeping only A (and the dropout mask) for backward.
+
+    Plain autograd would keep both A (for the softmax and the mix) and Â = mix(A, C) (for Â @ V): two maps
+    of size B·H·Lq·Lk per layer. Â is one (H, H) product away from A, so backward recomputes it instead.
+    Also returns Â after dropout (the attention weights transformers reports); it is not differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, probs, coefficients, value, keep, keep_scale):  # type: ignore[override]
+        mixed = probs if coefficients is None else mix_heads(probs, coefficients)
+        if keep is not None:
+            mixed = mixed * keep * keep_scale
+        ctx.save_for_backward(probs, coefficients, value, keep)
+        ctx.keep_scale = keep_scale
+        ctx.mark_non_differentiable(mixed)
+        return torch.matmul(mixed, value), mixed
+
+    @staticmethod
+    def backward(ctx, grad_out, _grad_weights):  # type: ignore[override]
+        probs, coefficients, value, keep = ctx.saved_tensors
+        mixed = probs if coefficients is None else mix_heads(probs, coefficients)
+        if keep is not None:
+            mixed = mixed * keep * ctx.keep_scale
+        grad_value = torch.matmul(mixed.transpose(-1, -2), grad_out)
+        grad_mixed = torch.matmul(grad_out, value.transpose(-1, -2))
+        if keep is not None:
+            grad_mixed = grad_mixed * keep * ctx.keep_scale
+        grad_coefficients = None
+        if coefficients is None:
+            grad_probs = grad_mixed
+        else:
+            batch, heads = probs.shape[:2]
+            flat_grad = grad_mixed.reshape(batch, heads, -1)
+            if ctx.needs_input_grad[1]:
+                grad_coefficients = torch.bmm(flat_grad, probs.reshape(batch, heads, -1).transpose(1, 2)).sum(
+                    0
+                )
+            grad_probs = mix_heads(grad_mixed, coefficients.t())
+        return grad_probs, grad_coefficients, grad_value, None, None
+
+
+def mixed_values(
+    probs: torch.Tensor,
+    coefficients: torch.Tensor | None,
+    value: torch.Tensor,
+    *,
+    dropout: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dropout(mix(A, C)) @ V, dropout(mix(A, C))) for maps ``probs`` (B, H, Lq, Lk) and values (B, H, Lk, D).
+
+    ``coefficients`` None means no mixing. Dropout (inverted, probability ``dropout``) acts on the mixed
+    maps; pass 0 outside training. Autograd keeps one map (A), see :class:`_MixedValues`.
+    """
+    keep = None
+    if dropout > 0.0:
+        keep = torch.empty(probs.shape, dtype=torch.bool, device=probs.device).bernoulli_(1.0 - dropout)
+    return _MixedValues.apply(probs, coefficients, value, keep, 1.0 / (1.0 - dropout))

@@ -5,6 +5,11 @@ attention-level delta cannot hook it. :func:`swap` changes the module's class to
 the explicit computation of :mod:`deltaspace.attention.core` (the same one the transformers hook uses),
 keeping every submodule and parameter in place; :func:`restore` puts the original class back. Detection is
 by duck typing (:func:`deltaspace.attention.discovery.is_timm_style`); timm is never imported.
+
+Duck typing cannot tell a plain timm ``Attention`` from a relative of it that computes something else with the
+same attributes (CaiT's talking heads mix logits and maps across heads with ``proj_l``/``proj_w``; Swin adds
+a relative position bias). So :func:`swap` runs the original forward and the explicit one on a fixed random
+input first and refuses, with a one-line error naming the type, any module whose output it does not reproduce.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import torch
 from torch import nn
 
 from deltaspace.attention.core import attend
+from deltaspace.attention.discovery import DELTA_ATTRS
 
 _SWAPPED_CLASSES: dict[type, type] = {}
 
@@ -57,8 +63,42 @@ def is_swapped(module: nn.Module) -> bool:
     return "_ds_original_class" in type(module).__dict__
 
 
+def _check_reproduces(module: nn.Module, original: type) -> None:
+    """Compare the original and the swapped forward (eval mode, deltas set aside) on a fixed random input."""
+    weight = module.qkv.weight
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 7, module.qkv.in_features, generator=generator).to(weight.device, weight.dtype)
+    deltas = {name: module._modules.pop(name) for name in DELTA_ATTRS if name in module._modules}
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        with torch.no_grad():
+            expected = original.forward(module, x)
+            got = _explicit_forward(module, x)
+    except Exception as error:
+        raise ValueError(
+            f"{original.__name__}: the deltaspace timm-style path cannot run this module's forward "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); only timm-style "
+            "attention (fused qkv, optional q/k norms, softmax, proj) is supported"
+        ) from None
+    finally:
+        module._modules.update(deltas)
+        for m, mode in modes:
+            m.training = mode
+    tolerance = 1e-2 if weight.dtype in (torch.float16, torch.bfloat16) else 1e-5
+    same = isinstance(expected, torch.Tensor) and expected.shape == got.shape
+    scale = 1.0 + float(expected.abs().max()) if same else 1.0
+    if not same or not torch.allclose(got, expected, rtol=tolerance, atol=tolerance * scale):
+        diff = f"max difference {float((got - expected).abs().max()):.3g}" if same else "another output shape"
+        raise ValueError(
+            f"{original.__name__}: the deltaspace timm-style path does not reproduce this module's forward "
+            f"({diff} on a random input); only timm-style attention (fused qkv, optional q/k norms, softmax, "
+            "proj) is supported"
+        )
+
+
 def swap(module: nn.Module) -> None:
-    """Route ``module`` through the explicit core (idempotent)."""
+    """Route ``module`` through the explicit core (idempotent); refuses a module it does not reproduce."""
     if is_swapped(module):
         return
     if getattr(module, "gate", None) is not None:
@@ -66,7 +106,13 @@ def swap(module: nn.Module) -> None:
             f"{type(module).__name__} uses gated attention, which the deltaspace timm-style path does not "
             "reproduce; build the model without gating"
         )
-    module.__class__ = _swapped_class(type(module))
+    original = type(module)
+    module.__class__ = _swapped_class(original)
+    try:
+        _check_reproduces(module, original)
+    except ValueError:
+        module.__class__ = original
+        raise
 
 
 def restore(module: nn.Module) -> None:

@@ -8,9 +8,12 @@ shared by the batch) and ``C = I + Δ`` in eval, then ``Â[b, h] = Σ_k C[h, k] 
 
 Dropout and weight decay act on the residual only, never on the identity, so they cannot delete pretrained
 heads. Only the diagonal of C could be merged into the output projection; the off-diagonal mixing is
-input-dependent and stays an inference-time cost (about H/d_head extra FLOPs of the attention, on the eager
-path). ``attach`` switches the model to the deltaspace attention (``deltaspace.attention.enable``) and
-``detach`` switches it back unless it was on before or another attention-level delta still needs it.
+input-dependent and stays an inference-time cost (about H/(2·d_head) extra FLOPs of the attention).
+``attach`` routes the targeted modules (only those) through the deltaspace attention
+(``deltaspace.attention.enable``); ``detach`` gives each its own implementation back unless another
+attention-level delta on it still needs the route. ``attention_path`` picks how the mixed attention is
+computed: "explicit" (whole maps; the reference), "blocked" (query panels recomputed in backward, memory
+O(N) instead of O(N²) per layer), or "auto" (explicit for small maps, blocked beyond).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deltaspace.attention.core import ATTENTION_PATHS
 from deltaspace.attention.discovery import (
     find_attention_modules,
     is_cross_attention,
@@ -30,21 +34,28 @@ from deltaspace.attention.discovery import (
     model_type,
     num_query_heads,
 )
-from deltaspace.attention.function import disable, enable, is_enabled
+from deltaspace.attention.function import enable, release
 from deltaspace.deltas.base import AttachedDelta, DeltaConfig, register_delta
 
 
 class CoeffMixer(nn.Module):
     """The per-layer Coeff-Tuning parameter: residual head-mixing coefficients Δ (H×H, zero at init).
 
-    Δ is kept in float32 whatever the base dtype (as PEFT does for adapters): its entries are small residuals
-    that bf16 would round away; the attention casts C to the maps' dtype.
+    Δ and C are float32 whatever the base dtype (as PEFT does for adapters), and the attention mixes in
+    float32: near 1.0 bf16 steps are 2⁻⁷ up and 2⁻⁸ down, so C rounded to bf16 would swallow small updates.
     """
 
-    def __init__(self, num_heads: int, dropout: float, device: torch.device | None = None) -> None:
+    def __init__(
+        self,
+        num_heads: int,
+        dropout: float,
+        device: torch.device | None = None,
+        attention_path: str = "auto",
+    ) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.dropout = dropout
+        self.attention_path = attention_path
         self.delta = nn.Parameter(torch.zeros(num_heads, num_heads, device=device, dtype=torch.float32))
 
     def coefficients(self) -> torch.Tensor:
@@ -53,7 +64,7 @@ class CoeffMixer(nn.Module):
         return identity + F.dropout(self.delta, p=self.dropout, training=self.training)
 
     def extra_repr(self) -> str:
-        return f"num_heads={self.num_heads}, dropout={self.dropout}"
+        return f"num_heads={self.num_heads}, dropout={self.dropout}, attention_path={self.attention_path!r}"
 
 
 @register_delta
@@ -64,7 +75,8 @@ class CoeffTuningConfig(DeltaConfig):
     ``target_modules``: a regex (full match on the module name) or a list of name suffixes, chosen among the
     attention modules; default every self-attention module. ``layers_to_transform``: keep only these layer
     indices (the first all-digit component of the module name). ``include_cross_attention``: also tune
-    cross-attention modules.
+    cross-attention modules. ``attention_path``: "auto" (default), "explicit" or "blocked" (see the module
+    docstring); it changes speed and memory, never the result beyond float rounding.
     """
 
     method: ClassVar[str] = "coeff"
@@ -73,10 +85,15 @@ class CoeffTuningConfig(DeltaConfig):
     target_modules: list[str] | str | None = None
     layers_to_transform: list[int] | None = None
     include_cross_attention: bool = False
+    attention_path: str = "auto"
 
     def __post_init__(self) -> None:
         if not 0.0 <= float(self.coeff_dropout) < 1.0:
             raise ValueError(f"coeff_dropout must be in [0, 1), got {self.coeff_dropout}")
+        if self.attention_path not in ATTENTION_PATHS:
+            raise ValueError(
+                f"attention_path must be one of {', '.join(ATTENTION_PATHS)}, got {self.attention_path!r}"
+            )
         if isinstance(self.target_modules, (list, tuple)):
             self.target_modules = list(self.target_modules)
         if self.layers_to_transform is not None:
@@ -122,33 +139,29 @@ class CoeffTuningConfig(DeltaConfig):
         for _, module in selected:
             param = next(module.parameters(), None)
             device = param.device if param is not None else None
-            module.ds_coeff = CoeffMixer(num_query_heads(module), float(self.coeff_dropout), device=device)
-        was_enabled = is_enabled(model)
+            module.ds_coeff = CoeffMixer(
+                num_query_heads(module), float(self.coeff_dropout), device, self.attention_path
+            )
         try:
-            enable(model)
+            enable(model, [module for _, module in selected], for_deltas=True)
         except ValueError:
             for _, module in selected:
                 del module.ds_coeff
             raise
-        return CoeffAttached(self, [name for name, _ in selected], was_enabled)
+        return CoeffAttached(self, [name for name, _ in selected])
 
 
 class CoeffAttached(AttachedDelta):
-    def __init__(self, config: CoeffTuningConfig, module_names: list[str], was_enabled: bool) -> None:
+    def __init__(self, config: CoeffTuningConfig, module_names: list[str]) -> None:
         self.config = config
         self.module_names = module_names
-        self._was_enabled = was_enabled
 
     def parameter_names(self) -> list[str]:
         return [f"{name}.ds_coeff.delta" if name else "ds_coeff.delta" for name in self.module_names]
 
     def detach(self, model: nn.Module) -> None:
-        for name in self.module_names:
-            module = model.get_submodule(name)
+        modules = [model.get_submodule(name) for name in self.module_names]
+        for module in modules:
             if hasattr(module, "ds_coeff"):
                 del module.ds_coeff
-        still_used = any(
-            hasattr(m, attr) for _, m in find_attention_modules(model) for attr in ("ds_coeff", "ds_prefix")
-        )
-        if not self._was_enabled and not still_used:
-            disable(model)
+        release(model, modules)

@@ -23,8 +23,8 @@ import dataclasses
 import torch
 from torch import nn
 
-from deltaspace.attention import disable, enable, is_enabled
 from deltaspace.attention.discovery import find_attention_modules, is_cross_attention, num_query_heads
+from deltaspace.attention.function import enable, release
 from deltaspace.deltas.base import AttachedDelta, DeltaConfig, register_delta
 
 PREFIX_ATTR = "ds_prefix"
@@ -168,35 +168,39 @@ class PrefixTuningConfig(DeltaConfig):
                 layer = LayerPrefix.direct(h, d, num, self.init_std)
                 module.add_module(PREFIX_ATTR, layer.to(device=reference.device, dtype=dtype))
             param_names = [f"{n}.{PREFIX_ATTR}.{p}" for n in names for p in ("key", "value")]
-        # The prefixes only take effect through the deltaspace attention; switch to it (idempotent) and
-        # remember whether it was on already, so detach can leave the model exactly as it found it.
-        was_enabled = is_enabled(model)
-        enable(model)
-        return AttachedPrefix(self, names, param_names, was_enabled)
+        # The prefixes only take effect through the deltaspace attention: route these modules (only these),
+        # marked as routed for deltas, so detach leaves the model exactly as it found it.
+        try:
+            enable(model, modules, for_deltas=True)
+        except ValueError:
+            for module in modules:
+                delattr(module, PREFIX_ATTR)
+            if hasattr(model, GENERATOR_ATTR):
+                delattr(model, GENERATOR_ATTR)
+            raise
+        return AttachedPrefix(self, names, param_names)
 
 
 class AttachedPrefix(AttachedDelta):
     def __init__(
-        self, config: PrefixTuningConfig, module_names: list[str], param_names: list[str], was_enabled: bool
+        self,
+        config: PrefixTuningConfig,
+        module_names: list[str],
+        param_names: list[str],
     ) -> None:
         self.config = config
         self.module_names = module_names
         self._param_names = param_names
-        self._was_enabled = was_enabled
 
     def parameter_names(self) -> list[str]:
         return list(self._param_names)
 
     def detach(self, model: nn.Module) -> None:
-        for name in self.module_names:
-            module = model.get_submodule(name)
+        modules = [model.get_submodule(name) for name in self.module_names]
+        for module in modules:
             if hasattr(module, PREFIX_ATTR):
                 delattr(module, PREFIX_ATTR)
         if hasattr(model, GENERATOR_ATTR):
             delattr(model, GENERATOR_ATTR)
-        # Another attention-level delta (e.g. Coeff-Tuning) may still need the deltaspace attention.
-        still_used = any(
-            hasattr(m, a) for _, m in find_attention_modules(model) for a in ("ds_coeff", PREFIX_ATTR)
-        )
-        if not self._was_enabled and not still_used:
-            disable(model)
+        # Another attention-level delta (e.g. Coeff-Tuning) may still need the route on some of them.
+        release(model, modules)

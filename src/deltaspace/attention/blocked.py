@@ -1,0 +1,192 @@
+"""The blocked attention path: exact Coeff-Tuning mixing without keeping any N×N map for backward.
+
+Coeff mixes *post-softmax* maps across heads, so a query row needs every head's normalised probabilities
+over all keys before anything can be mixed. The sequence is cut into panels of query rows; a panel holds
+the scores of all heads over the panel's visible keys (the full rows, so the softmax is exact without a
+separate log-sum-exp pass), mixes them with one (H, H) product, applies dropout and multiplies V. Backward
+(a custom ``autograd.Function``) recomputes each panel from Q, K, V and C: autograd keeps O(B·H·N·d), never
+a map, and the working set is one panel (about ``PANEL_ELEMENTS`` floats). Because a panel has whole rows,
+the softmax backward term rowsum(dP ⊙ P) per source head is exact within the panel too, with no extra pass.
+
+Everything inside runs in float32 whatever the inputs' dtype. Attention dropout draws each panel's mask
+from a generator seeded with (seed, panel index), so backward regenerates the very masks forward used.
+Written by hand (no fused kernel exposes post-softmax maps to mix); docs/coeff_attention_triton.md
+describes the GPU (tiled) version of the same algorithm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from deltaspace.attention.layout import KeyLayout
+
+# Floats per panel of scores (B·H·rows·keys): 2^21 = 8 MiB in float32; a panel and its few temporaries
+# stay in the last-level cache on typical CPUs and the per-panel Python overhead stays small.
+PANEL_ELEMENTS = 1 << 21
+
+
+@dataclass(frozen=True)
+class BlockedPlan:
+    """Everything but the differentiable tensors: key visibility, scale, softcap, dropout and its seed."""
+
+    layout: KeyLayout
+    scaling: float
+    softcap: float | None = None
+    dropout: float = 0.0
+    seed: int = 0
+    panel_elements: int = PANEL_ELEMENTS
+
+
+def _panels(plan: BlockedPlan, batch: int, heads: int) -> list[tuple[int, int]]:
+    rows = max(1, plan.panel_elements // max(1, batch * heads * plan.layout.total_keys))
+    return [(start, min(start + rows, plan.layout.q_len)) for start in range(0, plan.layout.q_len, rows)]
+
+
+def _grouped(states: torch.Tensor, kv_heads: int) -> torch.Tensor:
+    """(B, H, R, X) -> (B, H_kv, g·R, X): the query heads of one KV group side by side (GQA without repeat)."""
+    batch, heads, rows, last = states.shape
+    return states.reshape(batch, kv_heads, (heads // kv_heads) * rows, last)
+
+
+def _keep(plan: BlockedPlan, panel: int, shape: torch.Size, device: torch.device) -> torch.Tensor:
+    """Inverted-dropout multipliers (0 or 1/(1-p)) of one panel, the same in forward and backward."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed((plan.seed + 1_000_003 * panel) % (1 << 63))
+    keep = torch.empty(shape, dtype=torch.float32, device=device)
+    return keep.bernoulli_(1.0 - plan.dropout, generator=generator).div_(1.0 - plan.dropout)
+
+
+def _scores(
+    query: torch.Tensor, key: torch.Tensor, plan: BlockedPlan, rows: tuple[int, int], cols: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Masked scores (B, H, rows, cols) of a panel from pre-scaled float32 queries; also tanh(·) of the softcap."""
+    batch, heads = query.shape[:2]
+    q = _grouped(query[:, :, rows[0] : rows[1]], key.shape[1])
+    scores = torch.matmul(q, key[:, :, cols[0] : cols[1]].transpose(-1, -2))
+    scores = scores.view(batch, heads, rows[1] - rows[0], cols[1] - cols[0])
+    capped = None
+    if plan.softcap is not None:
+        capped = torch.tanh(scores.div_(plan.softcap))
+        scores = capped * plan.softcap
+    return plan.layout.apply(scores, rows[0], cols[0]), capped
+
+
+def _mix(probs: torch.Tensor, coefficients: torch.Tensor | None) -> torch.Tensor:
+    if coefficients is None:
+        return probs
+    batch, heads = probs.shape[:2]
+    flat = probs.view(batch, heads, -1)
+    return torch.bmm(coefficients.expand(batch, heads, heads), flat).view_as(probs)
+
+
+class _BlockedAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, query, key, value, coefficients, plan):  # type: ignore[override]
+        batch, heads, q_len = query.shape[:3]
+        kv_heads = key.shape[1]
+        q32 = query.float() * plan.scaling
+        k32, v32 = key.float(), value.float()
+        c32 = None if coefficients is None else coefficients.float()
+        output = torch.empty(batch, heads, q_len, value.shape[-1], dtype=torch.float32, device=query.device)
+        for index, rows in enumerate(_panels(plan, batch, heads)):
+            cols = plan.layout.columns(*rows)
+            scores, _ = _scores(q32, k32, plan, rows, cols)
+            mixed = _mix(torch.softmax(scores, dim=-1), c32)
+            del scores
+            if plan.dropout > 0.0:
+                mixed = mixed * _keep(plan, index, mixed.shape, mixed.device)
+            out = torch.matmul(_grouped(mixed, kv_heads), v32[:, :, cols[0] : cols[1]])
+            output[:, :, rows[0] : rows[1]] = out.view(batch, heads, rows[1] - rows[0], -1)
+        ctx.save_for_backward(query, key, value, coefficients)
+        ctx.plan = plan
+        return output.to(query.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output):  # type: ignore[override]
+        query, key, value, coefficients = ctx.saved_tensors
+        plan: BlockedPlan = ctx.plan
+        need_q, need_k, need_v, need_c = ctx.needs_input_grad[:4]
+        batch, heads = query.shape[:2]
+        kv_heads = key.shape[1]
+        q32 = query.float() * plan.scaling
+        k32, v32 = key.float(), value.float()
+        c32 = None if coefficients is None else coefficients.float()
+        grad_out = grad_output.float()
+        grad_q = torch.zeros_like(q32) if need_q else None
+        grad_k = torch.zeros_like(k32) if need_k else None
+        grad_v = torch.zeros_like(v32) if need_v else None
+        grad_c = torch.zeros_like(c32) if need_c and c32 is not None else None
+        for index, rows in enumerate(_panels(plan, batch, heads)):
+            cols = plan.layout.columns(*rows)
+            n_rows, n_cols = rows[1] - rows[0], cols[1] - cols[0]
+            scores, capped = _scores(q32, k32, plan, rows, cols)
+            probs = torch.softmax(scores, dim=-1)
+            del scores
+            keep = _keep(plan, index, probs.shape, probs.device) if plan.dropout > 0.0 else None
+            go = _grouped(grad_out[:, :, rows[0] : rows[1]], kv_heads)
+            values = v32[:, :, cols[0] : cols[1]]
+            if grad_v is not None:
+                mixed = _mix(probs, c32)
+                mixed = mixed * keep if keep is not None else mixed
+                grad_v[:, :, cols[0] : cols[1]] += torch.matmul(
+                    _grouped(mixed, kv_heads).transpose(-1, -2), go
+                )
+                del mixed
+            if not (need_q or need_k or grad_c is not None):
+                continue
+            grad_mixed = torch.matmul(go, values.transpose(-1, -2)).view(batch, heads, n_rows, n_cols)
+            if keep is not None:
+                grad_mixed.mul_(keep)
+            if c32 is None:
+                grad_probs = grad_mixed
+            else:
+                flat = grad_mixed.view(batch, heads, -1)
+                if grad_c is not None:
+                    grad_c += torch.bmm(flat, probs.view(batch, heads, -1).transpose(1, 2)).sum(0)
+                grad_probs = _mix(grad_mixed, c32.t())
+            del grad_mixed
+            if not (need_q or need_k):
+                continue
+            # Fused softmax backward: P ⊙ (dP − rowsum(dP ⊙ P)), exact because the panel holds whole rows.
+            grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, torch.float32)
+            del grad_probs, probs
+            if capped is not None:
+                grad_scores.mul_(1.0 - capped.square())
+            grad_scores = _grouped(grad_scores, kv_heads)
+            if grad_q is not None:
+                grad_q[:, :, rows[0] : rows[1]] = torch.matmul(
+                    grad_scores, k32[:, :, cols[0] : cols[1]]
+                ).view(batch, heads, n_rows, -1)
+            if grad_k is not None:
+                q = _grouped(q32[:, :, rows[0] : rows[1]], kv_heads)
+                grad_k[:, :, cols[0] : cols[1]] += torch.matmul(grad_scores.transpose(-1, -2), q)
+        return (
+            None if grad_q is None else (grad_q * plan.scaling).to(query.dtype),
+            None if grad_k is None else grad_k.to(key.dtype),
+            None if grad_v is None else grad_v.to(value.dtype),
+            None if grad_c is None else grad_c.to(coefficients.dtype),
+            None,
+        )
+
+
+def blocked_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    coefficients: torch.Tensor | None,
+    plan: BlockedPlan,
+) -> torch.Tensor:
+    """(B, H, Lq, D) queries over (B, H_kv, P + Lk, D) keys/values (prefix first), heads mixed by
+    ``coefficients`` (H, H) or not mixed (None) -> output (B, H, Lq, D) in the query dtype.
+
+    Exact (same maths as :func:`deltaspace.attention.explicit.explicit_attention`); memory kept for backward
+    O(B·H·N·D); ``plan.dropout`` > 0 applies attention dropout (pass 0 outside training).
+    """
+    if plan.layout.bias is not None and plan.layout.bias.requires_grad:
+        raise ValueError(
+            "the blocked Coeff attention does not differentiate a trainable position bias; "
+            "set CoeffTuningConfig(attention_path='explicit')"
+        )
+    return _BlockedAttention.apply(query, key, value, coefficients, plan)
