@@ -16,11 +16,9 @@ import json
 import os
 from pathlib import Path
 
+from deltaspace.errors import MissingAssetError
+
 MARKER = ".deltaspace-complete.json"
-
-
-class MissingAssetError(FileNotFoundError):
-    """An asset is not in the cache; the message says to run ``deltaspace fetch``."""
 
 
 def cache_dir(path: str | os.PathLike | None = None) -> Path:

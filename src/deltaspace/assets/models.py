@@ -8,6 +8,7 @@ from typing import Any
 
 from deltaspace.assets.cache import cache_dir, is_complete, missing_asset
 from deltaspace.assets.registry import PACKAGED_MODELS
+from deltaspace.errors import BrokenFileError, MissingFileError, UserInputError
 
 MODEL_KINDS = ("encoder", "sequence-classification", "causal-lm")
 MODEL_NAMES = tuple(PACKAGED_MODELS)
@@ -22,6 +23,16 @@ def resolve_model_dir(name: str, cache: str | os.PathLike | None = None) -> Path
         hint = f"deltaspace fetch --with {model.extra}" if model.extra else "deltaspace fetch"
         raise missing_asset(f"model {name!r}", root, hint)
     return directory
+
+
+def check_model_dir(directory: Path) -> None:
+    """Raise unless ``directory`` looks like a transformers checkpoint (it has a ``config.json``)."""
+    if not (directory / "config.json").is_file():
+        what = "is empty" if not any(directory.iterdir()) else "has no config.json"
+        raise UserInputError(
+            f"model directory {str(directory)!r} {what}; pass a checkpoint directory written by "
+            f"save_pretrained (config.json, weights, tokenizer) or one of {', '.join(MODEL_NAMES)}"
+        )
 
 
 def _auto_class(kind: str):
@@ -53,7 +64,7 @@ def load_model(
     tokenizer without a pad token gets its EOS token as pad, so batches can be padded.
     """
     if kind not in MODEL_KINDS:
-        raise ValueError(f"unknown model kind {kind!r}; choose from {', '.join(MODEL_KINDS)}")
+        raise UserInputError(f"unknown model kind {kind!r}; choose from {', '.join(MODEL_KINDS)}")
     if kind == "sequence-classification":
         if num_labels is None or int(num_labels) < 1:
             raise ValueError("kind='sequence-classification' needs num_labels (the number of classes)")
@@ -69,8 +80,9 @@ def load_model(
             from_pretrained_kwargs.setdefault("add_pooling_layer", False)
     elif Path(name_str).expanduser().is_dir():
         source, local = Path(name_str).expanduser(), True
+        check_model_dir(source)
     elif Path(name_str).expanduser().exists() or name_str.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"model directory {name_str!r} does not exist (or is not a directory)")
+        raise MissingFileError(f"model directory {name_str!r} does not exist (or is not a directory)")
     else:
         source, local = name_str, False
 
@@ -83,9 +95,12 @@ def load_model(
         model = _quiet_load(_auto_class(kind), source, from_pretrained_kwargs)
     except OSError as error:
         if local:
-            raise
+            raise BrokenFileError(
+                f"cannot load the model in {str(source)!r} ({str(error).splitlines()[0]}); check that "
+                "directory holds a complete checkpoint saved with save_pretrained, or run `deltaspace fetch`"
+            ) from error
         known = ", ".join(MODEL_NAMES)
-        raise ValueError(
+        raise UserInputError(
             f"model {name_str!r} is not a packaged model ({known}), not a local directory, and could not be "
             f"loaded from the Hub ({str(error).splitlines()[0]})"
         ) from error

@@ -13,7 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
-from deltaspace.cli.app import app, fail
+from deltaspace.cli.app import app
+from deltaspace.errors import UserInputError
 
 
 def parse_value(text: str) -> Any:
@@ -94,14 +95,28 @@ def train_command(
     max_eval_examples: Annotated[int | None, typer.Option()] = None,
     num_workers: Annotated[int | None, typer.Option()] = None,
     cpu: Annotated[bool | None, typer.Option("--cpu/--no-cpu", help="Force the CPU.")] = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option(help="Write a resumable checkpoint every N optimizer steps.")
+    ] = None,
+    checkpoint_minutes: Annotated[
+        float | None,
+        typer.Option(
+            help="Write a resumable checkpoint when M minutes have passed since the last (default 5)."
+        ),
+    ] = None,
     out: Annotated[str | None, typer.Option("--out", "-o", help="Run directory.")] = None,
     config: Annotated[
         Path | None,
         typer.Option(help="A config.json (e.g. of an earlier run); options given here override it."),
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace a finished run in --out.")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(help="Replace the run in --out; the old one is kept until the new one has finished."),
+    ] = False,
 ) -> None:
-    """Train one delta method on one task; writes config.json, metrics.jsonl, tb/, delta/, result.json."""
+    """Train one delta method on one task; writes config.json, metrics.jsonl, tb/, delta/, result.json.
+
+    Rerunning the same command after a crash or a kill resumes from the run's last checkpoint."""
     options = dict(locals())
     from accelerate import PartialState
 
@@ -120,11 +135,8 @@ def train_command(
     if out is not None:
         fields["output_dir"] = out
     if "task" not in fields:
-        raise typer.BadParameter("--task is required (or --config with a task)")
-    try:
-        train_config = TrainConfig.from_dict(fields)
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
+        raise UserInputError("--task is required (or --config with a task)")
+    train_config = TrainConfig.from_dict(fields)
     result = train(train_config, overwrite=overwrite)
     if not PartialState().is_main_process:
         return
@@ -173,43 +185,45 @@ def sweep_command(
     fail_fast: Annotated[bool, typer.Option(help="Stop at the first failed run.")] = False,
 ) -> None:
     """Run tasks x methods x seeds into <out>/<task>/<method>/seed<k>/ (resumable, shardable)."""
-    from deltaspace.train.sweep import SettingsMismatchError, SweepConfig, parse_shard, run_sweep
+    from deltaspace.train.sweep import SweepConfig, parse_shard, run_sweep
 
-    try:
-        shard_spec = parse_shard(shard)
-        seeds = [int(value) for value in _split_list(seed)] if seed else None
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
+    shard_spec = parse_shard(shard)
+    seeds = _parse_seeds(seed)
     train_fields = parse_assignments(set_, "--set")
     if model is not None:
         train_fields["model"] = model
     overrides = {"out": out, "tasks": _split_list(task), "methods": _split_list(method), "seeds": seeds}
-    try:
-        if config is not None:
-            sweep = SweepConfig.from_file(config, **overrides, train=train_fields or None)
-        else:
-            missing = [
-                f"--{name[:-1] if name != 'out' else name}"
-                for name in ("tasks", "methods", "out")
-                if not overrides[name]
-            ]
-            if missing:
-                raise ValueError(f"give {', '.join(missing)} (or a --config sweep file)")
-            sweep = SweepConfig(
-                out=overrides["out"],
-                tasks=overrides["tasks"],
-                methods=overrides["methods"],
-                seeds=seeds or [0],
-                train=train_fields,
-            )
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
-    try:
-        outcomes = run_sweep(sweep, shard=shard_spec, isolate=isolate, fail_fast=fail_fast)
-    except SettingsMismatchError as error:
-        fail(str(error))
+    if config is not None:
+        sweep = SweepConfig.from_file(config, **overrides, train=train_fields or None)
+    else:
+        missing = [
+            f"--{name[:-1] if name != 'out' else name}"
+            for name in ("tasks", "methods", "out")
+            if not overrides[name]
+        ]
+        if missing:
+            raise UserInputError(f"give {', '.join(missing)} (or a --config sweep file)")
+        sweep = SweepConfig(
+            out=overrides["out"],
+            tasks=overrides["tasks"],
+            methods=overrides["methods"],
+            seeds=seeds or [0],
+            train=train_fields,
+        )
+    sweep.check()  # task files, methods and options, output paths: before the first run starts
+    outcomes = run_sweep(sweep, shard=shard_spec, isolate=isolate, fail_fast=fail_fast)
     if any(outcome.status == "failed" for outcome in outcomes):
         raise typer.Exit(code=1)
+
+
+def _parse_seeds(values: list[str] | None) -> list[int] | None:
+    if not values:
+        return None
+    parts = _split_list(values) or []
+    try:
+        return [int(value) for value in parts]
+    except ValueError:
+        raise UserInputError(f"--seed takes integers, e.g. --seed 0,1,2; got {', '.join(parts)}") from None
 
 
 def _print_metrics(title: str, splits: dict[str, dict[str, float]]) -> None:

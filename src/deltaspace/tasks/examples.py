@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from deltaspace.errors import UserInputError
+
 
 @dataclass(frozen=True)
 class PreparedExamples:
@@ -70,32 +72,38 @@ def prepare(
 ) -> PreparedExamples:
     """Clean, de-duplicate and encode labels as ints in ``[0, len(label_names))``.
 
-    Without ``label_names`` the names are the sorted distinct labels. Raises ``ValueError`` for a label
+    Without ``label_names`` the names are the sorted distinct labels. Raises ``UserInputError`` (a
+    ``ValueError``) for no usable row, for a label
     outside ``label_names``, for fewer than two classes and for fewer than 10 examples.
     """
     raw = len(frame)
     frame = clean(frame)
+    if raw and not len(frame):
+        raise UserInputError(
+            f"task {name!r} has no usable examples: all {raw} rows have an empty text or label "
+            "(check which columns hold the text and the label)"
+        )
     if label_names is None:
         label_names = label_vocabulary(frame["label"])
     label_names = [str(n) for n in label_names]
     if len(set(label_names)) != len(label_names):
-        raise ValueError(f"task {name!r}: label names must be unique, got {label_names}")
+        raise UserInputError(f"task {name!r}: label names must be unique, got {label_names}")
     strings = _label_strings(frame["label"]) if len(frame) else frame["label"].astype(str)
     unknown = sorted(set(strings) - set(label_names))
     if unknown:
-        raise ValueError(f"task {name!r}: labels {unknown[:10]} are not in the label names {label_names}")
+        raise UserInputError(f"task {name!r}: labels {unknown[:10]} are not in the label names {label_names}")
     index = {label: i for i, label in enumerate(label_names)}
     frame = frame.assign(label=strings.map(index).astype("int64"))
     frame, duplicates, conflicting = dedupe(frame)
     present = sorted(frame["label"].unique())
     if len(present) < 2:
         only = label_names[present[0]] if present else "none"
-        raise ValueError(
+        raise UserInputError(
             f"task {name!r} has a single class ({only!r}) after cleaning; a classification task needs "
             "at least two (check the label column)"
         )
     if len(frame) < 10:
-        raise ValueError(f"task {name!r} has only {len(frame)} usable examples; at least 10 are needed")
+        raise UserInputError(f"task {name!r} has only {len(frame)} usable examples; at least 10 are needed")
     columns = [*_key_columns(frame), "label"]
     stats = {
         "n_raw": raw,

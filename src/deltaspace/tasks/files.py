@@ -9,14 +9,21 @@ Keys: ``text``, ``text_pair`` (alias ``pair``), ``label``, ``name``. Keyword arg
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import io
 import json
+import lzma
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 from urllib.parse import parse_qsl
 
 import pandas as pd
+
+from deltaspace.errors import BrokenFileError, MissingFileError, UserInputError
 
 SPEC_KEYS = {"text": "text", "text_pair": "text_pair", "pair": "text_pair", "label": "label", "name": "name"}
 _SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
@@ -40,9 +47,15 @@ def split_spec(spec: str) -> tuple[str, dict[str, str]]:
         return spec, {}
     path, query = spec.split("?", 1)
     options = {}
-    for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=True):
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        raise UserInputError(
+            f"bad options {query!r} in task spec {spec!r}; write them as ?text=<column>&label=<column>"
+        ) from None
+    for key, value in pairs:
         if key not in SPEC_KEYS:
-            raise ValueError(
+            raise UserInputError(
                 f"unknown option {key!r} in task spec {spec!r}; use {', '.join(sorted(SPEC_KEYS))}"
             )
         options[SPEC_KEYS[key]] = value
@@ -54,32 +67,107 @@ def file_format(path: Path) -> str:
     if suffixes and suffixes[-1] in _COMPRESSION:
         suffixes = suffixes[:-1]
     if not suffixes or suffixes[-1] not in _SUFFIXES:
-        raise ValueError(
+        raise UserInputError(
             f"cannot read {path.name}: expected a .csv, .tsv, .jsonl or .json file (optionally compressed) "
             "or a directory saved with datasets' save_to_disk"
         )
     return _SUFFIXES[suffixes[-1]]
 
 
+_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+def _open_text(path: Path) -> IO[str]:
+    opener = _OPENERS.get(path.suffix.lower())
+    if opener is not None:
+        return io.TextIOWrapper(opener(path, "rb"), encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _check_text_file(path: Path) -> None:
+    """Refuse an empty or binary (NUL bytes, not UTF-8) uncompressed file with a one-line reason."""
+    if path.suffix.lower() in _COMPRESSION:
+        return
+    if path.stat().st_size == 0:
+        raise BrokenFileError(
+            f"task file {path} is empty; it needs a header row (or JSON lines) and examples"
+        )
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 16)
+    if b"\x00" in head:
+        raise BrokenFileError(f"task file {path} is binary, not text; pass a UTF-8 CSV / TSV / JSONL file")
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    records = []
+    with _open_text(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise BrokenFileError(
+                    f"{path} line {number}: not valid JSON ({error.msg} at column {error.colno}); each line "
+                    'must be one JSON object such as {"text": "...", "label": "..."}'
+                ) from None
+            if not isinstance(record, dict):
+                raise BrokenFileError(
+                    f"{path} line {number}: expected a JSON object such as "
+                    f'{{"text": "...", "label": "..."}}, got {type(record).__name__}'
+                )
+            records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
 def _read_file(path: Path) -> pd.DataFrame:
     kind = file_format(path)
-    if kind in ("csv", "tsv"):
-        # Only empty cells are missing: texts such as "NA" or "null" stay texts.
-        return pd.read_csv(path, sep="," if kind == "csv" else "\t", keep_default_na=False, na_values=[""])
-    if kind == "jsonl":
-        return pd.read_json(path, lines=True, dtype=False)
-    with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
-    if isinstance(data, dict):
-        data = next((v for v in data.values() if isinstance(v, list)), None)
-    if not isinstance(data, list):
-        raise ValueError(f"{path.name}: a .json file must hold a list of records (or use JSON lines, .jsonl)")
-    return pd.DataFrame.from_records(data)
+    _check_text_file(path)
+    try:
+        if kind in ("csv", "tsv"):
+            # Only empty cells are missing: texts such as "NA" or "null" stay texts.
+            frame = pd.read_csv(
+                path, sep="," if kind == "csv" else "\t", keep_default_na=False, na_values=[""]
+            )
+        elif kind == "jsonl":
+            frame = _read_jsonl(path)
+        else:
+            with _open_text(path) as handle:
+                data = json.load(handle)
+            if isinstance(data, dict):
+                data = next((v for v in data.values() if isinstance(v, list)), None)
+            if not isinstance(data, list):
+                raise BrokenFileError(
+                    f"{path}: a .json file must hold a list of records (or use JSON lines, .jsonl)"
+                )
+            frame = pd.DataFrame.from_records(data)
+    except pd.errors.EmptyDataError:
+        raise BrokenFileError(f"task file {path} is empty; it needs a header row and examples") from None
+    except UnicodeDecodeError as error:
+        raise BrokenFileError(
+            f"task file {path} is not UTF-8 text (byte {error.start}); save it as UTF-8"
+        ) from None
+    except pd.errors.ParserError as error:
+        raise BrokenFileError(
+            f"task file {path} is not a valid {kind.upper()} ({str(error).strip().splitlines()[0]}); "
+            "check its quoting and separators"
+        ) from None
+    except json.JSONDecodeError as error:
+        raise BrokenFileError(
+            f"{path} line {error.lineno}: not valid JSON ({error.msg} at column {error.colno})"
+        ) from None
+    except (OSError, EOFError, lzma.LZMAError) as error:
+        raise BrokenFileError(f"cannot read task file {path} ({error}); is it truncated?") from None
+    if len(frame) == 0:
+        raise BrokenFileError(
+            f"task file {path} has no examples (only a header?); add rows with a text and a label"
+        )
+    return frame
 
 
 def _read_datasets_dir(path: Path) -> tuple[pd.DataFrame, dict]:
     if not ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
-        raise ValueError(
+        raise UserInputError(
             f"directory {path} is not a dataset saved with datasets' save_to_disk (no dataset_dict.json or "
             "state.json); pass a CSV / JSONL file instead"
         )
@@ -96,7 +184,7 @@ def _pick(
 ) -> str | None:
     if wanted is not None:
         if wanted not in columns:
-            raise ValueError(
+            raise UserInputError(
                 f"{role} column {wanted!r} is not in {source}; available columns: {', '.join(map(str, columns))}"
             )
         return wanted
@@ -114,11 +202,11 @@ def read_user_table(
     paths = [Path(p).expanduser() for p in paths]
     for path in paths:
         if not path.exists():
-            raise FileNotFoundError(f"task data {str(path)!r} does not exist")
+            raise MissingFileError(f"task data {str(path)!r} does not exist")
     features = None
     if any(p.is_dir() for p in paths):
         if len(paths) != 1:
-            raise ValueError("pass a single datasets directory, not a list mixing directories and files")
+            raise UserInputError("pass a single datasets directory, not a list mixing directories and files")
         frame, features = _read_datasets_dir(paths[0])
     else:
         frame = pd.concat([_read_file(p) for p in paths], ignore_index=True)
@@ -126,7 +214,7 @@ def read_user_table(
     columns = [str(c) for c in frame.columns]
     text = _pick(columns, text_column, TEXT_DEFAULTS, "text", source)
     if text is None:
-        raise ValueError(
+        raise UserInputError(
             f"no text column in {source}; name it with text_column=... (or ?text=...); available columns: "
             f"{', '.join(columns)}"
         )
@@ -134,7 +222,7 @@ def read_user_table(
     pair = _pick(columns, text_pair_column, pair_defaults, "text pair", source)
     label = _pick(columns, label_column, LABEL_DEFAULTS, "label", source)
     if label is None:
-        raise ValueError(
+        raise UserInputError(
             f"no label column in {source}; name it with label_column=... (or ?label=...); available columns: "
             f"{', '.join(columns)}"
         )

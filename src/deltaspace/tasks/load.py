@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ import pandas as pd
 from datasets import ClassLabel, Dataset, Features, Value
 
 from deltaspace.assets.cache import cache_dir
+from deltaspace.errors import MissingFileError, UserInputError
 from deltaspace.tasks.examples import PreparedExamples, prepare
 from deltaspace.tasks.files import read_user_table, split_spec
 from deltaspace.tasks.registry import SUITE, SUITE_TASKS
@@ -19,6 +21,7 @@ from deltaspace.tasks.suite import suite_examples
 from deltaspace.tasks.task import Task
 
 Spec = str | os.PathLike | Sequence[str | os.PathLike]
+logger = logging.getLogger(__name__)
 
 
 def suggest_max_length(frame: pd.DataFrame) -> int:
@@ -107,7 +110,7 @@ def load_task(
     if isinstance(spec, str) and spec in SUITE:
         column_options = (text_column, text_pair_column, label_column, label_names)
         if any(option is not None for option in column_options):
-            raise ValueError(
+            raise UserInputError(
                 f"{spec!r} is a suite task; column options and label_names only apply to user data"
             )
         task = SUITE[spec]
@@ -136,6 +139,9 @@ def load_task(
     )
     task_name = name or options.get("name") or table.name
     prepared = prepare(table.frame, label_names or table.label_names, name=task_name)
+    note = dropped_rows_note(prepared.stats, ", ".join(os.path.basename(os.fspath(p)) for p in paths))
+    if note:
+        logger.warning(note)
     metadata = {"source": [os.fspath(p) for p in paths], "columns": table.columns}
     return build_task(
         prepared,
@@ -147,17 +153,36 @@ def load_task(
     )
 
 
+def dropped_rows_note(stats: dict[str, int], source: str) -> str | None:
+    """One line counting the rows cleaning dropped (empty text / label, duplicates, conflicting labels)."""
+    parts = [
+        f"{stats.get(key, 0)} {what}"
+        for key, what in (
+            ("n_empty_removed", "with an empty text or label"),
+            ("n_duplicates_removed", "duplicate"),
+            ("n_conflicting_removed", "with conflicting labels"),
+        )
+        if stats.get(key, 0)
+    ]
+    if not parts:
+        return None
+    return f"{source}: kept {stats['n_examples']} of {stats['n_raw']} rows (dropped {', '.join(parts)})"
+
+
 def _user_paths(spec: Spec) -> tuple[list[str], dict[str, str]]:
     if isinstance(spec, (str, os.PathLike)):
         path, options = split_spec(os.fspath(spec))
         if not os.path.exists(os.path.expanduser(path)):
             if os.sep not in path and "." not in path:
-                raise ValueError(
+                raise UserInputError(
                     f"unknown task {path!r}: not a suite task ({', '.join(SUITE_TASKS)}) and not a file"
                 )
-            raise FileNotFoundError(f"task data {path!r} does not exist")
+            raise MissingFileError(
+                f"task data {path!r} does not exist; pass a suite task ({', '.join(SUITE_TASKS)}) or a "
+                "CSV / TSV / JSONL file"
+            )
         return [path], options
     paths = [os.fspath(p) for p in spec]
     if not paths:
-        raise ValueError("load_task needs a task name, a path, or a non-empty list of paths")
+        raise UserInputError("load_task needs a task name, a path, or a non-empty list of paths")
     return paths, {}

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from deltaspace.errors import BrokenFileError, MissingFileError, UserInputError
 from deltaspace.io import write_json_atomic
 
 HEADS = ("prototype", "linear")
@@ -26,7 +27,9 @@ class TrainConfig:
     evaluates at the end of every epoch. ``early_stopping_patience`` counts evaluations without improvement.
     ``seed`` draws the delta's θ0 (and a linear head), dropout and the data order; ``data_seed`` the task's
     splits and the fixed random subsets kept by ``max_train_examples`` (train) and ``max_eval_examples``
-    (validation and test), so every seed of a sweep sees the same data. ``lr_overrides`` maps a substring
+    (validation and test), so every seed of a sweep sees the same data. A resumable checkpoint is written
+    every ``checkpoint_every`` optimizer steps and whenever ``checkpoint_minutes`` have passed since the
+    last one (either may be ``None``; with both ``None`` a killed run restarts from step 0). ``lr_overrides`` maps a substring
     of trainable parameter names to its own peak learning rate (first match wins), e.g.
     ``{ds_coeff: 1.0e-2}`` trains Coeff-Tuning's ΔC faster than the LoRA factors beside it.
     """
@@ -61,6 +64,8 @@ class TrainConfig:
     output_dir: str = "runs/run"
     num_workers: int = 0
     cpu: bool = False
+    checkpoint_every: int | None = None
+    checkpoint_minutes: float | None = 5.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -68,12 +73,14 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` with a one-line message naming the bad field and a valid choice."""
         if not isinstance(self.task, str) or not self.task:
-            raise ValueError("task must be a task name or a path to a data file (e.g. --task rt_sentiment)")
+            raise UserInputError(
+                "task must be a task name or a path to a data file (e.g. --task rt_sentiment)"
+            )
         for name in ("model", "method", "output_dir"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ValueError(f"{name} must be a non-empty string")
+                raise UserInputError(f"{name} must be a non-empty string")
         if not isinstance(self.method_options, dict):
-            raise ValueError(
+            raise UserInputError(
                 f"method_options must be a mapping of option -> value, got {self.method_options!r}"
             )
         _choice("head", self.head, HEADS)
@@ -82,48 +89,61 @@ class TrainConfig:
         _choice("metric_for_best", self.metric_for_best, METRICS)
         for name in ("seed", "data_seed"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
+                raise UserInputError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
         for name in ("batch_size", "eval_batch_size", "grad_accum", "log_every"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        for name in ("max_steps", "max_length", "eval_every", "max_train_examples", "max_eval_examples"):
+                raise UserInputError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        for name in (
+            "max_steps",
+            "max_length",
+            "eval_every",
+            "max_train_examples",
+            "max_eval_examples",
+            "checkpoint_every",
+        ):
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or value < 1):
-                raise ValueError(f"{name} must be an integer >= 1 or null, got {value!r}")
+                raise UserInputError(f"{name} must be an integer >= 1 or null, got {value!r}")
         if self.early_stopping_patience is not None and (
             not _is_int(self.early_stopping_patience) or self.early_stopping_patience < 1
         ):
-            raise ValueError(
+            raise UserInputError(
                 f"early_stopping_patience must be an integer >= 1 or null (off), got {self.early_stopping_patience!r}"
             )
         if not _is_int(self.num_workers) or self.num_workers < 0:
-            raise ValueError(f"num_workers must be an integer >= 0, got {self.num_workers!r}")
+            raise UserInputError(f"num_workers must be an integer >= 0, got {self.num_workers!r}")
         if not _is_number(self.lr) or not self.lr > 0:
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+            raise UserInputError(f"lr must be a positive number, got {self.lr!r}")
         if not isinstance(self.lr_overrides, dict) or not all(
             isinstance(key, str) and key and _is_number(value) and value > 0
             for key, value in self.lr_overrides.items()
         ):
-            raise ValueError(
+            raise UserInputError(
                 "lr_overrides must map parameter-name substrings to positive learning rates, "
                 f"e.g. {{ds_coeff: 1.0e-2}}; got {self.lr_overrides!r}"
             )
         if not _is_number(self.weight_decay) or self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
+            raise UserInputError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
         if not _is_number(self.temperature) or not self.temperature > 0:
-            raise ValueError(f"temperature must be a positive number, got {self.temperature!r}")
+            raise UserInputError(f"temperature must be a positive number, got {self.temperature!r}")
         if not _is_number(self.warmup_ratio) or not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+            raise UserInputError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
         if self.max_grad_norm is not None and (
             not _is_number(self.max_grad_norm) or not self.max_grad_norm > 0
         ):
-            raise ValueError(
+            raise UserInputError(
                 f"max_grad_norm must be a positive number or null (no clipping), got {self.max_grad_norm!r}"
             )
         if self.max_steps is None and (not _is_number(self.epochs) or not self.epochs > 0):
-            raise ValueError(f"epochs must be a positive number (or set max_steps), got {self.epochs!r}")
+            raise UserInputError(f"epochs must be a positive number (or set max_steps), got {self.epochs!r}")
+        if self.checkpoint_minutes is not None and (
+            not _is_number(self.checkpoint_minutes) or not self.checkpoint_minutes > 0
+        ):
+            raise UserInputError(
+                f"checkpoint_minutes must be a positive number or null (off), got {self.checkpoint_minutes!r}"
+            )
         if not isinstance(self.cpu, bool):
-            raise ValueError(f"cpu must be true or false, got {self.cpu!r}")
+            raise UserInputError(f"cpu must be true or false, got {self.cpu!r}")
 
     @property
     def run_dir(self) -> Path:
@@ -135,13 +155,13 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         if not isinstance(data, dict):
-            raise ValueError(f"a train config must be a JSON object, got {type(data).__name__}")
+            raise UserInputError(f"a train config must be a JSON object, got {type(data).__name__}")
         names = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"unknown train config field(s) {unknown}; valid fields: {sorted(names)}")
+            raise UserInputError(f"unknown train config field(s) {unknown}; valid fields: {sorted(names)}")
         if "task" not in data:
-            raise ValueError("train config is missing the required field 'task'")
+            raise UserInputError("train config is missing the required field 'task'")
         return cls(**data)
 
     def replace(self, **changes: Any) -> TrainConfig:
@@ -155,19 +175,24 @@ class TrainConfig:
     def from_json(cls, path: str | Path) -> TrainConfig:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"train config {path} not found; pass a config.json written by `deltaspace train`"
             )
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise BrokenFileError(f"train config {path} is not UTF-8 text; pass a config.json") from None
         except json.JSONDecodeError as error:
-            raise ValueError(f"train config {path} is not valid JSON ({error})") from None
+            raise BrokenFileError(
+                f"train config {path} is not valid JSON (line {error.lineno}, column {error.colno}: "
+                f"{error.msg}); fix it or pass a config.json written by `deltaspace train`"
+            ) from None
         return cls.from_dict(data)
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+        raise UserInputError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
 def _is_int(value: Any) -> bool:

@@ -5,10 +5,12 @@ Run directory (``config.output_dir``)::
     config.json     the resolved TrainConfig (max_length filled in)        written first, atomically
     metrics.jsonl   one JSON object per log / evaluation                   appended as training goes
     tb/             TensorBoard events (Accelerate's tensorboard tracker)
+    checkpoints/    the latest resumable checkpoint (see train.checkpoint)  removed once the run finishes
     delta/          DeltaModel.save_pretrained of the best checkpoint      written at the end
     result.json     RunResult: final validation / test metrics, sizes, timings, written LAST and atomically
 
-so ``result.json`` existing means the run finished. Several processes: ``accelerate launch --multi_gpu
+so ``result.json`` existing means the run finished; rerunning a killed run resumes it from its checkpoint
+(``checkpoint_every`` steps / ``checkpoint_minutes``). Several processes: ``accelerate launch --multi_gpu
 --num_processes N $(which deltaspace) train ...`` (on CPU add ``--cpu`` to ``train``, not to ``launch``,
 whose ``--cpu`` starts a single process; ``torchrun --nproc_per_node N`` works too). Batches are split
 across processes (``split_batches``), so a run optimises the same thing whatever the process count.
@@ -16,8 +18,10 @@ across processes (``split_batches``), so a run optimises the same thing whatever
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,24 +34,26 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from deltaspace.io import append_jsonl
+from deltaspace.errors import DeltaspaceError, UserInputError
+from deltaspace.io import append_jsonl, read_jsonl, write_text_atomic
 from deltaspace.tasks.task import Task
+from deltaspace.train.checkpoint import CHECKPOINTS_DIR, load_checkpoint, save_checkpoint
 from deltaspace.train.config import TrainConfig
 from deltaspace.train.data import cap_examples, make_loader, tokenize_split
 from deltaspace.train.evaluate import evaluate_model
+from deltaspace.train.faults import pause_point
+from deltaspace.train.preflight import check_method, check_model
 from deltaspace.train.result import (
     CONFIG_FILE,
     DELTA_DIR,
     METRICS_FILE,
-    RESULT_FILE,
     TB_DIR,
     RunResult,
     peak_rss_mb,
 )
+from deltaspace.train.rundir import plan_run_dir, recover_interrupted_swap
 
 _SCHEDULER_NAMES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
-# Files a run directory may hold; anything else means output_dir is not ours to wipe.
-_RUN_ENTRIES = {CONFIG_FILE, METRICS_FILE, RESULT_FILE, DELTA_DIR, TB_DIR, "error.txt"}
 
 
 def train(
@@ -61,8 +67,12 @@ def train(
 
     ``task`` overrides loading ``config.task`` (for tasks built in code). ``prebuilt=(delta_model,
     tokenizer)`` trains that DeltaModel in place instead of building one from ``config`` (it must be what
-    config's model / head / method / seed build, or ``evaluate_run`` will not rebuild it). An unfinished run
-    directory is wiped and restarted; a finished one raises unless ``overwrite``.
+    config's model / head / method / seed build, or ``evaluate_run`` will not rebuild it).
+
+    Everything is validated and built before the run directory is touched (see
+    :mod:`deltaspace.train.rundir`): an unfinished run with a checkpoint and the same settings is resumed
+    and ends exactly as an uninterrupted run would; a finished one raises unless ``overwrite``, which
+    trains the new run beside it and swaps it in when it has finished.
     """
     from deltaspace.deltas.presets import resolve_method
     from deltaspace.model import get_delta_model
@@ -71,14 +81,14 @@ def train(
     config.validate()
     start = time.perf_counter()
     if config.mixed_precision != "no" and (config.cpu or not torch.cuda.is_available()):
-        raise ValueError(
+        raise UserInputError(
             f"mixed_precision={config.mixed_precision!r} needs a GPU; use mixed_precision='no' on CPU"
         )
+    if prebuilt is None:
+        check_method(config.method, config.method_options)
+        check_model(config.model)
     accelerator = _make_accelerator(config)
     run_dir = Path(config.output_dir)
-    if accelerator.is_main_process:
-        _prepare_run_dir(run_dir, overwrite)
-    accelerator.wait_for_everyone()
 
     set_seed(config.seed)
     if task is None:
@@ -89,30 +99,35 @@ def train(
     max_length = config.max_length or task.max_length
     config = config.replace(max_length=max_length)
     if config.batch_size % accelerator.num_processes or config.eval_batch_size % accelerator.num_processes:
-        raise ValueError(
+        raise UserInputError(
             f"batch_size {config.batch_size} and eval_batch_size {config.eval_batch_size} must be divisible by "
             f"the {accelerator.num_processes} processes (batches are split across processes)"
         )
+    if accelerator.is_main_process:
+        recover_interrupted_swap(run_dir)
+    accelerator.wait_for_everyone()
+    plan = plan_run_dir(run_dir, config.to_dict(), overwrite=overwrite)
 
     if prebuilt is None:
         with accelerator.main_process_first():
             classifier, tokenizer = build_classifier(
                 config.model, task, config.head, config.seed, temperature=config.temperature
             )
-        delta_configs = resolve_method(config.method, classifier, **config.method_options)
-        delta_model = get_delta_model(classifier, *delta_configs, seed=config.seed)
+        delta_model = _build_delta_model(
+            classifier, config, resolve_method=resolve_method, get_delta_model=get_delta_model
+        )
     else:
         delta_model, tokenizer = prebuilt
     trainable_params, total_params = delta_model.get_nb_trainable_parameters()
     if trainable_params == 0:
-        raise ValueError(f"method {config.method!r} left no trainable parameters; check its options")
+        raise UserInputError(f"method {config.method!r} left no trainable parameters; check its options")
 
     def loader(split: str, shuffle: bool) -> Any:
         dataset = task.split(split)
         limit = config.max_train_examples if split == "train" else config.max_eval_examples
         dataset = cap_examples(dataset, limit, config.data_seed)
         if len(dataset) == 0:
-            raise ValueError(f"task {task.name!r} has an empty {split} split; every split needs examples")
+            raise UserInputError(f"task {task.name!r} has an empty {split} split; every split needs examples")
         tokenized = tokenize_split(dataset, tokenizer, is_pair=task.is_pair, max_length=max_length)
         return make_loader(
             tokenized,
@@ -144,13 +159,26 @@ def train(
     model, optimizer, train_loader, val_loader, test_loader, scheduler = accelerator.prepare(
         delta_model, optimizer, train_loader, val_loader, test_loader, scheduler
     )
+    unwrapped = accelerator.unwrap_model(model)
+    # Checkpoints hold the solution (saved by us, as safetensors), not the frozen base's full state dict.
+    accelerator.register_save_state_pre_hook(lambda models, weights, output_dir: weights.clear())
+    accelerator.register_load_state_pre_hook(lambda models, input_dir: models.clear())
 
+    # Everything is validated and built: only now is the run directory touched.
     if accelerator.is_main_process:
-        config.to_json(run_dir / CONFIG_FILE)
+        plan.apply()
+    accelerator.wait_for_everyone()
+    work_dir = plan.work_dir
+    accelerator.project_configuration.set_directories(str(work_dir))
+    if accelerator.is_main_process:
+        config.to_json(work_dir / CONFIG_FILE)
     accelerator.init_trackers(TB_DIR, config=_hparams(config))
-    metrics_path = run_dir / METRICS_FILE
+    metrics_path = work_dir / METRICS_FILE
+    records_written = 0
 
     def log(record: dict[str, Any], step: int) -> None:
+        nonlocal records_written
+        records_written += 1
         if accelerator.is_main_process:
             append_jsonl(
                 metrics_path, {**record, "step": step, "time_s": round(time.perf_counter() - start, 3)}
@@ -168,17 +196,42 @@ def train(
     best_step = 0
     evals_without_improvement = 0
     stopped_early = False
+    step, last_eval_step = 0, -1
+    start_epoch, skip_batches = 0, 0
+    trained_before = 0.0  # seconds of training before a resume
+    running_loss = torch.zeros((), device=accelerator.device)
+    running_batches = 0
+    generator = getattr(train_loader, "generator", None)  # the data order's RNG (shared with the sampler)
+    epoch_generator_state = None
+
+    if plan.action == "resume":
+        state, tensors = load_checkpoint(accelerator, plan.checkpoint)
+        unwrapped.load_solution(_section(tensors, "current."))
+        best = _section(tensors, "best.")
+        best_solution = best or None
+        torch.set_rng_state(tensors["rng.torch"])
+        epoch_generator_state = tensors.get("data.generator")
+        step, last_eval_step = state["step"], state["last_eval_step"]
+        start_epoch, skip_batches = state["epoch"], state["batches_done"]
+        best_value = state["best_value"] if state["best_value"] is not None else best_value
+        best_metrics, best_step = state["best_metrics"], state["best_step"]
+        evals_without_improvement, stopped_early = state["evals_without_improvement"], state["stopped_early"]
+        running_loss.fill_(state["running_loss"])
+        running_batches, trained_before = state["running_batches"], state["train_time_s"]
+        records_written = state["metrics_records"]
+        if accelerator.is_main_process:
+            _truncate_jsonl(metrics_path, records_written)
+            print(f"resuming {run_dir} from step {step} ({plan.checkpoint.name})", file=sys.stderr)
 
     def validate(step: int, epoch: float) -> None:
         nonlocal best_value, best_metrics, best_solution, best_step, evals_without_improvement, stopped_early
         metrics = evaluate_model(model, val_loader, task.num_labels, accelerator)
+        pause_point("eval", step, run_dir)
         value = metrics[config.metric_for_best]
         improved = value > best_value if higher_is_better else value < best_value
         if improved or best_solution is None:
             best_value, best_metrics, best_step = value, metrics, step
-            best_solution = {
-                name: tensor.cpu() for name, tensor in accelerator.unwrap_model(model).solution().items()
-            }
+            best_solution = {name: tensor.cpu() for name, tensor in unwrapped.solution().items()}
             evals_without_improvement = 0
         else:
             evals_without_improvement += 1
@@ -189,22 +242,66 @@ def train(
             f"val {config.metric_for_best} {value:.4f} (best {best_value:.4f} @ {best_step})"
         )
 
+    def checkpoint_due(step: int) -> bool:
+        if step >= total_updates or stopped_early:
+            return False  # the run is about to finish
+        due = config.checkpoint_every is not None and step % config.checkpoint_every == 0
+        if not due and config.checkpoint_minutes is not None:
+            due = time.perf_counter() - last_checkpoint >= 60 * config.checkpoint_minutes
+            if accelerator.num_processes > 1:  # every process must agree, or save_state deadlocks
+                flag = torch.tensor(float(due), device=accelerator.device)
+                due = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+        return due
+
+    def checkpoint(step: int, epoch: int, batches_done: int) -> None:
+        tensors = {f"current.{name}": tensor for name, tensor in unwrapped.solution().items()}
+        tensors.update({f"best.{name}": tensor for name, tensor in (best_solution or {}).items()})
+        tensors["rng.torch"] = torch.get_rng_state()
+        if epoch_generator_state is not None:
+            tensors["data.generator"] = epoch_generator_state
+        state = {
+            "epoch": epoch,
+            "batches_done": batches_done,
+            "last_eval_step": last_eval_step,
+            "best_value": best_value if best_solution is not None else None,
+            "best_metrics": best_metrics,
+            "best_step": best_step,
+            "evals_without_improvement": evals_without_improvement,
+            "stopped_early": stopped_early,
+            "running_loss": float(running_loss.item()),
+            "running_batches": running_batches,
+            "train_time_s": trained_before + time.perf_counter() - train_start,
+            "metrics_records": records_written,
+        }
+        save_checkpoint(accelerator, work_dir, step, state, tensors)
+
     progress = tqdm(
         total=total_updates,
+        initial=step,
         desc=f"{task.name} {config.method} seed{config.seed}",
         disable=not accelerator.is_local_main_process,
         dynamic_ncols=True,
     )
-    train_start = time.perf_counter()
-    step, last_eval_step = 0, -1
-    running_loss = torch.zeros((), device=accelerator.device)
-    running_batches = 0
+    train_start = last_checkpoint = time.perf_counter()
     model.train()
-    for _epoch in range(num_epochs):
-        for batch in train_loader:
+    for epoch in range(start_epoch, num_epochs):
+        batches = train_loader
+        batches_done = 0
+        if epoch == start_epoch and plan.action == "resume":
+            # Replay this epoch's data order from its start, skipping the batches already trained on.
+            if generator is not None and epoch_generator_state is not None:
+                generator.set_state(epoch_generator_state)
+            if skip_batches:
+                batches = accelerator.skip_first_batches(train_loader, skip_batches)
+            batches_done = skip_batches
+        elif generator is not None:
+            epoch_generator_state = generator.get_state()
+        for batch in batches:
+            batches_done += 1
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss)
+                pause_point("step", step + 1, run_dir)
                 if accelerator.sync_gradients and config.max_grad_norm is not None:
                     accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
                 optimizer.step()
@@ -225,6 +322,9 @@ def train(
             if config.eval_every is not None and step % config.eval_every == 0:
                 validate(step, step / updates_per_epoch)
                 last_eval_step = step
+            if checkpoint_due(step):
+                checkpoint(step, epoch, batches_done)
+                last_checkpoint = time.perf_counter()
             if step >= total_updates or stopped_early:
                 break
         if config.eval_every is None and last_eval_step != step:
@@ -235,10 +335,9 @@ def train(
     if last_eval_step != step:
         validate(step, step / updates_per_epoch)
     progress.close()
-    train_time = time.perf_counter() - train_start
+    train_time = trained_before + time.perf_counter() - train_start
 
     # The best checkpoint is the run's answer: restore it, score it, save it.
-    unwrapped = accelerator.unwrap_model(model)
     unwrapped.load_solution(best_solution)
     validation = evaluate_model(model, val_loader, task.num_labels, accelerator)
     test = evaluate_model(model, test_loader, task.num_labels, accelerator)
@@ -274,10 +373,41 @@ def train(
     for tracker in accelerator.trackers:
         tracker.finish()
     if accelerator.is_main_process:
-        unwrapped.save_pretrained(run_dir / DELTA_DIR)
-        result.save(run_dir)  # last: its presence marks a finished run
+        unwrapped.save_pretrained(work_dir / DELTA_DIR)
+        result.save(work_dir)  # last: its presence marks a finished run
+        shutil.rmtree(work_dir / CHECKPOINTS_DIR, ignore_errors=True)  # a finished run needs none
+        plan.finish()
     accelerator.wait_for_everyone()
     return result
+
+
+def _build_delta_model(classifier: nn.Module, config: TrainConfig, *, resolve_method, get_delta_model):
+    """The DeltaModel of ``config``; errors the method's options cause become one-line user errors."""
+    try:
+        delta_configs = resolve_method(config.method, classifier, **config.method_options)
+    except ValueError as error:
+        if isinstance(error, DeltaspaceError):
+            raise
+        raise UserInputError(f"method {config.method!r} on model {config.model!r}: {error}") from error
+    try:
+        return get_delta_model(classifier, *delta_configs, seed=config.seed)
+    except (TypeError, ValueError) as error:
+        if isinstance(error, DeltaspaceError) or not config.method_options:
+            raise
+        raise UserInputError(
+            f"method {config.method!r} rejected its options {config.method_options}: {error}"
+        ) from error
+
+
+def _section(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {name[len(prefix) :]: tensor for name, tensor in tensors.items() if name.startswith(prefix)}
+
+
+def _truncate_jsonl(path: Path, count: int) -> None:
+    """Keep the first ``count`` records (those logged before the checkpoint a run resumes from)."""
+    if path.is_file():
+        records = read_jsonl(path)[:count]
+        write_text_atomic(path, "".join(json.dumps(record) + "\n" for record in records))
 
 
 def _make_accelerator(config: TrainConfig) -> Accelerator:
@@ -295,27 +425,6 @@ def _make_accelerator(config: TrainConfig) -> Accelerator:
         log_with="tensorboard",
         project_dir=config.output_dir,
     )
-
-
-def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Start from an empty run directory; refuse to clobber a finished run or a directory that is not a run."""
-    if run_dir.exists():
-        if (run_dir / RESULT_FILE).exists() and not overwrite:
-            raise FileExistsError(
-                f"{run_dir} holds a finished run; pass overwrite=True (--overwrite) or another output_dir"
-            )
-        foreign = sorted(
-            entry.name
-            for entry in run_dir.iterdir()
-            if entry.name not in _RUN_ENTRIES
-            and not (entry.name.startswith(".") and entry.name.endswith(".tmp"))
-        )
-        if foreign:
-            raise FileExistsError(
-                f"{run_dir} is not empty and not a run directory ({foreign[:3]}); choose another output_dir"
-            )
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
 
 
 def param_groups(
@@ -336,7 +445,7 @@ def param_groups(
         groups.setdefault(key, []).append(parameter)
     unused = [key for key in lr_overrides if key not in used]
     if unused:
-        raise ValueError(
+        raise UserInputError(
             f"lr_overrides {unused} match no trainable parameter; use a substring of a trainable name "
             f"such as {names[0]!r}"
             if names

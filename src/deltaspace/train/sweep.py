@@ -3,8 +3,9 @@
 Layout: ``<out>/<task>/<method>/seed<k>/`` (a run directory, see :mod:`deltaspace.train.loop`).
 
 * Resumable: a run with ``result.json`` is skipped; any other existing run directory is a run that was
-  killed, and is wiped and restarted. Every file is written atomically, so a kill at any moment leaves
-  nothing corrupt, and rerunning the same command finishes the sweep.
+  killed, and resumes from its last checkpoint (or restarts, without one). Every file is written
+  atomically, so a kill at any moment leaves nothing corrupt, and rerunning the same command finishes
+  the sweep with the results an uninterrupted one would have had.
 * Shardable: ``shard=(i, n)`` takes every n-th run of the sorted run list starting at i, so n machines
   running the same sweep with ``--shard 0/n`` ... ``--shard n-1/n`` cover it exactly once between them
   (the assignment depends only on the set of runs, not on the order tasks or methods were listed in).
@@ -28,9 +29,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -39,10 +40,19 @@ from typing import Any
 
 import pandas as pd
 
+from deltaspace.errors import (
+    BrokenFileError,
+    DeltaspaceError,
+    MissingFileError,
+    RunDirectoryError,
+    RunMismatchError,
+    UserInputError,
+)
 from deltaspace.io import read_json, write_text_atomic
 from deltaspace.tasks.task import Task
 from deltaspace.train.config import TrainConfig
 from deltaspace.train.result import CONFIG_FILE, RESULT_FILE, RunResult, is_finished, load_result
+from deltaspace.train.rundir import BOOKKEEPING_FIELDS
 
 _RESERVED = ("task", "method", "seed", "output_dir")
 _SWEEP_KEYS = ("out", "tasks", "methods", "seeds", "train", "method_overrides", "task_overrides")
@@ -83,17 +93,22 @@ class SweepConfig:
         for name in ("tasks", "methods", "seeds"):
             values = getattr(self, name)
             if not isinstance(values, list) or not values:
-                raise ValueError(f"sweep {name} must be a non-empty list (e.g. --{name[:-1]} ...)")
+                raise UserInputError(
+                    f"sweep {name} must be a non-empty list (e.g. {name}: [a, b] or --{name[:-1]} a,b), "
+                    f"got {values!r}"
+                )
+            if name != "seeds" and not all(isinstance(value, str) and value.strip() for value in values):
+                raise UserInputError(f"sweep {name} must be a list of names, got {values!r}")
             if len(set(values)) != len(values):
-                raise ValueError(f"sweep {name} lists a value twice: {values}")
+                raise UserInputError(f"sweep {name} lists a value twice: {values}")
         if any(not isinstance(seed, int) or isinstance(seed, bool) or seed < 0 for seed in self.seeds):
-            raise ValueError(f"sweep seeds must be integers >= 0, got {self.seeds}")
+            raise UserInputError(f"sweep seeds must be integers >= 0, got {self.seeds}")
         for name in ("train", "method_overrides", "task_overrides"):
             if not isinstance(getattr(self, name), dict):
-                raise ValueError(f"sweep {name} must be a mapping, got {getattr(self, name)!r}")
+                raise UserInputError(f"sweep {name} must be a mapping, got {getattr(self, name)!r}")
         reserved = sorted(set(self.train) & set(_RESERVED))
         if reserved:
-            raise ValueError(
+            raise UserInputError(
                 f"sweep train settings may not set {reserved}; the grid sets them (tasks/methods/seeds/out)"
             )
         for label, overrides, names in (
@@ -102,10 +117,12 @@ class SweepConfig:
         ):
             stray = sorted(set(overrides) - set(names))
             if stray:
-                raise ValueError(f"sweep {label} name {stray} that the sweep does not run; runs: {names}")
+                raise UserInputError(f"sweep {label} name {stray} that the sweep does not run; runs: {names}")
         slugs = [slug(task) for task in self.tasks]
         if len(set(slugs)) != len(slugs):
-            raise ValueError(f"two tasks map to the same directory name ({slugs}); rename one of the files")
+            raise UserInputError(
+                f"two tasks map to the same directory name ({slugs}); rename one of the files"
+            )
         # Build every config now, so a bad setting fails before the first run starts.
         self.runs()
 
@@ -117,13 +134,25 @@ class SweepConfig:
 
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"sweep config {path} not found")
-        data = yaml.safe_load(path.read_text()) or {}
+            raise MissingFileError(f"sweep config {path} not found")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError:
+            raise BrokenFileError(
+                f"sweep config {path} is not UTF-8 text; pass a YAML or JSON file"
+            ) from None
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark is not None else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise BrokenFileError(
+                f"sweep config {path} is not valid YAML ({where} {problem}); fix the file".replace("( ", "(")
+            ) from None
         if not isinstance(data, dict):
-            raise ValueError(f"sweep config {path} must be a mapping with keys {', '.join(_SWEEP_KEYS)}")
+            raise UserInputError(f"sweep config {path} must be a mapping with keys {', '.join(_SWEEP_KEYS)}")
         unknown = sorted(set(data) - set(_SWEEP_KEYS))
         if unknown:
-            raise ValueError(
+            raise UserInputError(
                 f"sweep config {path} has unknown key(s) {unknown}; valid keys: {', '.join(_SWEEP_KEYS)}"
             )
         for key, value in overrides.items():
@@ -135,9 +164,29 @@ class SweepConfig:
         for key, overrides_key in (("methods", "method_overrides"), ("tasks", "task_overrides")):
             if overrides.get(key) is not None and isinstance(data.get(overrides_key), dict):
                 data[overrides_key] = {k: v for k, v in data[overrides_key].items() if k in overrides[key]}
+        if not isinstance(data.get("train", {}), dict):
+            raise UserInputError(f"sweep config {path}: train must be a mapping of TrainConfig fields")
         if "out" not in data:
-            raise ValueError(f"sweep config {path} needs an output directory: set `out:` or pass --out")
+            raise UserInputError(f"sweep config {path} needs an output directory: set `out:` or pass --out")
         return cls(**data)
+
+    def check(self) -> None:
+        """Check what running the sweep needs, before any run starts: every task spec (user files are read
+        and parsed), every method and its options, the model, and that ``out`` can be a directory."""
+        from deltaspace.train.preflight import check_method, check_model
+
+        out = Path(self.out)
+        if out.exists() and not out.is_dir():
+            raise RunDirectoryError(f"sweep output {out} is a file; choose another --out")
+        specs = self.runs()
+        for model in sorted({spec.config.model for spec in specs}):
+            check_model(model)
+        for spec in specs:
+            check_method(spec.method, spec.config.method_options)
+        from deltaspace.tasks import load_task
+
+        for task, data_seed in sorted({(spec.task, spec.config.data_seed) for spec in specs}):
+            load_task(task, seed=data_seed)
 
     def runs(self) -> list[RunSpec]:
         """Every run of the grid, sorted by run key (the order shards are cut from)."""
@@ -185,10 +234,10 @@ def parse_shard(text: str) -> tuple[int, int]:
     """'i/n' -> (i, n) with 0 <= i < n."""
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
     if not match:
-        raise ValueError(f"shard must look like i/n (e.g. 0/4), got {text!r}")
+        raise UserInputError(f"shard must look like i/n (e.g. 0/4), got {text!r}")
     index, count = int(match.group(1)), int(match.group(2))
     if count < 1 or not 0 <= index < count:
-        raise ValueError(
+        raise UserInputError(
             f"shard {text!r} is out of range: use i/n with 0 <= i < n (shards are numbered from 0)"
         )
     return index, count
@@ -233,7 +282,7 @@ def run_sweep(
             continue
         started = time.perf_counter()
         try:
-            # A run directory without result.json was killed earlier: train() wipes and restarts it.
+            # A run directory without result.json was killed earlier: train() resumes (or restarts) it.
             if isolate:
                 _train_in_subprocess(spec)
                 result = load_result(spec.run_dir)
@@ -249,9 +298,10 @@ def run_sweep(
         except Exception as error:
             if fail_fast:
                 raise
-            message = f"{type(error).__name__}: {error}"
-            spec.run_dir.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(spec.run_dir / "error.txt", traceback.format_exc())
+            message = str(error) if isinstance(error, DeltaspaceError) else f"{type(error).__name__}: {error}"
+            if not isinstance(error, RunDirectoryError):  # never write into a folder that is not ours
+                spec.run_dir.mkdir(parents=True, exist_ok=True)
+                write_text_atomic(spec.run_dir / "error.txt", traceback.format_exc())
             outcomes.append(RunOutcome(spec, "failed", error=message, seconds=time.perf_counter() - started))
     if show:
         print_summary(outcomes, shard)
@@ -264,12 +314,11 @@ def run_sweep(
     return outcomes
 
 
-class SettingsMismatchError(ValueError):
+class SettingsMismatchError(RunMismatchError):
     """A finished run in the sweep directory was trained with other settings than the sweep asks for."""
 
 
-# Fields that do not change what a run learns or how it is scored.
-_BOOKKEEPING = ("output_dir", "log_every", "num_workers", "cpu")
+_BOOKKEEPING = BOOKKEEPING_FIELDS  # fields that do not change what a run learns or how it is scored
 
 
 def check_same_settings(spec: RunSpec) -> None:
@@ -294,18 +343,20 @@ def check_same_settings(spec: RunSpec) -> None:
 
 
 def _train_in_subprocess(spec: RunSpec) -> None:
-    if spec.run_dir.exists():
-        shutil.rmtree(spec.run_dir)
-    spec.config.to_json(spec.run_dir / CONFIG_FILE)
-    command = [
-        sys.executable,
-        "-c",
-        "from deltaspace.cli import main; main()",
-        "train",
-        "--config",
-        str(spec.run_dir / CONFIG_FILE),
-    ]
-    completed = subprocess.run(command, check=False)
+    # The config goes through a temporary file, so a run directory is only ever touched by train() itself
+    # (which resumes a killed run and refuses a folder that is not a run).
+    with tempfile.TemporaryDirectory(prefix="deltaspace-run-") as scratch:
+        config_path = Path(scratch) / CONFIG_FILE
+        spec.config.to_json(config_path)
+        command = [
+            sys.executable,
+            "-c",
+            "from deltaspace.cli import main; main()",
+            "train",
+            "--config",
+            str(config_path),
+        ]
+        completed = subprocess.run(command, check=False)
     if completed.returncode != 0 or not is_finished(spec.run_dir):
         raise RuntimeError(f"run {spec.key} failed in its subprocess (exit code {completed.returncode})")
 
