@@ -8,7 +8,7 @@ separate log-sum-exp pass), mixes them with one (H, H) product, applies dropout 
 a map, and the working set is one panel (about ``PANEL_ELEMENTS`` floats). Because a panel has whole rows,
 the softmax backward term rowsum(dP ⊙ P) per source head is exact within the panel too, with no extra pass.
 
-Everything inside runs in float32 whatever the inputs' dtype. Attention dropout draws each panel's mask
+Everything inside runs in float32 (float64 for float64 inputs) whatever the inputs' dtype. Attention dropout draws each panel's mask
 from a generator seeded with (seed, panel index), so backward regenerates the very masks forward used.
 Written by hand (no fused kernel exposes post-softmax maps to mix); docs/coeff_attention_triton.md
 describes the GPU (tiled) version of the same algorithm.
@@ -36,12 +36,18 @@ class BlockedPlan:
     softcap: float | None = None
     dropout: float = 0.0
     seed: int = 0
-    panel_elements: int = PANEL_ELEMENTS
+    panel_elements: int | None = None  # None: PANEL_ELEMENTS at call time
 
 
 def _panels(plan: BlockedPlan, batch: int, heads: int) -> list[tuple[int, int]]:
-    rows = max(1, plan.panel_elements // max(1, batch * heads * plan.layout.total_keys))
+    budget = plan.panel_elements or PANEL_ELEMENTS
+    rows = max(1, budget // max(1, batch * heads * plan.layout.total_keys))
     return [(start, min(start + rows, plan.layout.q_len)) for start in range(0, plan.layout.q_len, rows)]
+
+
+def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """float32, or float64 for float64 inputs: half precision never holds scores, maps or the mix."""
+    return torch.promote_types(tensor.dtype, torch.float32)
 
 
 def _grouped(states: torch.Tensor, kv_heads: int) -> torch.Tensor:
@@ -50,11 +56,12 @@ def _grouped(states: torch.Tensor, kv_heads: int) -> torch.Tensor:
     return states.reshape(batch, kv_heads, (heads // kv_heads) * rows, last)
 
 
-def _keep(plan: BlockedPlan, panel: int, shape: torch.Size, device: torch.device) -> torch.Tensor:
+def _keep(plan: BlockedPlan, panel: int, like: torch.Tensor) -> torch.Tensor:
     """Inverted-dropout multipliers (0 or 1/(1-p)) of one panel, the same in forward and backward."""
+    shape, dtype, device = like.shape, like.dtype, like.device
     generator = torch.Generator(device=device)
     generator.manual_seed((plan.seed + 1_000_003 * panel) % (1 << 63))
-    keep = torch.empty(shape, dtype=torch.float32, device=device)
+    keep = torch.empty(shape, dtype=dtype, device=device)
     return keep.bernoulli_(1.0 - plan.dropout, generator=generator).div_(1.0 - plan.dropout)
 
 
@@ -86,17 +93,18 @@ class _BlockedAttention(torch.autograd.Function):
     def forward(ctx, query, key, value, coefficients, plan):  # type: ignore[override]
         batch, heads, q_len = query.shape[:3]
         kv_heads = key.shape[1]
-        q32 = query.float() * plan.scaling
-        k32, v32 = key.float(), value.float()
-        c32 = None if coefficients is None else coefficients.float()
-        output = torch.empty(batch, heads, q_len, value.shape[-1], dtype=torch.float32, device=query.device)
+        dtype = compute_dtype(query)
+        q32 = query.to(dtype) * plan.scaling
+        k32, v32 = key.to(dtype), value.to(dtype)
+        c32 = None if coefficients is None else coefficients.to(dtype)
+        output = torch.empty(batch, heads, q_len, value.shape[-1], dtype=dtype, device=query.device)
         for index, rows in enumerate(_panels(plan, batch, heads)):
             cols = plan.layout.columns(*rows)
             scores, _ = _scores(q32, k32, plan, rows, cols)
             mixed = _mix(torch.softmax(scores, dim=-1), c32)
             del scores
             if plan.dropout > 0.0:
-                mixed = mixed * _keep(plan, index, mixed.shape, mixed.device)
+                mixed = mixed * _keep(plan, index, mixed)
             out = torch.matmul(_grouped(mixed, kv_heads), v32[:, :, cols[0] : cols[1]])
             output[:, :, rows[0] : rows[1]] = out.view(batch, heads, rows[1] - rows[0], -1)
         ctx.save_for_backward(query, key, value, coefficients)
@@ -110,10 +118,11 @@ class _BlockedAttention(torch.autograd.Function):
         need_q, need_k, need_v, need_c = ctx.needs_input_grad[:4]
         batch, heads = query.shape[:2]
         kv_heads = key.shape[1]
-        q32 = query.float() * plan.scaling
-        k32, v32 = key.float(), value.float()
-        c32 = None if coefficients is None else coefficients.float()
-        grad_out = grad_output.float()
+        dtype = compute_dtype(query)
+        q32 = query.to(dtype) * plan.scaling
+        k32, v32 = key.to(dtype), value.to(dtype)
+        c32 = None if coefficients is None else coefficients.to(dtype)
+        grad_out = grad_output.to(dtype)
         grad_q = torch.zeros_like(q32) if need_q else None
         grad_k = torch.zeros_like(k32) if need_k else None
         grad_v = torch.zeros_like(v32) if need_v else None
@@ -124,7 +133,7 @@ class _BlockedAttention(torch.autograd.Function):
             scores, capped = _scores(q32, k32, plan, rows, cols)
             probs = torch.softmax(scores, dim=-1)
             del scores
-            keep = _keep(plan, index, probs.shape, probs.device) if plan.dropout > 0.0 else None
+            keep = _keep(plan, index, probs) if plan.dropout > 0.0 else None
             go = _grouped(grad_out[:, :, rows[0] : rows[1]], kv_heads)
             values = v32[:, :, cols[0] : cols[1]]
             if grad_v is not None:
@@ -150,7 +159,7 @@ class _BlockedAttention(torch.autograd.Function):
             if not (need_q or need_k):
                 continue
             # Fused softmax backward: P ⊙ (dP − rowsum(dP ⊙ P)), exact because the panel holds whole rows.
-            grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, torch.float32)
+            grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, dtype)
             del grad_probs, probs
             if capped is not None:
                 grad_scores.mul_(1.0 - capped.square())

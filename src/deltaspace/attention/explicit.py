@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from deltaspace.attention.blocked import compute_dtype
 from deltaspace.attention.layout import KeyLayout
 from deltaspace.attention.mixing import mixed_values
 
@@ -35,14 +36,15 @@ def explicit_attention(
     dropout: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, H, Lq, D) queries over (B, H_kv, P + Lk, D) keys/values (prefix first) -> (output (B, H, Lq, D)
-    in float32, mixed post-dropout maps (B, H, Lq, P + Lk) in the query dtype)."""
+    in float32 (float64 for float64 inputs), mixed post-dropout maps (B, H, Lq, P + Lk) in the query dtype)."""
     n_rep = query.shape[1] // key.shape[1]
     key, value = repeat_kv(key, n_rep), repeat_kv(value, n_rep)
-    scores = torch.matmul(query, key.transpose(-1, -2)).float() * scaling
+    dtype = compute_dtype(query)
+    scores = torch.matmul(query, key.transpose(-1, -2)).to(dtype) * scaling
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
     scores = layout.apply(scores, 0, 0)  # in place: nothing autograd saved is modified
     probs = torch.softmax(scores, dim=-1)
-    coefficients = None if coefficients is None else coefficients.float()
-    output, weights = mixed_values(probs, coefficients, value.float(), dropout=dropout)
+    coefficients = None if coefficients is None else coefficients.to(dtype)
+    output, weights = mixed_values(probs, coefficients, value.to(dtype), dropout=dropout)
     return output, weights.to(query.dtype)
