@@ -209,7 +209,7 @@ def test_run_directory_guards(tiny_model_dir, tiny_task, tmp_path):
     foreign = tmp_path / "notes"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("keep me")
-    with pytest.raises(FileExistsError, match="not a run directory"):
+    with pytest.raises(FileExistsError, match="files a run does not write"):
         train(config.replace(output_dir=str(foreign)), task=tiny_task)
     assert (foreign / "thesis.tex").read_text() == "keep me"
     with pytest.raises(ValueError, match="needs a GPU"):

@@ -43,10 +43,10 @@ class ErrorBoundaryGroup(TyperGroup):
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (typer.Exit, click_exceptions.Exit):
+        except typer.Exit:
             raise
         except click_exceptions.UsageError as error:
-            if debug_enabled(ctx):
+            if debug_enabled(ctx) or type(error).__name__ == "NoArgsIsHelpError":  # that one prints help
                 raise
             where = error.ctx.command_path if error.ctx is not None else ctx.command_path
             print_error(f"{error.format_message()} (see `{where} --help`)")

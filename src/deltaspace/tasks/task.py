@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 
 from datasets import Dataset
 
+from deltaspace.errors import UserInputError
+
+SPLITS = ("train", "validation", "test")
+
 
 @dataclass
 class Task:
@@ -29,6 +33,6 @@ class Task:
         return len(self.label_names)
 
     def split(self, name: str) -> Dataset:
-        if name not in ("train", "validation", "test"):
-            raise ValueError(f"unknown split {name!r}; use train, validation or test")
+        if name not in SPLITS:
+            raise UserInputError(f"unknown split {name!r}; use {', '.join(SPLITS)}")
         return getattr(self, name)

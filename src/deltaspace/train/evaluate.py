@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from deltaspace.errors import MissingFileError, UserInputError
 from deltaspace.tasks.metrics import compute_metrics
-from deltaspace.tasks.task import Task
+from deltaspace.tasks.task import SPLITS, Task
 from deltaspace.train.config import TrainConfig
 from deltaspace.train.data import cap_examples, make_loader, tokenize_split
 from deltaspace.train.result import CONFIG_FILE, DELTA_DIR
@@ -69,9 +70,15 @@ def evaluate_run(
     from deltaspace.train.build import build_classifier
 
     run_dir = Path(run_dir)
+    if split not in SPLITS:
+        raise UserInputError(f"unknown split {split!r}; use {', '.join(SPLITS)}")
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise MissingFileError(
+            f"{run_dir} is not a run directory (no {CONFIG_FILE}); pass a folder written by `deltaspace train`"
+        )
     config = TrainConfig.from_json(run_dir / CONFIG_FILE)
     if not (run_dir / DELTA_DIR).is_dir():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{run_dir / DELTA_DIR} not found: the run has not finished (rerun it to complete it)"
         )
     if task is None:
