@@ -13,6 +13,7 @@ from transformers import BertConfig, BertModel, BertTokenizer
 
 from deltaspace.study import StudyConfig, run_study
 from deltaspace.study.config import load_study_config
+from deltaspace.study.records import Stage2Record
 
 WORDS = {
     "positive": ["good", "great", "nice"],
@@ -91,6 +92,7 @@ def tiny_study(tmp_path: Path) -> StudyConfig:
         optimise={"steps": 6, "lr": 5e-2, "eval_every": 3, "optimizer": "adamw", "progress": False},
         fit_train_examples=32,
         eval_examples=32,
+        test_examples=32,
         batch_size=16,
         landscape={"resolution": 3},
     )
@@ -105,18 +107,23 @@ def test_whole_pipeline_runs_resumes_and_reports(tiny_study: StudyConfig) -> Non
     assert (out / "landscape.png").stat().st_size > 1000
     fit = json.loads((out / "subspace" / "fit.json").read_text())
     assert set(fit["dims"]) == {"lora", "coeff", "full"} and fit["dims"]["coeff"] == 2 * 16  # 2 layers x 4²
-    assert (
-        fit["projection_kinds"]["full"]["up"] == "fastfood"
-        and fit["projection_kinds"]["lora"]["up"] == "dense"
-    )
-    assert "Stage 5, full fine-tuning" in text
-    for task in tiny_study.tasks:
-        stage2 = json.loads((out / "stage2" / f"{Path(task).stem}.json").read_text())
-        matrix = stage2["transfer"]
-        assert len(matrix["metrics"]) == 3 and len(matrix["metrics"][0]) == 3
-        for name, result in stage2["optimise"].items():
-            assert len(result["z"]) == 2 and 0.0 <= result["metric"] <= 1.0, name
-    assert len(list((out / "intrinsic").glob("*.json"))) == 3 * len(tiny_study.tasks)
+    # the closed-form start: 2 source tasks fill d = 2, so no random extra directions
+    assert fit["projection_kinds"]["full"]["up"] == "basis" and fit["closed_form"]["basis_dim"] == 2
+    assert max(e for by_task in fit["reconstruction_error"].values() for e in by_task.values()) < 0.1
+    assert "Stage 5, full fine-tuning" in text and "Headline" in text
+    for task in tiny_study.stage2_tasks:
+        record = Stage2Record.from_dict(json.loads((out / "stage2" / f"{Path(task).stem}.json").read_text()))
+        assert len(record.transfer["metrics"]) == 3 and len(record.transfer["metrics"][0]) == 3
+        assert set(record.runs) == {"learned", "random", "span"}
+        for kind, by_det in record.runs.items():
+            for name, run in by_det.items():
+                assert len(run.z) == 2 and len(run.predictions) == len(record.gold), (kind, name)
+                assert run.metric == record.accuracy(run.predictions)
+        # the diagonal of the transfer matrix is stage 2 itself, reused rather than evaluated again
+        for i, name in enumerate(record.transfer["sources"]):
+            assert record.transfer["predictions"][i][i] == record.runs["learned"][name].predictions
+    assert len(list((out / "intrinsic").glob("*.json"))) == 3 * len(tiny_study.stage2_tasks)
+    assert not list((out / "stage2" / "parts").glob("*.json"))  # parts are folded into the records
 
     # Resume: everything is done, so a second call only rewrites the report.
     stamps = {
@@ -163,3 +170,25 @@ def test_bad_configs_give_one_line_errors(tmp_path: Path) -> None:
     bad.write_text("nmae: x\n")
     with pytest.raises(ValueError, match="unknown study option"):
         load_study_config(bad)
+
+
+def test_leave_one_out_never_fits_on_the_task_it_solves(tiny_study: StudyConfig) -> None:
+    config = dataclasses.replace(
+        tiny_study,
+        heldout_mode="leave_one_out",
+        methods=["lora", "coeff"],
+        method_overrides={k: v for k, v in tiny_study.method_overrides.items() if k != "full"},
+        controls=["random"],
+        optimise={"steps": 2, "lr": 5e-2, "eval_every": 1, "optimizer": "adamw", "progress": False},
+        fit={"dim": 2, "steps": 0, "progress": False},
+    )
+    assert config.stage2_tasks == config.tasks  # every task is held out in turn
+    run_study(config, stages=("sweep", "fit", "optimise", "report"))
+    out = Path(config.out)
+    for task in config.tasks:
+        name = Path(task).stem
+        fit = json.loads((out / "subspace-loo" / name / "fit.json").read_text())
+        assert task not in fit["source_tasks"] and len(fit["source_tasks"]) == len(config.tasks) - 1
+        record = Stage2Record.from_dict(json.loads((out / "stage2" / f"{name}.json").read_text()))
+        assert record.heldout and name not in record.source_tasks
+    assert "leave-one-out" in (out / "report.md").read_text()

@@ -5,44 +5,96 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from deltaspace.study.records import Stage2Record, SubspaceRun
 from deltaspace.study.report import write_report
 
 
-def _stage2(task: str, heldout: bool, original: dict, initial: dict, found: dict) -> dict:
-    methods = list(original)
-    relative = [[100 * found[t] / original[t] for t in methods] for _ in methods]
-    return {
-        "task": task,
-        "heldout": heldout,
-        "original": original,
-        "initial": initial,
-        "optimise": {m: {"metric": found[m], "relative": 100 * found[m] / original[m]} for m in methods},
-        "transfer": {"sources": methods, "targets": methods, "metrics": relative, "relative": relative},
-    }
+def _run(predictions: list[int]) -> SubspaceRun:
+    # every gold label below is 1, so the accuracy is the mean prediction
+    accuracy = sum(predictions) / len(predictions)
+    return SubspaceRun(
+        metric=accuracy,
+        initial_metric=0.5,
+        selection_metric=0.0,
+        best_step=10,
+        predictions=predictions,
+        z=[0.0],
+    )
 
 
-def test_relative_performance_and_gain_recovered(tmp_path: Path) -> None:
+def _record(task: str, gold, initial, original, runs, transfer=None) -> Stage2Record:
+    return Stage2Record(
+        task=task,
+        heldout=True,
+        source_tasks=["a"],
+        gold=gold,
+        initial=initial,
+        original=original,
+        runs={kind: {det: _run(p) for det, p in by_det.items()} for kind, by_det in runs.items()},
+        transfer=transfer,
+    )
+
+
+def test_headline_is_pooled_gain_recovered_beside_the_controls(tmp_path: Path) -> None:
     config = {
         "name": "t",
         "model": "m",
         "methods": ["lora", "full"],
         "source_tasks": ["a"],
-        "heldout_tasks": ["b"],
+        "heldout_tasks": ["b", "c"],
         "seed": 0,
-        "optimise_tasks": ["b"],
+        "optimise": {"steps": 200, "optimizer": "adamw", "lr": 0.05, "init": "normal"},
     }
     (tmp_path / "config.json").write_text(json.dumps(config))
     (tmp_path / "stage2").mkdir()
-    data = _stage2(
+    gold = [1, 1, 1, 1]
+    # task b: θ0 gets 1/4, originals 3/4; learned subspace 2/4 (lora) and 3/4 (full); random: θ0 again
+    b = _record(
         "b",
-        True,
-        original={"lora": 0.80, "full": 0.90},
-        initial={"lora": 0.70, "full": 0.70},
-        found={"lora": 0.75, "full": 0.70},
+        gold,
+        initial={"lora": [1, 0, 0, 0], "full": [1, 0, 0, 0]},
+        original={"lora": [1, 1, 1, 0], "full": [1, 1, 1, 0]},
+        runs={
+            "learned": {"lora": [1, 1, 0, 0], "full": [1, 1, 1, 0]},
+            "random": {"lora": [1, 0, 0, 0], "full": [1, 0, 0, 0]},
+        },
+        transfer={
+            "sources": ["lora", "full"],
+            "targets": ["lora", "full"],
+            "relative": [[100, 100], [50, 100]],
+            "predictions": [[[1, 1, 0, 0], [1, 1, 1, 0]], [[1, 0, 0, 0], [1, 1, 1, 0]]],
+        },
     )
-    (tmp_path / "stage2" / "b.json").write_text(json.dumps(data))
+    # task c: θ0 2/4, originals 4/4 (lora) and 2/4 (full: gained nothing); learned 4/4 and 2/4
+    c = _record(
+        "c",
+        gold,
+        initial={"lora": [1, 1, 0, 0], "full": [1, 1, 0, 0]},
+        original={"lora": [1, 1, 1, 1], "full": [1, 1, 0, 0]},
+        runs={
+            "learned": {"lora": [1, 1, 1, 1], "full": [1, 1, 0, 0]},
+            "random": {"lora": [1, 1, 1, 0], "full": [1, 1, 0, 0]},
+        },
+    )
+    for record in (b, c):
+        (tmp_path / "stage2" / f"{record.task}.json").write_text(json.dumps(record.to_dict()))
     text = write_report(tmp_path).read_text()
-    # relative: 0.75 / 0.80 = 93.75 %, 0.70 / 0.90 = 77.8 %; gain recovered: 50 % and 0 %
-    assert "| b (held-out) | 93.8 (0.750 / 0.800) | 77.8 (0.700 / 0.900) | 85.8 | 0.700 |" in text
-    assert "| b (held-out) | 50.0 | 0.0 |" in text
+    # lora: (0.25 + 0.5) / (0.5 + 0.5) = 75 %; full: (0.5 + 0) / (0.5 + 0) = 100 %;
+    # all: (0.25 + 0.5 + 0.5 + 0) / (0.5 + 0.5 + 0.5 + 0) = 83.3 %; random: (0 + 0.25) / 1.5 = 16.7 %
+    lines = [line for line in text.splitlines() if line.startswith("| lora |") or line.startswith("| full |")]
+    assert lines[0].startswith("| lora | 75.0 [") and "| 25.0 [" in lines[0]  # random: (0 + 0.25) / 1
+    assert lines[1].startswith("| full | 100.0 [")
+    assert "| **all DETs** | 83.3 [" in text and "] | 16.7 [" in text
+    # transfer: lora->full 0.5/0.5 on b; full->lora 0/0.5 on b -> pooled (0.5 + 0) / (0.5 + 0.5) = 50 %
+    assert "gain recovered **50.0 [" in text
     assert "Stage 5, full fine-tuning" in text
+    # relative performance stays, as the second table: lora on b: 0.5 / 0.75 = 66.7 %
+    assert "| b (held-out) | 66.7 (0.500 / 0.750; step 0: 0.500)" in text
+    assert "Relative performance (%)" in text and "Compared with the paper" in text
+
+
+def test_record_round_trips_through_json() -> None:
+    record = _record("b", [0, 1], {"x": [0, 0]}, {"x": [0, 1]}, {"learned": {"x": [0, 1]}})
+    again = Stage2Record.from_dict(json.loads(json.dumps(record.to_dict())))
+    assert again == record
+    assert again.gain_cell("learned", "x").subspace.tolist() == [1.0, 1.0]

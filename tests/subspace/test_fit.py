@@ -34,7 +34,13 @@ def _low_rank_store(members, dim, tasks, scales, seed=0):
 
 # the paper's random start, learning the reconstruction from scratch
 RECON = dict(
-    init="random", optimizer="adamw", schedule="cosine", lr=0.1, task_weight=0.0, grad_clip=None, progress=False
+    init="random",
+    optimizer="adamw",
+    schedule="cosine",
+    lr=0.1,
+    task_weight=0.0,
+    grad_clip=None,
+    progress=False,
 )
 
 
@@ -213,7 +219,9 @@ def test_closed_form_start_reproduces_every_source_solution_exactly():
 
 def test_closed_form_start_is_the_paper_objective_optimum_on_a_toy_study(toy_study):
     """Mixing DET codes changes nothing when codes are shared: every DET decodes its own solution."""
-    bundle = fit(toy_study.members, toy_study.store, toy_study.sources, FitConfig(dim=4, steps=0, progress=False))
+    bundle = fit(
+        toy_study.members, toy_study.store, toy_study.sources, FitConfig(dim=4, steps=0, progress=False)
+    )
     for member in toy_study.members:
         for task in bundle.tasks():
             theta = bundle.decode(member.name, bundle.code(member.name, task))

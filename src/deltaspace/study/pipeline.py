@@ -8,7 +8,9 @@ Layout of ``<out>``::
     config.json                 the resolved study config
     runs/<task>/<det>/seed<k>/  original-space runs (deltaspace sweep; ``runs:`` in the config moves them)
     subspace/                   the stage-1 bundle (projections, θ0, codes) + fit.json + fit_log.jsonl
-    stage2/<task>.json          stage 2 (optimise z per DET) and stage 3 (transfer matrix) for one task
+    subspace-loo/<task>/        leave-one-out mode: one bundle per held-out task, fitted without it
+    stage2/<task>.json          stage 2 (learned subspace and controls, per DET) and stage 3 (transfer)
+    stage2/parts/               finished (task, subspace) parts of an unfinished task, for resuming
     intrinsic/<task>--<det>.json   stage 6: the solutions found in the subspace, as d numbers
     landscape.json, landscape.png  stage 4
     timings.json                seconds per stage
@@ -17,6 +19,7 @@ Layout of ``<out>``::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -28,6 +31,7 @@ from safetensors.torch import load_file
 
 from deltaspace.io import write_json_atomic
 from deltaspace.study.config import StudyConfig
+from deltaspace.study.records import LEARNED, Stage2Record, SubspaceRun
 from deltaspace.study.report import write_report
 from deltaspace.train.sweep import slug
 
@@ -121,7 +125,7 @@ class StudyContext:
             for task in config.tasks:
                 self.store.add_solution(member.name, task, self._trained_vector(member, task), member.theta0)
         self.batches = {name: self._task_batches(name) for name in config.tasks}
-        self._originals: dict[str, dict[str, float]] = {}
+        self._references: dict[str, tuple[list[int], dict[str, list[int]], dict[str, list[int]]]] = {}
 
     # -- members and solutions
 
@@ -156,7 +160,9 @@ class StudyContext:
 
     # -- batches
 
-    def _batches(self, name: str, split: str, limit: int, *, shuffle: bool = False) -> list[dict[str, Any]]:
+    def _batches(
+        self, name: str, split: str, limit: int, batch_size: int, *, shuffle: bool = False
+    ) -> list[dict[str, Any]]:
         from deltaspace.train.data import cap_examples, make_loader, tokenize_split
 
         task = self.tasks[name]
@@ -165,125 +171,205 @@ class StudyContext:
         max_length = self.config.train.get("max_length") or task.max_length
         encoded = tokenize_split(dataset, self.tokenizer, is_pair=task.is_pair, max_length=max_length)
         loader = make_loader(
-            encoded, self.tokenizer, batch_size=self.config.batch_size, shuffle=shuffle, seed=self.config.seed
+            encoded, self.tokenizer, batch_size=batch_size, shuffle=shuffle, seed=self.config.seed
         )
         return [{**dict(batch), "prototypes": self.prototypes[name]} for batch in loader]
 
     def _task_batches(self, name: str):
         from deltaspace.subspace import TaskBatches
 
-        train = self._batches(name, "train", self.config.fit_train_examples, shuffle=True)
+        config = self.config
+        train = self._batches(name, "train", config.fit_train_examples, config.batch_size, shuffle=True)
         return TaskBatches(
             name=name,
             train_batches=lambda: train,
-            eval_batches=self._batches(name, "validation", self.config.eval_examples),
-            test_batches=self._batches(name, "test", self.config.eval_examples),
+            eval_batches=self._batches(name, "validation", config.eval_examples, config.eval_batch_size),
+            test_batches=self._batches(name, "test", config.test_examples, config.eval_batch_size),
             num_labels=self.tasks[name].num_labels,
         )
 
-    def initial(self, task: str) -> dict[str, float]:
-        """Each DET's test accuracy at θ0 (before any training): the floor relative numbers must beat."""
-        from deltaspace.subspace import evaluate
+    def reference_predictions(
+        self, task: str
+    ) -> tuple[list[int], dict[str, list[int]], dict[str, list[int]]]:
+        """Gold test labels, and each DET's test predictions at θ0 (untrained) and at its original-space
+        solution, on the subspace stages' test examples (so every comparison is paired)."""
+        from deltaspace.subspace.evaluate import predictions
 
-        batches = self.batches[task]
-        return {
-            m.name: evaluate(m, m.theta0, batches.report_batches, num_labels=batches.num_labels)["accuracy"]
-            for m in self.members
-        }
+        if task not in self._references:
+            batches = self.batches[task].report_batches
+            initial, original, gold = {}, {}, None
+            for m in self.members:
+                pred, gold = predictions(m, m.theta0, batches)
+                initial[m.name] = pred.tolist()
+                pred, _ = predictions(m, m.theta0 + self.store.delta(m.name, task), batches)
+                original[m.name] = pred.tolist()
+            self._references[task] = (gold.tolist(), initial, original)
+        return self._references[task]
 
     def originals(self, task: str) -> dict[str, float]:
         """Each DET's original-space test accuracy, re-scored on the subspace stages' test examples."""
-        from deltaspace.subspace import evaluate
-
-        if task not in self._originals:
-            batches = self.batches[task]
-            self._originals[task] = {
-                m.name: evaluate(
-                    m,
-                    m.theta0 + self.store.delta(m.name, task),
-                    batches.report_batches,
-                    num_labels=batches.num_labels,
-                )["accuracy"]
-                for m in self.members
-            }
-        return self._originals[task]
+        gold, _, original = self.reference_predictions(task)
+        return {
+            name: float((torch.tensor(p) == torch.tensor(gold)).float().mean())
+            for name, p in original.items()
+        }
 
     # -- stage 1
 
-    @property
-    def bundle_dir(self) -> Path:
+    def bundle_dir(self, task: str | None = None) -> Path:
+        """The subspace that solves ``task``: the shared one, or (leaving one out) the one fitted without it."""
+        if self.config.heldout_mode == "leave_one_out" and task is not None:
+            return self.out / "subspace-loo" / slug(task)
         return self.out / "subspace"
 
     def fit(self) -> None:
-        from deltaspace.subspace import FitConfig, SubspaceBundle, fit
+        if self.config.heldout_mode == "leave_one_out":
+            for task in self.config.stage2_tasks:
+                self._fit_one(self.bundle_dir(task), self.config.fit_sources(task))
+        else:
+            self._fit_one(self.bundle_dir(), self.config.fit_sources())
 
-        if (self.bundle_dir / "fit.json").is_file():
-            _log("stage 1 done before; reusing the saved subspace")
+    def _fit_one(self, directory: Path, sources: list[str]) -> None:
+        from deltaspace.subspace import SubspaceBundle, fit
+
+        if (directory / "fit.json").is_file():
+            _log(f"stage 1 done before; reusing {directory}")
             return
-        fit_config = FitConfig(**{"seed": self.config.seed, **self.config.fit})
-        source = [self.batches[name] for name in self.config.source_tasks]
-        self.bundle_dir.mkdir(parents=True, exist_ok=True)
+        fit_config = dataclasses.replace(self.config.fit)
+        directory.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
+        steps: list[float] = []
+        last = [time.perf_counter()]
+
+        def on_step(record: dict[str, Any]) -> None:
+            now = time.perf_counter()
+            steps.append(now - last[0])
+            last[0] = now
+
         fit(
             self.members,
             self.store,
-            source,
+            [self.batches[name] for name in sources],
             fit_config,
-            output_dir=self.bundle_dir,
-            log_path=self.bundle_dir / "fit_log.jsonl",
+            output_dir=directory,
+            log_path=directory / "fit_log.jsonl",
+            on_step=on_step,
         )
-        bundle = SubspaceBundle.load(self.bundle_dir)
+        bundle = SubspaceBundle.load(directory)
         summary = {
-            "config": fit_config.to_dict(),
+            "config": dataclasses.asdict(fit_config),
             "seconds": time.perf_counter() - start,
+            "seconds_per_step": sum(steps) / len(steps) if steps else None,
             "dims": {m.name: int(m.theta0.numel()) for m in self.members},
             "projection_memory_bytes": bundle.memory_bytes(),
             "projection_kinds": bundle.metadata.get("members", {}),
+            "closed_form": bundle.metadata.get("closed_form"),
             "reconstruction_error": bundle.reconstruction_errors(self.store),
-            "source_tasks": self.config.source_tasks,
+            "source_tasks": sources,
         }
-        write_json_atomic(self.bundle_dir / "fit.json", summary)
+        write_json_atomic(directory / "fit.json", summary)
 
-    def bundle(self):
+    def bundle(self, task: str | None = None):
         from deltaspace.subspace import SubspaceBundle
 
-        return SubspaceBundle.load(self.bundle_dir)
+        return SubspaceBundle.load(self.bundle_dir(task))
 
     # -- stages 2, 3, 6
 
-    def optimise_all(self) -> None:
-        from deltaspace.subspace import IntrinsicDelta, OptimiseConfig, optimise_and_transfer
+    def subspaces(self, task: str) -> dict[str, Any]:
+        """The learned subspace that solves ``task`` and the controls, built from the same source tasks."""
+        from deltaspace.subspace.controls import control_subspace
 
-        bundle = self.bundle()
-        optimise_config = OptimiseConfig(**{"seed": self.config.seed, **self.config.optimise})
+        sources = self.config.fit_sources(task)
+        fit_config = self.config.fit
+        spaces = {LEARNED: self.bundle(task)}
+        for kind in self.config.controls:
+            spaces[kind] = control_subspace(
+                kind,
+                self.members,
+                self.store,
+                sources,
+                fit_config.dim,
+                seed=self.config.seed,
+                max_dense_elements=fit_config.max_dense_elements,
+            )
+        return spaces
+
+    def optimise_all(self) -> None:
         for task in self.config.stage2_tasks:
             path = self.out / "stage2" / f"{slug(task)}.json"
-            if path.is_file():
+            if not path.is_file():
+                self._optimise_task(task, path)
+
+    def _optimise_task(self, task: str, path: Path) -> None:
+        from deltaspace.subspace import IntrinsicDelta, optimise, transfer
+
+        gold, initial, original = self.reference_predictions(task)
+        originals = self.originals(task)
+        spaces = self.subspaces(task)
+        parts = self.out / "stage2" / "parts"
+        runs: dict[str, dict[str, SubspaceRun]] = {}
+        seconds: dict[str, float] = {}
+        for kind, bundle in spaces.items():
+            part = parts / f"{slug(task)}--{kind}.json"
+            if part.is_file():  # resuming: this subspace finished before the study was stopped
+                data = json.loads(part.read_text())
+                runs[kind] = {det: SubspaceRun(**run) for det, run in data["runs"].items()}
+                seconds[kind] = data["seconds"]
                 continue
-            originals = self.originals(task)
             start = time.perf_counter()
-            matrix, results = optimise_and_transfer(
-                self.members, bundle, self.batches[task], optimise_config, original_metrics=originals
-            )
-            for name, result in results.items():
-                IntrinsicDelta.from_bundle(
-                    self.bundle_dir, name, result.z, task=task, metrics=result.metrics
-                ).save(self.out / "intrinsic" / f"{slug(task)}--{name}.json")
+            runs[kind] = {}
+            for member in self.members:
+                result = optimise(
+                    member,
+                    bundle,
+                    self.batches[task],
+                    self.config.optimise,
+                    original_metric=originals[member.name],
+                )
+                runs[kind][member.name] = SubspaceRun(
+                    metric=result.metric,
+                    initial_metric=result.initial_metric,
+                    selection_metric=result.selection_metric,
+                    best_step=result.best_step,
+                    predictions=result.predictions,
+                    z=result.z.tolist(),
+                    relative=result.relative,
+                )
+                if kind == LEARNED:
+                    IntrinsicDelta.from_bundle(
+                        self.bundle_dir(task), member.name, result.z, task=task, metrics=result.metrics
+                    ).save(self.out / "intrinsic" / f"{slug(task)}--{member.name}.json")
+            seconds[kind] = time.perf_counter() - start
             write_json_atomic(
-                path,
-                {
-                    "task": slug(task),
-                    "heldout": task in self.config.heldout_tasks,
-                    "seconds": time.perf_counter() - start,
-                    "original": originals,
-                    "initial": self.initial(task),
-                    "optimise": {
-                        name: {k: v for k, v in r.to_dict().items() if k != "history"}
-                        for name, r in results.items()
-                    },
-                    "transfer": matrix.to_dict(),
-                },
+                part,
+                {"runs": {d: dataclasses.asdict(r) for d, r in runs[kind].items()}, "seconds": seconds[kind]},
             )
+        start = time.perf_counter()
+        learned = runs[LEARNED]
+        matrix = transfer(
+            self.members,
+            spaces[LEARNED],
+            {name: torch.tensor(run.z) for name, run in learned.items()},
+            self.batches[task],
+            original_metrics=originals,
+            known={name: run.predictions for name, run in learned.items()},
+        )
+        seconds["transfer"] = time.perf_counter() - start
+        record = Stage2Record(
+            task=slug(task),
+            heldout=task in self.config.heldout_tasks or self.config.heldout_mode == "leave_one_out",
+            source_tasks=[slug(t) for t in self.config.fit_sources(task)],
+            gold=gold,
+            initial=initial,
+            original=original,
+            runs=runs,
+            transfer=matrix.to_dict(),
+            seconds=seconds,
+        )
+        write_json_atomic(path, record.to_dict())
+        for kind in spaces:
+            (parts / f"{slug(task)}--{kind}.json").unlink(missing_ok=True)
 
     # -- stage 4
 
@@ -293,26 +379,30 @@ class StudyContext:
 
         if (self.out / "landscape.json").is_file():
             return
-        options = {"resolution": 9, "margin": 0.5, "threshold": 90.0, **self.config.landscape}
-        task = options.get("task", self.config.source_tasks[0])
-        bundle = self.bundle()
+        options = self.config.landscape
+        task = options.task or self.config.source_tasks[0]
+        # leaving one out, the landscape is drawn in the subspace that was fitted without the last task
+        bundle = self.bundle(
+            self.config.stage2_tasks[-1] if self.config.heldout_mode == "leave_one_out" else None
+        )
+        plane = default_plane(bundle, slug(task) if slug(task) in bundle.tasks() else task)
         result = landscape(
             self.members,
             bundle,
             self.batches[task],
-            default_plane(bundle, task),
-            resolution=int(options["resolution"]),
-            margin=float(options["margin"]),
+            plane,
+            resolution=options.resolution,
+            margin=options.margin,
             original_metrics=self.originals(task),
         )
         plot_landscape(
             result,
             self.out / "landscape.png",
-            threshold=float(options["threshold"]),
-            title=f"{task}: the plane through the DETs' codes",
+            threshold=options.threshold,
+            title=f"{slug(task)}: {plane.kind} plane",
         )
         data = result.to_dict()
         data["task"] = slug(task)
-        data["threshold"] = float(options["threshold"])
-        data["shared_fraction"] = result.shared_fraction(float(options["threshold"]))
+        data["threshold"] = options.threshold
+        data["shared_fraction"] = result.shared_fraction(options.threshold)
         write_json_atomic(self.out / "landscape.json", data)

@@ -21,24 +21,33 @@ def check_metric(metric: str) -> None:
 
 
 @torch.no_grad()
-def evaluate(
-    member: SubspaceMember, theta: Tensor, batches: Sequence[Any], *, num_labels: int | None = None
-) -> dict[str, float]:
-    """Accuracy and macro-F1 of ``member`` with parameters ``theta`` over ``batches`` (percent-free, 0..1)."""
+def predictions(member: SubspaceMember, theta: Tensor, batches: Sequence[Any]) -> tuple[Tensor, Tensor]:
+    """Predicted and gold labels of ``member`` with parameters ``theta`` over ``batches`` (1-D, long)."""
     if not batches:
         raise ValueError(
             f"member {member.name!r}: no evaluation batches given; supply eval batches for the task"
         )
     theta = theta.detach()
-    predictions, labels = [], []
+    predicted, labels = [], []
     for batch in batches:
-        predictions.append(member.predict(theta, batch).reshape(-1).cpu())
+        predicted.append(member.predict(theta, batch).reshape(-1).cpu())
         labels.append(batch_labels(batch).reshape(-1).cpu())
-    pred = torch.cat(predictions).long()
-    gold = torch.cat(labels).long()
+    return torch.cat(predicted).long(), torch.cat(labels).long()
+
+
+def score(pred: Tensor, gold: Tensor, num_labels: int | None = None) -> dict[str, float]:
+    """Accuracy and macro-F1 of predictions against gold labels (0..1)."""
     if num_labels is None:
         num_labels = int(max(pred.max().item(), gold.max().item())) + 1
     return compute_metrics(pred.numpy(), gold.numpy(), num_labels)
+
+
+@torch.no_grad()
+def evaluate(
+    member: SubspaceMember, theta: Tensor, batches: Sequence[Any], *, num_labels: int | None = None
+) -> dict[str, float]:
+    """Accuracy and macro-F1 of ``member`` with parameters ``theta`` over ``batches`` (percent-free, 0..1)."""
+    return score(*predictions(member, theta, batches), num_labels)
 
 
 def relative(metric: float, original: float | None) -> float | None:

@@ -95,14 +95,39 @@ def pca_plane(points: Mapping[str, Tensor]) -> Plane:
 
 
 def default_plane(bundle: SubspaceBundle, task: str) -> Plane:
-    """The plane through the first three DET codes of ``task``; with two DETs, through both and z = 0."""
+    """The plane through the first three DET codes of ``task``; with two DETs, through both and z = 0.
+
+    Where the DETs' codes of the task (nearly) coincide, as after the closed-form start, which gives
+    every DET one shared code per task, that triangle is a point: the plane then runs through θ0 (z = 0),
+    the task's code and the code of the next source task, so the grid shows the region around the
+    task's solution, the untrained point and the way towards another task.
+    """
     codes = bundle.task_codes(task)
-    if len(codes) >= 3:
-        return plane_through(dict(list(codes.items())[:3]))
-    if len(codes) == 2:
-        return plane_through({"θ0": torch.zeros(bundle.dim), **codes})
-    raise ValueError(
-        f"a landscape plane needs at least two DET codes for {task!r}; the bundle has {len(codes)}"
+    if len(codes) < 2:
+        raise ValueError(
+            f"a landscape plane needs at least two DET codes for {task!r}; the bundle has {len(codes)}"
+        )
+    stacked = torch.stack([_vector(z) for z in codes.values()])
+    spread = float((stacked - stacked.mean(0)).norm(dim=1).max())
+    if spread > 1e-3 * max(1.0, float(stacked.norm(dim=1).max())):
+        if len(codes) >= 3:
+            try:
+                return plane_through(dict(list(codes.items())[:3]))
+            except ValueError:
+                pass  # collinear codes: fall through to the task plane
+        elif len(codes) == 2:
+            return plane_through({"θ0": torch.zeros(bundle.dim), **codes})
+    others = [t for t in bundle.tasks() if t != task]
+    if not others:
+        raise ValueError(
+            f"the DETs share one code for {task!r} and the bundle has no other task to span a plane"
+        )
+    return plane_through(
+        {
+            "θ0": torch.zeros(bundle.dim),
+            task: stacked.mean(0),
+            others[0]: torch.stack([_vector(z) for z in bundle.task_codes(others[0]).values()]).mean(0),
+        }
     )
 
 

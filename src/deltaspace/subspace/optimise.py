@@ -23,12 +23,12 @@ from tqdm.auto import tqdm
 from deltaspace.subspace._optim import OPTIMIZERS, SCHEDULES, frozen, make_optimizer, make_schedule, seeded
 from deltaspace.subspace.batches import TaskBatches
 from deltaspace.subspace.bundle import SubspaceBundle
-from deltaspace.subspace.evaluate import check_metric, evaluate, relative
+from deltaspace.subspace.evaluate import check_metric, evaluate, predictions, relative, score
 from deltaspace.subspace.member import SubspaceMember, check_member
 
 logger = logging.getLogger(__name__)
 
-INITS = ("normal", "zeros")
+INITS = ("normal", "zeros", "source_mean")
 
 
 @dataclass
@@ -36,8 +36,9 @@ class OptimiseConfig:
     """Stage-2 settings (paper: Adafactor, constant lr in {1e-2, 5e-2}, 5000 steps, z ~ N(0, 0.02)).
 
     Attributes:
-        init: ``normal`` (z ~ N(0, init_std²)) or ``zeros`` (start at θ0).
-        eval_every: validate on the eval batches every this many steps (and at the end).
+        init: ``normal`` (z ~ N(0, init_std²), the paper's), ``zeros`` (start at θ0) or ``source_mean``
+            (the mean of the member's source-task codes; not the paper's, report it separately).
+        eval_every: validate on the eval batches every this many steps (and at step 0 and the end).
     """
 
     steps: int = 500
@@ -73,6 +74,8 @@ class OptimiseResult:
     """The best code found for ``task`` through ``member``'s up-projection, and its scores.
 
     ``metric`` is on the report (test) batches; ``selection_metric`` the eval-batch score that chose it;
+    ``initial_metric`` the report score at the starting code (step 0), for comparison with the chosen one;
+    ``predictions`` the chosen code's report-batch predictions (for paired statistics);
     ``relative`` is ``metric / original_metric × 100`` when the original-space metric was given.
     """
 
@@ -83,6 +86,8 @@ class OptimiseResult:
     metrics: dict[str, float]
     selection_metric: float
     best_step: int
+    initial_metric: float | None = None
+    predictions: list[int] | None = None
     original_metric: float | None = None
     relative: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -93,9 +98,16 @@ class OptimiseResult:
         return data
 
 
-def initial_code(dim: int, config: OptimiseConfig) -> Tensor:
+def initial_code(
+    dim: int, config: OptimiseConfig, bundle: SubspaceBundle | None = None, member: str = ""
+) -> Tensor:
     if config.init == "zeros":
         return torch.zeros(dim)
+    if config.init == "source_mean":
+        codes = bundle.codes.get(member, {}) if bundle is not None else {}
+        if not codes:
+            raise ValueError(f"init=source_mean needs the bundle's source codes of {member!r}; it has none")
+        return torch.stack(list(codes.values())).mean(0)
     generator = torch.Generator().manual_seed(config.seed)
     return torch.randn(dim, generator=generator) * config.init_std
 
@@ -136,22 +148,22 @@ def optimise(
     z0 = (
         z_init.detach().clone().float().reshape(-1)
         if z_init is not None
-        else initial_code(bundle.dim, config)
+        else initial_code(bundle.dim, config, bundle, member.name)
     ).to(device)
     if z0.numel() != bundle.dim:
         raise ValueError(f"z_init has size {z0.numel()}, the subspace has d = {bundle.dim}")
 
-    def score(z: Tensor) -> dict[str, float]:
+    def validate_at(z: Tensor) -> dict[str, float]:
         with torch.no_grad():
             return evaluate(member, up(z), task.eval_batches, num_labels=task.num_labels)
 
     history: list[dict[str, Any]] = []
     with seeded(config.seed), frozen(up):
-        z = torch.nn.Parameter(z0)
+        z = torch.nn.Parameter(z0.clone())  # a copy: z0 is reported at the end
         optimizer = make_optimizer([z], config.optimizer, config.lr)
         schedule = make_schedule(optimizer, config.schedule, config.steps)
         stream = task.stream()
-        best_z, best_step, best_score = z.detach().clone(), 0, score(z)[config.metric]
+        best_z, best_step, best_score = z.detach().clone(), 0, validate_at(z)[config.metric]
         history.append({"step": 0, "eval": best_score})
         bar = tqdm(
             total=config.steps,
@@ -170,7 +182,7 @@ def optimise(
                 schedule.step()
                 record: dict[str, Any] = {"step": step, "loss": float(loss.detach())}
                 if (config.eval_every and step % config.eval_every == 0) or step == config.steps:
-                    record["eval"] = score(z)[config.metric]
+                    record["eval"] = validate_at(z)[config.metric]
                     if record["eval"] > best_score:
                         best_z, best_step, best_score = z.detach().clone(), step, record["eval"]
                 history.append(record)
@@ -185,7 +197,9 @@ def optimise(
         finally:
             bar.close()
     with torch.no_grad():
-        metrics = evaluate(member, up(best_z), task.report_batches, num_labels=task.num_labels)
+        pred, gold = predictions(member, up(best_z), task.report_batches)
+        initial = score(*predictions(member, up(z0), task.report_batches), task.num_labels)
+    metrics = score(pred, gold, task.num_labels)
     value = metrics[config.metric]
     if not np.isfinite(value):
         raise ValueError(f"stage 2 produced a non-finite {config.metric} for {member.name}/{task.name}")
@@ -197,6 +211,8 @@ def optimise(
         metrics=metrics,
         selection_metric=best_score,
         best_step=best_step,
+        initial_metric=initial[config.metric],
+        predictions=pred.tolist(),
         original_metric=original_metric,
         relative=relative(value, original_metric),
         history=history,

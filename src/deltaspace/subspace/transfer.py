@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from deltaspace.subspace.batches import TaskBatches
+from deltaspace.subspace.batches import TaskBatches, batch_labels
 from deltaspace.subspace.bundle import SubspaceBundle
-from deltaspace.subspace.evaluate import check_metric, evaluate, relative
+from deltaspace.subspace.evaluate import check_metric, predictions, relative, score
 from deltaspace.subspace.member import SubspaceMember, check_member
 from deltaspace.subspace.optimise import OptimiseConfig, OptimiseResult, optimise
 
@@ -37,6 +37,7 @@ class TransferResult:
     targets: list[str]
     metrics: np.ndarray
     relative: np.ndarray | None
+    predictions: list[list[list[int]]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -51,6 +52,11 @@ class TransferResult:
         return float(values[mask].mean()) if mask.any() else float("nan")
 
 
+def batch_gold(batches: Sequence[Any]) -> torch.Tensor:
+    """The gold labels of ``batches``, concatenated (1-D, long)."""
+    return torch.cat([batch_labels(b).reshape(-1).cpu() for b in batches]).long()
+
+
 def transfer(
     members: Sequence[SubspaceMember],
     bundle: SubspaceBundle,
@@ -59,8 +65,13 @@ def transfer(
     *,
     original_metrics: Mapping[str, float] | None = None,
     metric: str = "accuracy",
+    known: Mapping[str, Sequence[int]] | None = None,
 ) -> TransferResult:
-    """Evaluate each source code (``codes``: source DET name -> z) through every member's up-projection."""
+    """Evaluate each source code (``codes``: source DET name -> z) through every member's up-projection.
+
+    ``known``: member name -> report-batch predictions already computed for its own code (stage 2's),
+    reused for the diagonal instead of evaluated again.
+    """
     check_metric(metric)
     for member in members:
         check_member(member)
@@ -68,18 +79,27 @@ def transfer(
         raise ValueError("transfer() needs at least one source code (source DET name -> z)")
     sources, targets = list(codes), [m.name for m in members]
     values = np.zeros((len(sources), len(targets)))
+    cells: list[list[list[int]]] = []
+    gold = batch_gold(task.report_batches)
     for i, source in enumerate(sources):
+        row = []
         for j, member in enumerate(members):
-            up = bundle.up(member.name).to(member.theta0.device)
-            with torch.no_grad():
-                theta = up(torch.as_tensor(codes[source]).float().to(member.theta0.device))
-            values[i, j] = evaluate(member, theta, task.report_batches, num_labels=task.num_labels)[metric]
+            if known is not None and source == member.name and member.name in known:
+                pred = torch.as_tensor(list(known[member.name])).long()
+            else:
+                up = bundle.up(member.name).to(member.theta0.device)
+                with torch.no_grad():
+                    theta = up(torch.as_tensor(codes[source]).float().to(member.theta0.device))
+                pred, _ = predictions(member, theta, task.report_batches)
+            values[i, j] = score(pred, gold, task.num_labels)[metric]
+            row.append(pred.tolist())
+        cells.append(row)
     rel = None
     if original_metrics is not None and all(original_metrics.get(t) for t in targets):
         rel = np.array(
             [[relative(v, original_metrics[t]) for v, t in zip(row, targets, strict=True)] for row in values]
         )
-    return TransferResult(task.name, metric, sources, targets, values, rel)
+    return TransferResult(task.name, metric, sources, targets, values, rel, cells)
 
 
 def optimise_and_transfer(
@@ -103,5 +123,6 @@ def optimise_and_transfer(
         task,
         original_metrics=original_metrics,
         metric=config.metric,
+        known={name: r.predictions for name, r in results.items() if r.predictions is not None},
     )
     return matrix, results

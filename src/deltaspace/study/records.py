@@ -1,0 +1,97 @@
+"""The stage-2 record of one task: what the pipeline writes (``stage2/<task>.json``) and the report reads.
+
+Every reported number is paired on the same test examples: the gold labels, θ0's and the original-space
+solution's predictions, and the predictions of each subspace's best code, so gain recovered and its
+bootstrap interval are computed from the record alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from deltaspace.subspace.gain import GainCell
+
+LEARNED = "learned"
+
+
+@dataclass
+class SubspaceRun:
+    """Stage 2 through one DET in one subspace: the chosen code's test score and predictions."""
+
+    metric: float
+    initial_metric: float | None
+    selection_metric: float
+    best_step: int
+    predictions: list[int]
+    z: list[float]
+    relative: float | None = None
+
+
+@dataclass
+class Stage2Record:
+    """Stage 2 (and stage 3) of one task.
+
+    ``runs[subspace][det]``: ``learned`` is stage 1's subspace, the others the controls (``random``,
+    ``span``). ``transfer``: the learned subspace's transfer matrix (rows: source DET, columns: target
+    DET) with its per-cell predictions. ``source_tasks``: the tasks its subspace was fitted on.
+    """
+
+    task: str
+    heldout: bool
+    source_tasks: list[str]
+    gold: list[int]
+    initial: dict[str, list[int]]
+    original: dict[str, list[int]]
+    runs: dict[str, dict[str, SubspaceRun]]
+    transfer: dict[str, Any] | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def accuracy(self, predictions: list[int]) -> float:
+        return float(np.mean(np.asarray(predictions) == np.asarray(self.gold)))
+
+    def correct(self, predictions: list[int]) -> np.ndarray:
+        return (np.asarray(predictions) == np.asarray(self.gold)).astype(float)
+
+    def gain_cell(self, subspace: str, det: str) -> GainCell:
+        return GainCell(
+            self.task,
+            det,
+            self.correct(self.runs[subspace][det].predictions),
+            self.correct(self.initial[det]),
+            self.correct(self.original[det]),
+        )
+
+    def transfer_cells(self) -> list[GainCell]:
+        """One cell per off-diagonal (source, target) pair: the target DET's gain from the source's code."""
+        if not self.transfer or not self.transfer.get("predictions"):
+            return []
+        cells = []
+        for i, source in enumerate(self.transfer["sources"]):
+            for j, target in enumerate(self.transfer["targets"]):
+                if source != target:
+                    cells.append(
+                        GainCell(
+                            self.task,
+                            f"{source}->{target}",
+                            self.correct(self.transfer["predictions"][i][j]),
+                            self.correct(self.initial[target]),
+                            self.correct(self.original[target]),
+                        )
+                    )
+        return cells
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Stage2Record:
+        data = dict(data)
+        data["runs"] = {
+            kind: {det: SubspaceRun(**run) for det, run in by_det.items()}
+            for kind, by_det in data["runs"].items()
+        }
+        return cls(**data)
