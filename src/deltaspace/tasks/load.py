@@ -156,11 +156,11 @@ def load_task(
 def dropped_rows_note(stats: dict[str, int], source: str) -> str | None:
     """One line counting the rows cleaning dropped (empty text / label, duplicates, conflicting labels)."""
     parts = [
-        f"{stats.get(key, 0)} {what}"
-        for key, what in (
-            ("n_empty_removed", "with an empty text or label"),
-            ("n_duplicates_removed", "duplicate"),
-            ("n_conflicting_removed", "with conflicting labels"),
+        f"{stats.get(key, 0)} {what if stats.get(key, 0) == 1 else plural}"
+        for key, what, plural in (
+            ("n_empty_removed", "with an empty text or label", "with an empty text or label"),
+            ("n_duplicates_removed", "duplicate", "duplicates"),
+            ("n_conflicting_removed", "with conflicting labels", "with conflicting labels"),
         )
         if stats.get(key, 0)
     ]

@@ -169,7 +169,9 @@ def train(
         plan.apply()
     accelerator.wait_for_everyone()
     work_dir = plan.work_dir
-    accelerator.project_configuration.set_directories(str(work_dir))
+    # TensorBoard writes under the work directory (the staging folder when replacing a finished run).
+    accelerator.project_configuration.project_dir = str(work_dir)
+    accelerator.project_configuration.logging_dir = str(work_dir)
     if accelerator.is_main_process:
         config.to_json(work_dir / CONFIG_FILE)
     accelerator.init_trackers(TB_DIR, config=_hparams(config))
