@@ -15,7 +15,7 @@ def study(
     config: Annotated[
         str | None,
         typer.Argument(
-            help="A study YAML, or a shipped one: default (the demo), full_suite. Default: default."
+            help="A study YAML, or a shipped one: default (the demo), full_suite, full_suite_loo. Default: default."
         ),
     ] = None,
     out: Annotated[

@@ -20,7 +20,7 @@ from deltaspace.subspace.controls import CONTROLS
 from deltaspace.subspace.fit import FitConfig
 from deltaspace.subspace.optimise import OptimiseConfig
 
-SHIPPED = ("default", "full_suite")
+SHIPPED = ("default", "full_suite", "full_suite_loo")
 HELDOUT_MODES = ("fixed", "leave_one_out")
 
 
