@@ -8,7 +8,7 @@ keeps typer's traceback. ``--debug`` (or ``DELTASPACE_DEBUG=1``) shows the trace
 from __future__ import annotations
 
 import os
-from typing import Any, NoReturn
+from typing import Any
 
 import typer
 from typer.core import TyperGroup
@@ -77,9 +77,3 @@ def _main_options(
 ) -> None:
     """Delta tuning for transformers: Coeff-Tuning, a zoo of delta methods, and their unified subspace."""
     ctx.meta[_DEBUG_KEY] = debug
-
-
-def fail(message: str) -> NoReturn:
-    """A one-line error for a problem the user can fix (no traceback), exit code 1."""
-    print_error(message)
-    raise typer.Exit(code=1)
