@@ -90,12 +90,12 @@ def _check_option(owner: str, cls: type, option: str, value: Any, key: str) -> N
         annotation = typing.get_type_hints(cls).get(option, Any)
     except Exception:  # unresolvable annotations: leave the check to the config itself
         annotation = Any
-    if not _matches(value, annotation):
-        raise UserInputError(
-            f"method option {key}={value!r}: {owner}'s {option} must be {_describe(annotation)} "
-            f"(e.g. -O {key}=...)"
-        )
     default = _default(fields[option])
+    if not _matches(value, annotation):
+        example = f" (default {default!r})" if default is not None else ""
+        raise UserInputError(
+            f"method option {key}={value!r}: {owner}'s {option} must be {_describe(annotation)}{example}"
+        )
     positive_default = isinstance(default, int) and not isinstance(default, bool) and default >= 1
     if positive_default and isinstance(value, int) and value < 1:
         raise UserInputError(f"method option {key}={value!r}: {owner}'s {option} must be >= 1")
@@ -151,7 +151,8 @@ def _describe(annotation: Any) -> str:
     if annotation in names:
         return names[annotation]
     if origin in (list, tuple, set) or annotation in (list, tuple, set):
-        return f"a list of {_describe(args[0])}" if args else "a list"
+        plural = {str: "strings", int: "integers", float: "numbers", bool: "booleans"}
+        return f"a list of {plural.get(args[0], _describe(args[0]))}" if args else "a list"
     return getattr(annotation, "__name__", str(annotation))
 
 
