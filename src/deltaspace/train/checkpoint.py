@@ -78,6 +78,7 @@ def save_checkpoint(
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()  # every process's RNG file is in place before the folder is published
     if accelerator.is_main_process:
         write_safetensors_atomic(tmp / TENSORS_FILE, tensors)
         pause_point("checkpoint-write", step, run_dir)
