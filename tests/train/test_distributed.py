@@ -56,7 +56,8 @@ def test_two_processes_match_one(tiny_model_dir, make_tiny_task, tmp_path):
 
     two_dir = tmp_path / "two"
     config_path = tmp_path / "two.json"
-    base.replace(output_dir=str(two_dir)).to_json(config_path)
+    # Checkpoints at every step (time-based: the processes must agree when one is due) change nothing.
+    base.replace(output_dir=str(two_dir), checkpoint_minutes=1e-9).to_json(config_path)
     script = tmp_path / "run_two.py"
     script.write_text(textwrap.dedent(SCRIPT.format(tests_dir=str(Path(__file__).parent))))
     command = [
