@@ -2,8 +2,8 @@
 
 Every case must: exit non-zero, print exactly one line (``error: ...``) naming the problem, show no
 traceback, leave no run folder behind and leave every pre-existing file untouched (the whole workspace is
-fingerprinted before and after each case). Runs in-process through typer's CliRunner; nothing here gets
-as far as loading a model.
+fingerprinted before and after each case). Runs in-process through typer's CliRunner; only the case
+whose error needs the loaded model gets as far as loading one.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,8 @@ def workspace(tmp_path_factory, cli_model_dir) -> Path:
     args += ["--max-steps", "1", "--cpu", "--batch-size", "8", "--out", str(finished)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
+    shutil.copytree(finished, ws / "damaged")
+    (ws / "damaged" / "delta" / "delta_model.safetensors").write_bytes(b"junk")
     return ws
 
 
@@ -112,6 +115,13 @@ CASES = [
     ("option-unknown", [*T, *GOOD_TASK, "--method", "lora", "-O", "rr=4"], 1, "matches no option"),
     ("option-other-method", [*T, *GOOD_TASK, "--method", "coeff", "-O", "lora.r=4"], 1, "not in 'coeff'"),
     ("option-dropout", [*T, *GOOD_TASK, "--method", "lora", "-O", "lora_dropout=1.5"], 1, "[0, 1)"),
+    (  # only the loaded model can tell: the folder must still not be created
+        "option-target-missing",
+        [*T, *GOOD_TASK, "--method", "lora", "-O", "target_modules=[nope]"],
+        1,
+        "not found in the base model",
+    ),
+    ("task-directory", [*T, "--task", "{ws}/notes"], 1, "is not a dataset saved with datasets"),
     ("option-syntax", [*T, *GOOD_TASK, "--method", "lora", "-O", "r8"], 2, "takes key=value"),
     ("lr-negative", [*T, *GOOD_TASK, "--lr", "-1"], 1, "lr must be a positive number"),
     ("lr-not-number", [*T, *GOOD_TASK, "--lr", "abc"], 2, "Invalid value for '--lr'"),
@@ -182,6 +192,7 @@ CASES = [
         1,
         "must be an integer",
     ),
+    ("eval-damaged-delta", ["eval", "{ws}/damaged"], 1, "cannot be loaded"),
     ("eval-missing", ["eval", "{ws}/no_run"], 1, "not a run directory"),
     ("eval-foreign", ["eval", "{ws}/notes"], 1, "not a run directory"),
     ("eval-split", ["eval", "{ws}/finished", "--split", "dev"], 1, "unknown split 'dev'"),

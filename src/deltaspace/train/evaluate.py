@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from deltaspace.errors import MissingFileError, UserInputError
+from deltaspace.errors import BrokenFileError, MissingFileError, UserInputError
 from deltaspace.tasks.metrics import compute_metrics
 from deltaspace.tasks.task import SPLITS, Task
 from deltaspace.train.config import TrainConfig
@@ -91,7 +91,13 @@ def evaluate_run(
     classifier, tokenizer = build_classifier(
         config.model, task, config.head, config.seed, temperature=config.temperature
     )
-    model = DeltaModel.from_pretrained(classifier, run_dir / DELTA_DIR)
+    try:
+        model = DeltaModel.from_pretrained(classifier, run_dir / DELTA_DIR)
+    except Exception as error:  # a truncated or foreign file: say which, not where in safetensors it broke
+        raise BrokenFileError(
+            f"the delta in {run_dir / DELTA_DIR} cannot be loaded ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); rerun the training with --overwrite"
+        ) from error
     device = (
         torch.device(device)
         if device is not None
