@@ -137,3 +137,20 @@ def test_time_based_checkpoints(tiny_model_dir, make_tiny_task, tmp_path, monkey
     with pytest.raises(Crash):
         train(off, task=make_tiny_task())
     assert latest_checkpoint(tmp_path / "off") is None
+
+
+def test_an_interrupted_overwrite_resumes_beside_the_old_run(
+    tiny_model_dir, make_tiny_task, tmp_path, monkeypatch
+):
+    train(_config(tiny_model_dir, tmp_path / "reference", lr=0.01), task=make_tiny_task())
+    old = train(_config(tiny_model_dir, tmp_path / "run"), task=make_tiny_task())
+    crash_at(monkeypatch, "step:7")
+    new = _config(tiny_model_dir, tmp_path / "run", lr=0.01)
+    with pytest.raises(Crash):
+        train(new, task=make_tiny_task(), overwrite=True)
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["test"] == old.test  # still the old run
+    assert latest_checkpoint(tmp_path / ".run.new") is not None
+    train(new, task=make_tiny_task(), overwrite=True)  # the same command again: resumes the replacement
+    assert_same_run(tmp_path / "run", tmp_path / "reference")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reference", "run"]
