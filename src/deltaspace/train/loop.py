@@ -74,8 +74,6 @@ def train(
     and ends exactly as an uninterrupted run would; a finished one raises unless ``overwrite``, which
     trains the new run beside it and swaps it in when it has finished.
     """
-    from deltaspace.deltas.presets import resolve_method
-    from deltaspace.model import get_delta_model
     from deltaspace.train.build import build_classifier
 
     config.validate()
@@ -113,9 +111,7 @@ def train(
             classifier, tokenizer = build_classifier(
                 config.model, task, config.head, config.seed, temperature=config.temperature
             )
-        delta_model = _build_delta_model(
-            classifier, config, resolve_method=resolve_method, get_delta_model=get_delta_model
-        )
+        delta_model = _build_delta_model(classifier, config)
     else:
         delta_model, tokenizer = prebuilt
     trainable_params, total_params = delta_model.get_nb_trainable_parameters()
@@ -383,8 +379,11 @@ def train(
     return result
 
 
-def _build_delta_model(classifier: nn.Module, config: TrainConfig, *, resolve_method, get_delta_model):
+def _build_delta_model(classifier: nn.Module, config: TrainConfig) -> nn.Module:
     """The DeltaModel of ``config``; errors the method's options cause become one-line user errors."""
+    from deltaspace.deltas.presets import resolve_method
+    from deltaspace.model import get_delta_model
+
     try:
         delta_configs = resolve_method(config.method, classifier, **config.method_options)
     except ValueError as error:
