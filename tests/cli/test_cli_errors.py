@@ -139,6 +139,7 @@ CASES = [
     ("no-task", ["train", "--method", "lora", "--out", "{out}"], 1, "--task is required"),
     ("max-steps-not-int", [*T, *GOOD_TASK, "--max-steps", "x"], 2, "Invalid value for '--max-steps'"),
     ("unknown-command", ["trian", "--task", "x"], 2, "No such command 'trian'"),
+    ("debug-after-command", ["train", "--debug"], 2, "--debug goes before the command"),
     ("out-finished-run", [*T, *GOOD_TASK, "--out", "{ws}/finished"], 1, "holds a finished run"),
     ("out-foreign-folder", [*T, *GOOD_TASK, "--out", "{ws}/notes"], 1, "(thesis.tex)"),
     ("out-fake-run", [*T, *GOOD_TASK, "--method", "lora", "--out", "{ws}/fake_run"], 1, "delta/README"),

@@ -49,7 +49,10 @@ class ErrorBoundaryGroup(TyperGroup):
             if debug_enabled(ctx) or type(error).__name__ == "NoArgsIsHelpError":  # that one prints help
                 raise
             where = error.ctx.command_path if error.ctx is not None else ctx.command_path
-            print_error(f"{error.format_message()} (see `{where} --help`)")
+            hint = f"see `{where} --help`"
+            if "--debug" in error.format_message():
+                hint = "--debug goes before the command: `deltaspace --debug train ...`"
+            print_error(f"{error.format_message()} ({hint})")
             raise typer.Exit(code=2) from None
         except DeltaspaceError as error:
             if debug_enabled(ctx):
