@@ -143,10 +143,10 @@ class SweepConfig:
             ) from None
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
-            where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark is not None else ""
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
             problem = getattr(error, "problem", None) or str(error).splitlines()[0]
             raise BrokenFileError(
-                f"sweep config {path} is not valid YAML ({where} {problem}); fix the file".replace("( ", "(")
+                f"sweep config {path} is not valid YAML ({where}{problem}); fix the file"
             ) from None
         if not isinstance(data, dict):
             raise UserInputError(f"sweep config {path} must be a mapping with keys {', '.join(_SWEEP_KEYS)}")
