@@ -150,3 +150,16 @@ def test_key_columns_skipped_only_where_nothing_is_visible():
         None, q_len=13, kv_len=13, num_prefix=2, causal=True, sliding_window=4, bias=None
     )
     assert with_prefix.columns(8, 11) == (0, 13)  # prefix columns stay in front
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_mask_rate_and_unbiased_scale(p):
+    layout = KeyLayout.build(
+        None, q_len=4, kv_len=4, num_prefix=0, causal=False, sliding_window=None, bias=None
+    )
+    plan = BlockedPlan(layout, 1.0, dropout=p, seed=7)
+    dropped = blocked._dropped(plan, 0, torch.empty(200_000))
+    assert dropped.float().mean().item() == pytest.approx(p, abs=0.005)
+    assert not torch.equal(dropped, blocked._dropped(plan, 1, torch.empty(200_000)))  # panels differ
+    kept_fraction = 1.0 - (blocked._drop_threshold(p) + 2**15) / 2**16
+    assert blocked._keep_scale(p) * kept_fraction == pytest.approx(1.0, rel=1e-12)

@@ -8,8 +8,9 @@ separate log-sum-exp pass), mixes them with one (H, H) product, applies dropout 
 a map, and the working set is one panel (about ``PANEL_ELEMENTS`` floats). Because a panel has whole rows,
 the softmax backward term rowsum(dP ⊙ P) per source head is exact within the panel too, with no extra pass.
 
-Everything inside runs in float32 (float64 for float64 inputs) whatever the inputs' dtype. Attention dropout draws each panel's mask
-from a generator seeded with (seed, panel index), so backward regenerates the very masks forward used.
+Everything inside runs in float32 (float64 for float64 inputs) whatever the inputs' dtype. Attention
+dropout draws each panel's mask from a generator seeded with (seed, panel index), so backward regenerates
+the very masks forward used.
 Written by hand (no fused kernel exposes post-softmax maps to mix); docs/coeff_attention_triton.md
 describes the GPU (tiled) version of the same algorithm.
 """
@@ -22,9 +23,13 @@ import torch
 
 from deltaspace.attention.layout import KeyLayout
 
-# Floats per panel of scores (B·H·rows·keys): 2^21 = 8 MiB in float32; a panel and its few temporaries
-# stay in the last-level cache on typical CPUs and the per-panel Python overhead stays small.
+# Floats per panel of scores (B·H·rows·keys): 2^21 = 8 MiB in float32. Smaller panels make the products
+# that accumulate over a panel's rows (dV, dK) inefficient, larger ones fall out of cache; 2^20 to 2^21
+# measured best for a MiniLM training step on CPU (bench/coeff_long.py). One panel and a few temporaries
+# are the whole working set.
 PANEL_ELEMENTS = 1 << 21
+# Floats per chunk of the head mix (see _mix).
+MIX_ELEMENTS = 1 << 19
 
 
 @dataclass(frozen=True)
@@ -56,13 +61,28 @@ def _grouped(states: torch.Tensor, kv_heads: int) -> torch.Tensor:
     return states.reshape(batch, kv_heads, (heads // kv_heads) * rows, last)
 
 
-def _keep(plan: BlockedPlan, panel: int, like: torch.Tensor) -> torch.Tensor:
-    """Inverted-dropout multipliers (0 or 1/(1-p)) of one panel, the same in forward and backward."""
-    shape, dtype, device = like.shape, like.dtype, like.device
-    generator = torch.Generator(device=device)
+def _dropped(plan: BlockedPlan, panel: int, like: torch.Tensor) -> torch.Tensor:
+    """Boolean dropout mask (True = dropped) of one panel, the same in forward and backward.
+
+    Drawn as 16-bit uniforms cut out of 64-bit random words (``random_`` over the full int64 range), about
+    6x cheaper on CPU than ``bernoulli_``; the drop probability is p rounded to a multiple of 2⁻¹⁶.
+    """
+    generator = torch.Generator(device=like.device)
     generator.manual_seed((plan.seed + 1_000_003 * panel) % (1 << 63))
-    keep = torch.empty(shape, dtype=dtype, device=device)
-    return keep.bernoulli_(1.0 - plan.dropout, generator=generator).div_(1.0 - plan.dropout)
+    count = like.numel()
+    words = torch.empty(-(-count // 4), dtype=torch.int64, device=like.device)
+    words.random_(-(1 << 63), (1 << 63) - 1, generator=generator)
+    uniform16 = words.view(torch.int16)[:count].view(like.shape)
+    return uniform16 < _drop_threshold(plan.dropout)
+
+
+def _drop_threshold(p: float) -> int:
+    return -(1 << 15) + round(p * (1 << 16))
+
+
+def _keep_scale(p: float) -> float:
+    """1 / (1 - p) for the p the 16-bit mask actually uses (inverted dropout stays unbiased)."""
+    return 1.0 / (1.0 - (_drop_threshold(p) + (1 << 15)) / (1 << 16))
 
 
 def _scores(
@@ -81,11 +101,23 @@ def _scores(
 
 
 def _mix(probs: torch.Tensor, coefficients: torch.Tensor | None) -> torch.Tensor:
+    """Â[b, h] = Σ_k C[h, k] P[b, k] over a panel, in row chunks of about ``MIX_ELEMENTS``.
+
+    An (H, H) @ (H, M) product has a tiny inner dimension, so it runs at memory speed; on chunks that stay
+    in cache it measured about 3x faster on CPU than on a whole 8 MiB panel.
+    """
     if coefficients is None:
         return probs
-    batch, heads = probs.shape[:2]
-    flat = probs.view(batch, heads, -1)
-    return torch.bmm(coefficients.expand(batch, heads, heads), flat).view_as(probs)
+    batch, heads, rows, cols = probs.shape
+    weights = coefficients.expand(batch, heads, heads)
+    step = max(1, MIX_ELEMENTS // (batch * heads * cols))
+    if step >= rows:
+        return torch.bmm(weights, probs.view(batch, heads, -1)).view_as(probs)
+    mixed = torch.empty_like(probs)
+    for start in range(0, rows, step):
+        chunk = probs[:, :, start : start + step].reshape(batch, heads, -1)
+        mixed[:, :, start : start + step] = torch.bmm(weights, chunk).view(batch, heads, -1, cols)
+    return mixed
 
 
 class _BlockedAttention(torch.autograd.Function):
@@ -103,9 +135,11 @@ class _BlockedAttention(torch.autograd.Function):
             scores, _ = _scores(q32, k32, plan, rows, cols)
             mixed = _mix(torch.softmax(scores, dim=-1), c32)
             del scores
-            if plan.dropout > 0.0:
-                mixed = mixed * _keep(plan, index, mixed)
+            if plan.dropout > 0.0:  # (the 1/(1-p) scale is applied to the small product below)
+                mixed.masked_fill_(_dropped(plan, index, mixed), 0.0)
             out = torch.matmul(_grouped(mixed, kv_heads), v32[:, :, cols[0] : cols[1]])
+            if plan.dropout > 0.0:
+                out.mul_(_keep_scale(plan.dropout))
             output[:, :, rows[0] : rows[1]] = out.view(batch, heads, rows[1] - rows[0], -1)
         ctx.save_for_backward(query, key, value, coefficients)
         ctx.plan = plan
@@ -123,6 +157,8 @@ class _BlockedAttention(torch.autograd.Function):
         k32, v32 = key.to(dtype), value.to(dtype)
         c32 = None if coefficients is None else coefficients.to(dtype)
         grad_out = grad_output.to(dtype)
+        if plan.dropout > 0.0:  # inverted dropout's 1/(1-p), applied once to the small gradient
+            grad_out = grad_out * _keep_scale(plan.dropout)
         grad_q = torch.zeros_like(q32) if need_q else None
         grad_k = torch.zeros_like(k32) if need_k else None
         grad_v = torch.zeros_like(v32) if need_v else None
@@ -133,12 +169,15 @@ class _BlockedAttention(torch.autograd.Function):
             scores, capped = _scores(q32, k32, plan, rows, cols)
             probs = torch.softmax(scores, dim=-1)
             del scores
-            keep = _keep(plan, index, probs) if plan.dropout > 0.0 else None
+            dropped = _dropped(plan, index, probs) if plan.dropout > 0.0 else None
             go = _grouped(grad_out[:, :, rows[0] : rows[1]], kv_heads)
             values = v32[:, :, cols[0] : cols[1]]
             if grad_v is not None:
                 mixed = _mix(probs, c32)
-                mixed = mixed * keep if keep is not None else mixed
+                if dropped is not None:  # out of place when nothing was mixed: probs is still needed
+                    mixed = (
+                        mixed.masked_fill(dropped, 0.0) if c32 is None else mixed.masked_fill_(dropped, 0.0)
+                    )
                 grad_v[:, :, cols[0] : cols[1]] += torch.matmul(
                     _grouped(mixed, kv_heads).transpose(-1, -2), go
                 )
@@ -146,8 +185,8 @@ class _BlockedAttention(torch.autograd.Function):
             if not (need_q or need_k or grad_c is not None):
                 continue
             grad_mixed = torch.matmul(go, values.transpose(-1, -2)).view(batch, heads, n_rows, n_cols)
-            if keep is not None:
-                grad_mixed.mul_(keep)
+            if dropped is not None:
+                grad_mixed.masked_fill_(dropped, 0.0)
             if c32 is None:
                 grad_probs = grad_mixed
             else:
