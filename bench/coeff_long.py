@@ -280,7 +280,8 @@ def main() -> None:
         return
 
     plan = QUICK if args.quick else PLAN
-    rows = []
+    suffix = "_quick" if args.quick else ""
+    rows: list[dict] = []
     for model_name, sizes in plan.items():
         if args.only and model_name != args.only:
             continue
@@ -288,20 +289,19 @@ def main() -> None:
             for dropout in DROPOUTS:
                 for method in METHODS:
                     rows.append(_run_one(args, model_name, method, length, batch, dropout))
-    report = {
-        "command": "python bench/coeff_long.py " + " ".join(sys.argv[1:]),
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "torch": torch.__version__,
-            "threads": args.threads,
-        },
-        "results": rows,
-        "table": _ratio_rows([r for r in rows if "step_time_s" in r] + [r for r in rows if "skipped" in r]),
-    }
-    suffix = "_quick" if args.quick else ""
-    _write(f"coeff_long{suffix}.json", json.dumps(report, indent=2))
-    _write(f"coeff_long{suffix}.md", _markdown(report))
+                    report = {  # rewritten after every configuration: a long run interrupted keeps its rows
+                        "command": "python bench/coeff_long.py " + " ".join(sys.argv[1:]),
+                        "machine": {
+                            "platform": platform.platform(),
+                            "cpus": os.cpu_count(),
+                            "torch": torch.__version__,
+                            "threads": args.threads,
+                        },
+                        "results": rows,
+                        "table": _ratio_rows(rows),
+                    }
+                    _write(f"coeff_long{suffix}.json", json.dumps(report, indent=2))
+                    _write(f"coeff_long{suffix}.md", _markdown(report))
     print(_markdown(report))
 
 
