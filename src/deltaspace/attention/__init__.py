@@ -1,7 +1,9 @@
-"""The deltaspace attention: explicit attention with prefix keys/values and Coeff-Tuning head mixing.
+"""The deltaspace attention: attention with prefix keys/values and Coeff-Tuning head mixing.
 
 Importing this package registers the ``"deltaspace"`` implementation (and its mask function) with
-transformers; :func:`enable` / :func:`disable` switch a model to it and back.
+transformers; :func:`enable` / :func:`disable` route single attention modules to it and back (the others
+keep the model's own implementation). Two exact paths compute it: explicit (whole maps) and blocked
+(query panels, recomputed in backward); see :mod:`deltaspace.attention.core`.
 """
 
 from deltaspace.attention.core import attend
