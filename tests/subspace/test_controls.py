@@ -35,7 +35,7 @@ def test_stage2_reports_the_starting_score_and_can_start_from_the_source_codes(t
     torch.testing.assert_close(z0, torch.stack(list(toy_bundle.codes[member.name].values())).mean(0))
     result = optimise(member, toy_bundle, toy_study.target, config)
     start = optimise(member, toy_bundle, toy_study.target, OptimiseConfig(**{**config.to_dict(), "steps": 1}))
-    assert result.initial_metric == start.initial_metric  # the report score at the starting code
+    assert result.initial_metric == start.initial_metric == result.history[0]["eval"]  # the starting code's
     assert len(result.predictions) == sum(len(b["labels"]) for b in toy_study.target.report_batches)
     with pytest.raises(ValueError, match="source codes"):
         from deltaspace.subspace import SubspaceBundle

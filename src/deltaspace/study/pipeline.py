@@ -214,6 +214,20 @@ class StudyContext:
             for name, p in original.items()
         }
 
+    def _validation_originals(self, task: str) -> dict[str, float]:
+        from deltaspace.subspace import evaluate
+
+        batches = self.batches[task]
+        return {
+            m.name: evaluate(
+                m,
+                m.theta0 + self.store.delta(m.name, task),
+                batches.eval_batches,
+                num_labels=batches.num_labels,
+            )["accuracy"]
+            for m in self.members
+        }
+
     # -- stage 1
 
     def bundle_dir(self, task: str | None = None) -> Path:
@@ -386,14 +400,17 @@ class StudyContext:
             self.config.stage2_tasks[-1] if self.config.heldout_mode == "leave_one_out" else None
         )
         plane = default_plane(bundle, slug(task) if slug(task) in bundle.tasks() else task)
+        # a map, not a selection: drawn on the validation examples, which are fewer than the test ones
+        batches = self.batches[task]
+        on_validation = dataclasses.replace(batches, test_batches=batches.eval_batches)
         result = landscape(
             self.members,
             bundle,
-            self.batches[task],
+            on_validation,
             plane,
             resolution=options.resolution,
             margin=options.margin,
-            original_metrics=self.originals(task),
+            original_metrics=self._validation_originals(task),
         )
         plot_landscape(
             result,

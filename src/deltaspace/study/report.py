@@ -203,11 +203,14 @@ def _per_task(records: list[Stage2Record], methods: list[str]) -> list[str]:
             cell = record.gain_cell(LEARNED, det)
             value = pooled_gain([cell])
             run = record.runs[LEARNED][det]
-            cells.append(f"{_pct(value)} (step {run.best_step})")
+            cells.append(
+                f"{_pct(value)} (val {_acc(run.initial_metric)} → {_acc(run.selection_metric)} at step {run.best_step})"
+            )
         rows.append([_label(record), *cells])
     return [
-        "Per task (learned subspace): gain recovered (%) and the stage-2 step chosen on validation "
-        "(step 0 = the starting code, i.e. nothing found; – where training gained nothing).",
+        "Per task (learned subspace): gain recovered (%) on the test examples, and the validation accuracy "
+        "at the starting code → at the step stage 2 chose (step 0 = nothing better than the start was "
+        "found; – where training gained nothing).",
         "",
         *_table(["task", *methods], rows),
     ]
@@ -222,9 +225,7 @@ def _relative(records: list[Stage2Record], methods: list[str]) -> tuple[list[str
             original = record.accuracy(record.original[det])
             value = 100 * run.metric / original if original > 0 else None
             rel.append(value)
-            cells.append(
-                f"{_pct(value)} ({run.metric:.3f} / {original:.3f}; step 0: {_acc(run.initial_metric)})"
-            )
+            cells.append(f"{_pct(value)} ({run.metric:.3f} / {original:.3f})")
         if record.heldout:
             heldout_rel.append(rel)
         theta0 = _mean([record.accuracy(record.initial[d]) for d in methods])
@@ -237,7 +238,7 @@ def _relative(records: list[Stage2Record], methods: list[str]) -> tuple[list[str
         )
     return [
         "Relative performance (%) = subspace accuracy / original-space accuracy × 100 on the same test "
-        "examples (cells: relative (subspace / original; the starting code's accuracy)). θ0 acc = mean "
+        "examples (cells: relative (subspace / original)). θ0 acc = mean "
         "accuracy of the untrained initial points (the label-prototype head's zero-shot accuracy).",
         "",
         *_table(["task", *methods, "avg", "θ0 acc"], rows),
@@ -288,8 +289,9 @@ def _landscape(out: Path) -> list[str]:
         return ["Stage 4 has not run yet."]
     anchors = ", ".join(landscape["plane"]["anchors"])
     return [
-        f"Task {landscape['task']}, the {landscape['plane']['kind']} plane through {anchors}, a "
-        f"{len(landscape['a'])}×{len(landscape['b'])} grid. Fraction of the grid where every DET reaches "
+        f"Task {landscape['task']} (validation examples), the {landscape['plane']['kind']} plane through "
+        f"{anchors}, a {len(landscape['a'])}×{len(landscape['b'])} grid. Fraction of the grid where every "
+        "DET reaches "
         f"{landscape['threshold']:.0f} % of its original-space accuracy: "
         f"**{100 * landscape['shared_fraction']:.1f} %**.",
         "",

@@ -74,7 +74,8 @@ class OptimiseResult:
     """The best code found for ``task`` through ``member``'s up-projection, and its scores.
 
     ``metric`` is on the report (test) batches; ``selection_metric`` the eval-batch score that chose it;
-    ``initial_metric`` the report score at the starting code (step 0), for comparison with the chosen one;
+    ``initial_metric`` the eval-batch score at the starting code (step 0), to set beside
+    ``selection_metric`` (a chosen step of 0 means stage 2 found nothing better than its start);
     ``predictions`` the chosen code's report-batch predictions (for paired statistics);
     ``relative`` is ``metric / original_metric × 100`` when the original-space metric was given.
     """
@@ -198,7 +199,6 @@ def optimise(
             bar.close()
     with torch.no_grad():
         pred, gold = predictions(member, up(best_z), task.report_batches)
-        initial = score(*predictions(member, up(z0), task.report_batches), task.num_labels)
     metrics = score(pred, gold, task.num_labels)
     value = metrics[config.metric]
     if not np.isfinite(value):
@@ -211,7 +211,7 @@ def optimise(
         metrics=metrics,
         selection_metric=best_score,
         best_step=best_step,
-        initial_metric=initial[config.metric],
+        initial_metric=history[0]["eval"],
         predictions=pred.tolist(),
         original_metric=original_metric,
         relative=relative(value, original_metric),
