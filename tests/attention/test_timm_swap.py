@@ -111,3 +111,12 @@ def test_swap_check_passes_in_training_mode_and_keeps_it(tiny_timm_vit):
     swap(attn)
     assert is_swapped(attn) and attn.training and attn.attn_drop.training
     restore(attn)
+
+
+def test_meta_device_model_is_swapped_without_running_it():
+    from tests.conftest import TinyTimmViT
+
+    with torch.device("meta"):
+        model = TinyTimmViT()
+    swap(model.blocks[0].attn)
+    assert is_swapped(model.blocks[0].attn)

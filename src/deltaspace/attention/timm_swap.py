@@ -66,6 +66,8 @@ def is_swapped(module: nn.Module) -> bool:
 def _check_reproduces(module: nn.Module, original: type) -> None:
     """Compare the original and the swapped forward (eval mode, deltas set aside) on a fixed random input."""
     weight = module.qkv.weight
+    if weight.is_meta:  # nothing to run on (e.g. a model built on the meta device to count parameters)
+        return
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(2, 7, module.qkv.in_features, generator=generator).to(weight.device, weight.dtype)
     deltas = {name: module._modules.pop(name) for name in DELTA_ATTRS if name in module._modules}
