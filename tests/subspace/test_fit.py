@@ -237,3 +237,25 @@ def test_members_per_step_samples_the_task_loss(toy_study):
     assert all(len(r["ce"]) == 1 for r in records)
     assert all(len(r["recon"]) == 3 for r in records)  # every member's reconstruction, every step
     assert len({next(iter(r["ce"])) for r in records}) > 1
+
+
+def test_gradient_directions_keep_the_solutions_exact_and_span_the_descent_directions(toy_study):
+    from deltaspace.subspace._optim import seeded
+    from deltaspace.subspace.fit import _descent_directions
+
+    config = FitConfig(dim=7, steps=0, gradient_directions=True, gradient_batches=1, progress=False)
+    bundle = fit(toy_study.members, toy_study.store, toy_study.sources, config)
+    assert bundle.metadata["closed_form"] == {
+        **bundle.metadata["closed_form"],
+        "basis_dim": 3,
+        "gradient_dim": 3,
+    }
+    errors = bundle.reconstruction_errors(toy_study.store)
+    assert max(e for by_task in errors.values() for e in by_task.values()) < 1e-6
+    tasks = {t.name: t for t in toy_study.sources}
+    for member in toy_study.members:
+        columns = bundle.up(member.name).delta(torch.eye(7)[:6]).detach().t().double()  # (D, 6)
+        with seeded(0):  # the same shuffled first batches as inside fit()
+            descent = _descent_directions(member, tasks, list(tasks), 1).t().double()
+        coef = torch.linalg.lstsq(columns, descent).solution
+        assert (columns @ coef - descent).norm() / descent.norm() < 1e-4, member.name

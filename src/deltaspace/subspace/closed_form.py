@@ -95,3 +95,22 @@ def span_basis(deltas: Tensor, dim: int) -> Tensor:
     values, vectors = values[keep].flip(0)[:dim], vectors[:, keep].flip(1)[:, :dim]
     mix = (vectors / values.sqrt()).float()  # (T, k)
     return (deltas.float().t() / scale) @ mix * scale
+
+
+def complement_directions(
+    bases: Mapping[str, Tensor], vectors: Mapping[str, Tensor], names: list[str], dim: int
+) -> dict[str, Tensor]:
+    """Up to ``dim`` further directions per DET from ``vectors`` (DET -> (T, D_m), e.g. the source tasks'
+    descent directions at θ0), taken outside each DET's ``bases`` (D_m, k) so the source solutions keep
+    their exact codes: the vectors' residuals after least-squares projection on the basis, given shared
+    codes like the solutions (:func:`shared_codes`) and decoded per DET (:func:`closed_form_basis`).
+    Columns are scaled like the basis (rms norm of the residuals)."""
+    if dim < 1:
+        return {name: basis.new_zeros(basis.shape[0], 0) for name, basis in bases.items()}
+    residuals = {}
+    for name, basis in bases.items():
+        x = vectors[name].float()
+        coef = torch.linalg.lstsq(basis.t() @ basis, basis.t() @ x.t()).solution  # (k, T)
+        residuals[name] = x - (basis @ coef).t()
+    codes = shared_codes(residuals, names, dim)
+    return {name: closed_form_basis(r, codes) for name, r in residuals.items()}

@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 from deltaspace.subspace._optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule, seeded
 from deltaspace.subspace.batches import TaskBatches
 from deltaspace.subspace.bundle import SubspaceBundle
-from deltaspace.subspace.closed_form import closed_form_basis, rms_norm, shared_codes
+from deltaspace.subspace.closed_form import closed_form_basis, complement_directions, rms_norm, shared_codes
 from deltaspace.subspace.evaluate import check_metric, evaluate, relative
 from deltaspace.subspace.member import SubspaceMember, check_member
 from deltaspace.subspace.projections import (
@@ -94,6 +94,11 @@ class FitConfig:
             d − k extra directions beside the k solution directions.
         train_basis: with the closed-form start, whether the solution directions are trained in the
             joint fit (``auto``: yes unless the member is too large for a dense projection).
+        gradient_directions: with the closed-form start, fill the d − k extra directions first with the
+            source tasks' descent directions at θ0 (minus the task-loss gradient over ``gradient_batches``
+            batches, outside the solutions' span, shared across DETs like the solutions) instead of
+            random ones. Not in the paper: the first step training takes on a task, which a held-out
+            task's training may share with the source tasks' more than with a random direction.
         train_encoder_first_layer: train the encoders' first layer (the paper) or keep it fixed.
         encoder_hidden, sketch_dim, fastfood_width: projection sizes (defaults: max(d, T), max(d, 256),
             max(d, 64)).
@@ -121,6 +126,8 @@ class FitConfig:
     up: str = "auto"
     down: str = "auto"
     train_basis: str | bool = "auto"
+    gradient_directions: bool = False
+    gradient_batches: int = 4
     train_encoder_first_layer: bool = False
     max_dense_elements: int = 1 << 27
     encoder_hidden: int | None = None
@@ -293,7 +300,9 @@ def fit(
     code_device = members[0].theta0.device
 
     with seeded(config.seed):
-        ups, downs, deltas, features, member_meta = _build_projections(members, store, task_names, config)
+        ups, downs, deltas, features, member_meta = _build_projections(
+            members, store, task_names, config, task_by_name or None
+        )
         params = [p for m in [*ups.values(), *downs.values()] for p in m.parameters() if p.requires_grad]
         rng = np.random.default_rng(config.seed)
         streams = {t.name: t.stream() for t in tasks} if tasks is not None and config.task_weight > 0 else {}
@@ -429,8 +438,28 @@ def _reconstruction(
     }
 
 
+def _descent_directions(
+    member: SubspaceMember, tasks: dict[str, TaskBatches], task_names: list[str], batches: int
+) -> Tensor:
+    """(T, D): minus the task-loss gradient at θ0 of each source task, averaged over its first batches,
+    each scaled to unit norm (the first step training takes on that task)."""
+    rows = []
+    for name in task_names:
+        theta = member.theta0.detach().clone().requires_grad_(True)
+        stream = tasks[name].stream()
+        for _ in range(batches):
+            (member.loss(theta, next(stream)) / batches).backward()
+        grad = -theta.grad.detach().float()
+        rows.append(grad / grad.norm().clamp_min(1e-30))
+    return torch.stack(rows)
+
+
 def _build_projections(
-    members: Sequence[SubspaceMember], store: SolutionStore, task_names: list[str], config: FitConfig
+    members: Sequence[SubspaceMember],
+    store: SolutionStore,
+    task_names: list[str],
+    config: FitConfig,
+    tasks: dict[str, TaskBatches] | None = None,
 ) -> tuple[
     dict[str, UpProjection],
     dict[str, DownProjection],
@@ -447,10 +476,18 @@ def _build_projections(
         if not bool(x.abs().sum() > 0):
             raise ValueError(f"member {name!r}: every source delta is zero; store trained solutions")
     codes = shared_codes(stacked, task_names, config.dim) if config.init == "closed_form" else None
-    target_codes = None
+    target_codes, bases = None, {}
     if codes is not None:
         target_codes = torch.zeros(len(task_names), config.dim)
         target_codes[:, : codes.rank] = codes.codes
+        bases = {name: closed_form_basis(x, codes) for name, x in stacked.items()}
+        if config.gradient_directions and tasks is not None and config.dim > codes.rank:
+            descent = {}
+            for m in members:
+                with seeded(config.seed):  # every DET's gradients on the same batches
+                    descent[m.name] = _descent_directions(m, tasks, task_names, config.gradient_batches)
+            extra = complement_directions(bases, descent, task_names, config.dim - codes.rank)
+            bases = {name: torch.cat([basis, extra[name]], dim=1) for name, basis in bases.items()}
     ups: dict[str, UpProjection] = {}
     downs: dict[str, DownProjection] = {}
     features: dict[str, dict[str, Tensor]] = {}
@@ -468,12 +505,13 @@ def _build_projections(
                 up_kind, member.theta0, config.dim, scale=scale, seed=seed, width=config.fastfood_width
             )
         else:
+            basis = bases[member.name]
             extra = None
-            if config.dim > codes.rank:
+            if config.dim > basis.shape[1]:
                 extra = make_up(
                     up_kind,
                     size,
-                    config.dim - codes.rank,
+                    config.dim - basis.shape[1],
                     scale=scale,
                     seed=seed,
                     width=config.fastfood_width,
@@ -483,7 +521,6 @@ def _build_projections(
                 if config.train_basis == "auto"
                 else bool(config.train_basis)
             )
-            basis = closed_form_basis(stacked[member.name], codes)
             up = BasisUp(
                 member.theta0, config.dim, scale=scale, basis=basis, extra=extra, train_basis=train_basis
             )
@@ -520,6 +557,7 @@ def _build_projections(
     if codes is not None:
         member_meta["_closed_form"] = {
             "basis_dim": codes.rank,
+            "gradient_dim": next(iter(bases.values())).shape[1] - codes.rank,
             "gram_eigenvalues": [float(v) for v in codes.eigenvalues],
         }
     return ups, downs, deltas, features, member_meta
