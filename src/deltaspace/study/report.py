@@ -116,8 +116,14 @@ def _fit(out: Path) -> list[str]:
     cfg = first["config"]
     closed = first.get("closed_form") or {}
     start = (
-        f"the exact closed-form start (k = {closed.get('basis_dim')} solution directions shared by every DET, "
-        f"d − k random ones)"
+        f"the exact closed-form start (not the paper's: k = {closed.get('basis_dim')} solution directions shared "
+        "by every DET"
+        + (
+            f", {closed['gradient_dim']} source-task descent directions at θ0"
+            if closed.get("gradient_dim")
+            else ""
+        )
+        + ", the rest random)"
         if cfg.get("init") == "closed_form"
         else "the paper's random start"
     )
