@@ -99,6 +99,8 @@ class FitConfig:
             batches, outside the solutions' span, shared across DETs like the solutions) instead of
             random ones. Not in the paper: the first step training takes on a task, which a held-out
             task's training may share with the source tasks' more than with a random direction.
+        gradient_per_batch: one descent direction per batch (T · gradient_batches of them, which also
+            span how the direction varies within a task) instead of one per task.
         train_encoder_first_layer: train the encoders' first layer (the paper) or keep it fixed.
         encoder_hidden, sketch_dim, fastfood_width: projection sizes (defaults: max(d, T), max(d, 256),
             max(d, 64)).
@@ -128,6 +130,7 @@ class FitConfig:
     train_basis: str | bool = "auto"
     gradient_directions: bool = False
     gradient_batches: int = 4
+    gradient_per_batch: bool = False
     train_encoder_first_layer: bool = False
     max_dense_elements: int = 1 << 27
     encoder_hidden: int | None = None
@@ -439,19 +442,28 @@ def _reconstruction(
 
 
 def _descent_directions(
-    member: SubspaceMember, tasks: dict[str, TaskBatches], task_names: list[str], batches: int
-) -> Tensor:
-    """(T, D): minus the task-loss gradient at θ0 of each source task, averaged over its first batches,
-    each scaled to unit norm (the first step training takes on that task)."""
-    rows = []
+    member: SubspaceMember,
+    tasks: dict[str, TaskBatches],
+    task_names: list[str],
+    batches: int,
+    per_batch: bool,
+) -> tuple[Tensor, list[str]]:
+    """Minus the task-loss gradient at θ0 (the first step training takes), each scaled to unit norm:
+    one row per source task averaged over its first ``batches`` batches, or (``per_batch``) one row per
+    batch, T · batches rows that also carry how the direction varies within a task. Returns the rows
+    and their names."""
+    rows, names = [], []
     for name in task_names:
-        theta = member.theta0.detach().clone().requires_grad_(True)
         stream = tasks[name].stream()
-        for _ in range(batches):
-            (member.loss(theta, next(stream)) / batches).backward()
-        grad = -theta.grad.detach().float()
-        rows.append(grad / grad.norm().clamp_min(1e-30))
-    return torch.stack(rows)
+        theta = member.theta0.detach().clone().requires_grad_(True)
+        for b in range(batches):
+            (member.loss(theta, next(stream)) / (1 if per_batch else batches)).backward()
+            if per_batch or b == batches - 1:
+                grad = -theta.grad.detach().float()
+                rows.append(grad / grad.norm().clamp_min(1e-30))
+                names.append(f"{name}#{b}" if per_batch else name)
+                theta.grad = None
+    return torch.stack(rows), names
 
 
 def _build_projections(
@@ -482,11 +494,13 @@ def _build_projections(
         target_codes[:, : codes.rank] = codes.codes
         bases = {name: closed_form_basis(x, codes) for name, x in stacked.items()}
         if config.gradient_directions and tasks is not None and config.dim > codes.rank:
-            descent = {}
+            descent, names = {}, []
             for m in members:
                 with seeded(config.seed):  # every DET's gradients on the same batches
-                    descent[m.name] = _descent_directions(m, tasks, task_names, config.gradient_batches)
-            extra = complement_directions(bases, descent, task_names, config.dim - codes.rank)
+                    descent[m.name], names = _descent_directions(
+                        m, tasks, task_names, config.gradient_batches, config.gradient_per_batch
+                    )
+            extra = complement_directions(bases, descent, names, config.dim - codes.rank)
             bases = {name: torch.cat([basis, extra[name]], dim=1) for name, basis in bases.items()}
     ups: dict[str, UpProjection] = {}
     downs: dict[str, DownProjection] = {}
