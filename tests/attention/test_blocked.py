@@ -163,3 +163,21 @@ def test_dropout_mask_rate_and_unbiased_scale(p):
     assert not torch.equal(dropped, blocked._dropped(plan, 1, torch.empty(200_000)))  # panels differ
     kept_fraction = 1.0 - (blocked._drop_threshold(p) + 2**15) / 2**16
     assert blocked._keep_scale(p) * kept_fraction == pytest.approx(1.0, rel=1e-12)
+
+
+def test_explicit_path_keeps_one_map_for_backward():
+    q, k, v, c = _inputs(9, 9, seed=3)
+    layout = KeyLayout.build(
+        None, q_len=9, kv_len=9, num_prefix=0, causal=True, sliding_window=None, bias=None
+    )
+    maps = set()
+
+    def pack(tensor):
+        if tensor.numel() == B * H * 9 * 9 and tensor.is_floating_point():
+            maps.add(tensor.untyped_storage().data_ptr())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out, _ = explicit_attention(q, k, v, c, layout, scaling=D**-0.5)
+    assert len(maps) == 1  # the softmax output, shared by the softmax and the mix; Â is recomputed
+    out.sum().backward()
