@@ -22,7 +22,8 @@ from torch import nn
 
 from deltaspace import attention
 from deltaspace.deltas.base import HEAD_NAMES, AttachedDelta, DeltaConfig
-from deltaspace.deltas.peft_delta import PeftDeltaConfig
+from deltaspace.deltas.peft_delta import PeftAttached, PeftDeltaConfig
+from deltaspace.errors import UserInputError
 from deltaspace.io import read_json, sha256_file, write_json_atomic, write_safetensors_atomic
 
 CONFIG_FILE = "delta_config.json"
@@ -329,6 +330,32 @@ class DeltaModel(nn.Module):
     def unload(self) -> nn.Module:
         """Detach every delta, restore the attention implementation and ``requires_grad``; return the base."""
         self._check_loaded()
+        self._restore_base()
+        base = self._modules.pop("base_model")
+        self._unloaded = True
+        return base
+
+    def merge_and_unload(self) -> nn.Module:
+        """Fold every delta into the base weights and return the plain base model (PEFT's name for it).
+
+        LoRA, IA3 (through PEFT's merge), BitFit, full fine-tuning and Coeff-Tuning with a diagonal ΔC fold;
+        prompt, prefix, adapters and a non-diagonal ΔC do not: then a one-line UserInputError names them and
+        the model is left as it was. The trained head stays in the base model.
+        """
+        self._check_loaded()
+        refusals = [
+            f"{delta.config.method} ({reason})"
+            for delta in self.deltas
+            if (reason := delta.merge_refusal(self.base_model)) is not None
+        ]
+        if refusals:
+            raise UserInputError(
+                f"cannot merge into the base weights: {'; '.join(refusals)}; use unload() instead"
+            )
+        # PEFT layers add to a weight other deltas may scale (Coeff's value rows): fold them first.
+        for delta in sorted(self.deltas, key=lambda d: not isinstance(d, PeftAttached)):
+            delta.merge(self.base_model)
+        self.deltas = []
         self._restore_base()
         base = self._modules.pop("base_model")
         self._unloaded = True

@@ -197,3 +197,6 @@ class AttachedAdapter(AttachedDelta):
                 del module._forward_hooks[hook_id]
             if hasattr(module, ADAPTER_ATTR):
                 delattr(module, ADAPTER_ATTR)
+
+    def merge_refusal(self, model: nn.Module) -> str | None:
+        return "a bottleneck adapter adds a nonlinear layer, not a weight of the base model"

@@ -74,6 +74,18 @@ class AttachedDelta(ABC):
         """Rewrite forward keyword arguments before the base model sees them (prompt tuning). Default: as is."""
         return inputs
 
+    # Merging (DeltaModel.merge_and_unload): a method that can fold itself into the base weights overrides both.
+    def merge_refusal(self, model: nn.Module) -> str | None:
+        """Why this delta cannot be folded into the base weights now, or None when :meth:`merge` can."""
+        return "it is not a weight of the base model"
+
+    def merge(self, model: nn.Module) -> None:
+        """Fold the delta into the base weights and remove its modules (only when ``merge_refusal`` is None).
+
+        Afterwards the model holds no trace of the delta and :meth:`detach` must not be called.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot be merged: {self.merge_refusal(model)}")
+
 
 def register_delta(cls: type[DeltaConfig]) -> type[DeltaConfig]:
     """Class decorator: make a config loadable by its ``method`` name."""

@@ -101,3 +101,10 @@ class AttachedBitFit(AttachedDelta):
         with torch.no_grad():
             for name, value in self._originals.items():
                 params[name].copy_(value)
+
+    def merge_refusal(self, model: nn.Module) -> str | None:
+        return None
+
+    def merge(self, model: nn.Module) -> None:
+        # The trained values already are the base parameters; merging is keeping them (no detach).
+        return None

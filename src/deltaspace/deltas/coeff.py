@@ -36,6 +36,10 @@ from deltaspace.attention.discovery import (
 )
 from deltaspace.attention.function import enable, release
 from deltaspace.deltas.base import AttachedDelta, DeltaConfig, register_delta
+from deltaspace.deltas.prefix import kv_shape
+
+# Names of an attention module's value projection (BERT/ViT, LLaMA-style, DistilBERT, T5).
+VALUE_PROJECTION_NAMES = ("value", "v_proj", "v_lin", "v")
 
 
 class CoeffMixer(nn.Module):
@@ -151,6 +155,26 @@ class CoeffTuningConfig(DeltaConfig):
         return CoeffAttached(self, [name for name, _ in selected])
 
 
+def value_rows(module: nn.Module) -> tuple[nn.Linear, int] | None:
+    """An attention module's value projection and the first of its output rows that are values, if any."""
+    for attr in VALUE_PROJECTION_NAMES:
+        layer = getattr(module, attr, None)
+        layer = getattr(layer, "base_layer", layer)  # a PEFT-wrapped projection (merged before Coeff)
+        if isinstance(layer, nn.Linear):
+            return layer, 0
+    qkv = getattr(module, "qkv", None)
+    qkv = getattr(qkv, "base_layer", qkv)
+    if isinstance(qkv, nn.Linear) and qkv.out_features % 3 == 0:  # timm-style fused [q; k; v] rows
+        return qkv, 2 * qkv.out_features // 3
+    return None
+
+
+def _head_scales(module: nn.Module) -> torch.Tensor:
+    """Diagonal of C = I + Δ grouped by value head: shape (H_kv, H / H_kv)."""
+    kv_heads, _ = kv_shape(module)
+    return (1.0 + torch.diagonal(module.ds_coeff.delta.detach())).view(kv_heads, -1)
+
+
 class CoeffAttached(AttachedDelta):
     def __init__(self, config: CoeffTuningConfig, module_names: list[str]) -> None:
         self.config = config
@@ -165,3 +189,32 @@ class CoeffAttached(AttachedDelta):
             if hasattr(module, "ds_coeff"):
                 del module.ds_coeff
         release(model, modules)
+
+    def merge_refusal(self, model: nn.Module) -> str | None:
+        for name in self.module_names:
+            module = model.get_submodule(name)
+            delta = module.ds_coeff.delta.detach()
+            if torch.count_nonzero(delta - torch.diag(torch.diagonal(delta))):
+                return (
+                    f"a non-diagonal head mix is not a weight of the base model (ΔC of {name or 'the model'})"
+                )
+            if value_rows(module) is None:
+                return f"{name or type(module).__name__} has no value projection to scale"
+            scales = _head_scales(module)
+            if not torch.equal(scales, scales[:, :1].expand_as(scales)):
+                return f"query heads sharing a value head of {name} have different coefficients"
+        return None
+
+    def merge(self, model: nn.Module) -> None:
+        # With C diagonal, head h's output is C[h,h]·A_h·V_h, and V_h is linear in its value rows.
+        with torch.no_grad():
+            for name in self.module_names:
+                module = model.get_submodule(name)
+                layer, start = value_rows(module)
+                _, head_dim = kv_shape(module)
+                factor = _head_scales(module)[:, 0].repeat_interleave(head_dim).to(layer.weight.dtype)
+                rows = slice(start, start + factor.numel())
+                layer.weight[rows] *= factor[:, None]
+                if layer.bias is not None:
+                    layer.bias[rows] *= factor
+        self.detach(model)

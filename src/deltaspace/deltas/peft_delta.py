@@ -171,3 +171,19 @@ class PeftAttached(AttachedDelta):
         for name, param in model.named_parameters():
             if name in self._requires_grad:
                 param.requires_grad_(self._requires_grad[name])
+
+    def merge_refusal(self, model: nn.Module) -> str | None:
+        for layer_name in self.layer_names:
+            layer = model.get_submodule(layer_name)
+            if type(layer).merge is BaseTunerLayer.merge:
+                return f"PEFT's {type(layer).__name__} has no merge"
+        return None
+
+    def merge(self, model: nn.Module) -> None:
+        # PEFT folds the adapter into each wrapped base layer; detach then unwraps those layers.
+        for layer_name in self.layer_names:
+            with warnings.catch_warnings():
+                # PEFT warns when a layer already holds another (merged) adapter; each delta merges its own.
+                warnings.simplefilter("ignore", UserWarning)
+                model.get_submodule(layer_name).merge(adapter_names=[self.adapter])
+        self.detach(model)

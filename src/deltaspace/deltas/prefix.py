@@ -204,3 +204,6 @@ class AttachedPrefix(AttachedDelta):
             delattr(model, GENERATOR_ATTR)
         # Another attention-level delta (e.g. Coeff-Tuning) may still need the route on some of them.
         release(model, modules)
+
+    def merge_refusal(self, model: nn.Module) -> str | None:
+        return "prefix keys and values are extra attention positions, not a weight of the base model"

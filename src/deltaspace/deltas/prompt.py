@@ -131,6 +131,9 @@ class AttachedPrompt(AttachedDelta):
         if hasattr(model, PROMPT_ATTR):
             delattr(model, PROMPT_ATTR)
 
+    def merge_refusal(self, model: nn.Module) -> str | None:
+        return "soft prompt tokens are extra inputs, not a weight of the base model"
+
     def prepare_inputs(self, inputs: dict[str, Any], model: nn.Module) -> dict[str, Any]:
         inputs = dict(inputs)
         if inputs.get("past_key_values") is not None:
