@@ -185,7 +185,7 @@ def sweep_command(
     fail_fast: Annotated[bool, typer.Option(help="Stop at the first failed run.")] = False,
 ) -> None:
     """Run tasks x methods x seeds into <out>/<task>/<method>/seed<k>/ (resumable, shardable)."""
-    from deltaspace.train.sweep import SweepConfig, parse_shard, run_sweep
+    from deltaspace.train.sweep import SweepConfig, is_main_process, parse_shard, run_sweep
 
     shard_spec = parse_shard(shard)
     seeds = _parse_seeds(seed)
@@ -212,8 +212,20 @@ def sweep_command(
         )
     sweep.check()  # task files, methods and options, output paths: before the first run starts
     outcomes = run_sweep(sweep, shard=shard_spec, isolate=isolate, fail_fast=fail_fast)
+    if is_main_process():
+        _write_sweep_table(Path(sweep.out))
     if any(outcome.status == "failed" for outcome in outcomes):
         raise typer.Exit(code=1)
+
+
+def _write_sweep_table(out: Path) -> None:
+    """``<out>/results.md``: every finished run under ``out``, this shard's and the others'."""
+    from deltaspace.report.results_table import write_results_table
+    from deltaspace.train.result import collect_results
+
+    frame = collect_results(out)
+    if not frame.empty:
+        write_results_table(frame, out / "results.md")
 
 
 def _parse_seeds(values: list[str] | None) -> list[int] | None:

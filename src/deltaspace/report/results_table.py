@@ -19,7 +19,7 @@ def results_table(
     methods: list[str] | None = None,
     tasks: list[str] | None = None,
 ) -> str:
-    """A markdown table from :func:`deltaspace.train.sweep.collect_results` rows.
+    """A markdown table from :func:`deltaspace.train.result.collect_results` rows.
 
     Rows are methods (``methods`` order, else first appearance), columns the tasks (``tasks`` order, else
     sorted), then ``Avg`` and ``Params``. A cell is the mean ± sample std over seeds of ``metric`` × ``scale``
@@ -72,7 +72,7 @@ def write_results_table(
 ) -> str:
     """Write :func:`results_table` of ``results`` (a frame or a sweep directory) to ``path`` atomically."""
     if not isinstance(results, pd.DataFrame):
-        from deltaspace.train.sweep import collect_results
+        from deltaspace.train.result import collect_results
 
         results = collect_results(results)
     table = results_table(results, metric)

@@ -79,7 +79,7 @@ def _reference_rows(tasks: list[str]) -> list[str]:
 
 def suite_report(sweep_dir: str | Path, command: str, controls: dict[str, str | Path] | None = None) -> str:
     from deltaspace.tasks import HELDOUT_TASKS, SOURCE_TASKS
-    from deltaspace.train.sweep import collect_results
+    from deltaspace.train.result import collect_results
 
     frame = collect_results(sweep_dir)
     if frame.empty:

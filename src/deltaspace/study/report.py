@@ -83,7 +83,7 @@ def _label(record: Stage2Record) -> str:
 # ------------------------------------------------------------------------------------------ sections
 def _original_space(out: Path, config: dict) -> list[str]:
     from deltaspace.study.config import StudyConfig
-    from deltaspace.train.sweep import collect_results
+    from deltaspace.train.result import collect_results
 
     runs = StudyConfig(**{**config, "out": str(out)}).runs_dir
     frame = collect_results(runs)

@@ -4,8 +4,8 @@ from deltaspace.train.build import build_classifier
 from deltaspace.train.config import TrainConfig
 from deltaspace.train.evaluate import evaluate_model, evaluate_run
 from deltaspace.train.loop import train
-from deltaspace.train.result import RunResult, is_finished, load_result
-from deltaspace.train.sweep import SweepConfig, collect_results, run_sweep, shard_runs
+from deltaspace.train.result import RunResult, collect_results, is_finished, load_result
+from deltaspace.train.sweep import SweepConfig, run_sweep, shard_runs
 
 __all__ = [
     "RunResult",

@@ -1,4 +1,4 @@
-"""The record of a finished run (``result.json``) and the run-directory layout."""
+"""The record of a finished run (``result.json``), the run-directory layout, and the table of finished runs."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import resource
 import sys
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from deltaspace.io import write_json_atomic
 
@@ -76,3 +78,24 @@ def peak_rss_mb() -> float:
     """This process's resident-memory high-water mark in MiB (since the process started)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def collect_results(out_dir: str | Path) -> pd.DataFrame:
+    """One row per finished run under ``out_dir`` (any depth): the grid keys, sizes, metrics, timings."""
+    rows = []
+    for path in sorted(Path(out_dir).rglob(RESULT_FILE)):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # result.json is written atomically; anything unreadable is not ours
+        row = {key: value for key, value in data.items() if not isinstance(value, dict)}
+        for split, prefix in (("validation", "val"), ("test", "test")):
+            for metric, value in (data.get(split) or {}).items():
+                row[f"{prefix}_{metric}"] = value
+        row["method_options"] = json.dumps(data.get("method_options", {}), sort_keys=True)
+        row["run_dir"] = str(path.parent)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame = frame.sort_values(["task", "method", "seed"], kind="stable").reset_index(drop=True)
+    return frame

@@ -38,8 +38,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from deltaspace.errors import (
     BrokenFileError,
     DeltaspaceError,
@@ -51,7 +49,7 @@ from deltaspace.errors import (
 from deltaspace.io import read_json, write_text_atomic
 from deltaspace.tasks.task import Task
 from deltaspace.train.config import TrainConfig
-from deltaspace.train.result import CONFIG_FILE, RESULT_FILE, RunResult, is_finished, load_result
+from deltaspace.train.result import CONFIG_FILE, RunResult, is_finished, load_result
 from deltaspace.train.rundir import BOOKKEEPING_FIELDS
 
 _RESERVED = ("task", "method", "seed", "output_dir")
@@ -260,7 +258,7 @@ def run_sweep(
     task_loader: Callable[[str, int], Task] | None = None,
     show: bool = True,
 ) -> list[RunOutcome]:
-    """Run (or skip, if finished) every run of this shard, then print a summary and write ``<out>/results.md``.
+    """Run (or skip, if finished) every run of this shard, then print a summary.
 
     ``isolate=True`` trains each run in a fresh Python process (``deltaspace train --config``), so each
     run's peak memory is its own and a crash cannot take the sweep down. ``task_loader(spec, data_seed)``
@@ -305,12 +303,6 @@ def run_sweep(
             outcomes.append(RunOutcome(spec, "failed", error=message, seconds=time.perf_counter() - started))
     if show:
         print_summary(outcomes, shard)
-    if _is_main_process():
-        from deltaspace.report.results_table import write_results_table
-
-        frame = collect_results(sweep.out)
-        if not frame.empty:
-            write_results_table(frame, Path(sweep.out) / "results.md")
     return outcomes
 
 
@@ -361,31 +353,11 @@ def _train_in_subprocess(spec: RunSpec) -> None:
         raise RuntimeError(f"run {spec.key} failed in its subprocess (exit code {completed.returncode})")
 
 
-def _is_main_process() -> bool:
+def is_main_process() -> bool:
+    """False on every process but the first under ``accelerate launch`` (so summaries print once)."""
     from accelerate import PartialState
 
     return PartialState().is_main_process
-
-
-def collect_results(out_dir: str | Path) -> pd.DataFrame:
-    """One row per finished run under ``out_dir`` (any depth): the grid keys, sizes, metrics, timings."""
-    rows = []
-    for path in sorted(Path(out_dir).rglob(RESULT_FILE)):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue  # result.json is written atomically; anything unreadable is not ours
-        row = {key: value for key, value in data.items() if not isinstance(value, dict)}
-        for split, prefix in (("validation", "val"), ("test", "test")):
-            for metric, value in (data.get(split) or {}).items():
-                row[f"{prefix}_{metric}"] = value
-        row["method_options"] = json.dumps(data.get("method_options", {}), sort_keys=True)
-        row["run_dir"] = str(path.parent)
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    if not frame.empty:
-        frame = frame.sort_values(["task", "method", "seed"], kind="stable").reset_index(drop=True)
-    return frame
 
 
 def print_summary(outcomes: list[RunOutcome], shard: tuple[int, int] = (0, 1)) -> None:
@@ -393,7 +365,7 @@ def print_summary(outcomes: list[RunOutcome], shard: tuple[int, int] = (0, 1)) -
     from rich.console import Console
     from rich.table import Table
 
-    if not _is_main_process():
+    if not is_main_process():
         return
     title = f"sweep shard {shard[0]}/{shard[1]}" if shard[1] > 1 else "sweep"
     counts = {status: sum(o.status == status for o in outcomes) for status in ("done", "skipped", "failed")}
