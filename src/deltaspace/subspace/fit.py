@@ -99,6 +99,9 @@ class FitConfig:
             batches, outside the solutions' span, shared across DETs like the solutions) instead of
             random ones. Not in the paper: the first step training takes on a task, which a held-out
             task's training may share with the source tasks' more than with a random direction.
+        gradient_scale: ``unit`` (descent directions of unit norm in parameter space) or ``loss`` (scaled
+            so that a unit step lowers the batch's loss by 1 to first order: the same code then means
+            the same first-order change of the task loss in every DET, which transfer needs).
         gradient_per_batch: one descent direction per batch (T · gradient_batches of them, which also
             span how the direction varies within a task) instead of one per task.
         train_encoder_first_layer: train the encoders' first layer (the paper) or keep it fixed.
@@ -131,6 +134,7 @@ class FitConfig:
     gradient_directions: bool = False
     gradient_batches: int = 4
     gradient_per_batch: bool = False
+    gradient_scale: str = "unit"
     train_encoder_first_layer: bool = False
     max_dense_elements: int = 1 << 27
     encoder_hidden: int | None = None
@@ -163,6 +167,8 @@ class FitConfig:
             raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
         if self.members_per_step is not None and self.members_per_step < 1:
             raise ValueError(f"members_per_step must be >= 1 or null, got {self.members_per_step}")
+        if self.gradient_scale not in ("unit", "loss"):
+            raise ValueError(f"gradient_scale must be unit or loss, got {self.gradient_scale!r}")
         if self.train_basis not in ("auto", True, False):
             raise ValueError(f"train_basis must be auto, true or false, got {self.train_basis!r}")
         check_metric(self.metric)
@@ -447,6 +453,7 @@ def _descent_directions(
     task_names: list[str],
     batches: int,
     per_batch: bool,
+    scale: str = "unit",
 ) -> tuple[Tensor, list[str]]:
     """Minus the task-loss gradient at θ0 (the first step training takes), each scaled to unit norm:
     one row per source task averaged over its first ``batches`` batches, or (``per_batch``) one row per
@@ -460,7 +467,9 @@ def _descent_directions(
             (member.loss(theta, next(stream)) / (1 if per_batch else batches)).backward()
             if per_batch or b == batches - 1:
                 grad = -theta.grad.detach().float()
-                rows.append(grad / grad.norm().clamp_min(1e-30))
+                norm = grad.norm().clamp_min(1e-30)
+                # "loss": a unit step lowers the batch's loss by 1 to first order, in every DET alike
+                rows.append(grad / norm if scale == "unit" else grad / norm**2)
                 names.append(f"{name}#{b}" if per_batch else name)
                 theta.grad = None
     return torch.stack(rows), names
@@ -498,7 +507,12 @@ def _build_projections(
             for m in members:
                 with seeded(config.seed):  # every DET's gradients on the same batches
                     descent[m.name], names = _descent_directions(
-                        m, tasks, task_names, config.gradient_batches, config.gradient_per_batch
+                        m,
+                        tasks,
+                        task_names,
+                        config.gradient_batches,
+                        config.gradient_per_batch,
+                        config.gradient_scale,
                     )
             extra = complement_directions(bases, descent, names, config.dim - codes.rank)
             bases = {name: torch.cat([basis, extra[name]], dim=1) for name, basis in bases.items()}
