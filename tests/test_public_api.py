@@ -1,11 +1,15 @@
 """The lazily imported public names all resolve, and saved configs of every method can load."""
 
+import importlib
+
 import deltaspace
 
 
-def test_every_public_name_resolves() -> None:
-    for name in deltaspace.__all__:
-        assert getattr(deltaspace, name) is not None, name
+def test_every_public_name_resolves_to_its_definition() -> None:
+    assert set(deltaspace.__all__) == {*deltaspace._EXPORTS, "__version__"}
+    for name, module in deltaspace._EXPORTS.items():
+        # The very object its module defines, not a stale copy or another module's namesake.
+        assert getattr(deltaspace, name) is getattr(importlib.import_module(module), name), name
 
 
 def test_unknown_attribute_is_a_clear_error() -> None:

@@ -24,20 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from deltaspace.assets.embed import mean_pool
+
 DEFAULT_TEMPERATURE = 20.0
-
-
-def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-    """Average of the hidden states over the positions the mask keeps ((B, T, D) -> (B, D))."""
-    if attention_mask is None:
-        return hidden.mean(dim=1)
-    if attention_mask.shape[:2] != hidden.shape[:2]:
-        raise ValueError(
-            f"attention_mask {tuple(attention_mask.shape)} does not cover the hidden states "
-            f"{tuple(hidden.shape[:2])}; a delta that adds tokens must extend the mask in prepare_inputs"
-        )
-    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
 
 
 class PrototypeClassifier(nn.Module):

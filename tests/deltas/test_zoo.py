@@ -171,8 +171,14 @@ def test_vit_adapter_and_prefix(tiny_vit, pixel_batch):
     torch.testing.assert_close(adapter(pixel_values=pixel_batch).logits, reference, atol=1e-6, rtol=0)
     base = adapter.unload()
     prefix = get_delta_model(base, *resolve_method("prefix", base)).eval()
-    assert prefix(pixel_values=pixel_batch).logits.shape == reference.shape
+    # The prefixes are attended to (logits move) and train (every prefix tensor gets a gradient).
+    logits = prefix(pixel_values=pixel_batch).logits
+    assert not torch.allclose(logits, reference, atol=1e-4)
+    logits.square().sum().backward()
+    grads = {n: p.grad for n, p in tiny_vit.named_parameters() if "ds_prefix" in n}
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads.values())
     base = prefix.unload()
+    torch.testing.assert_close(base(pixel_values=pixel_batch).logits, reference, atol=0, rtol=0)
     with pytest.raises(ValueError, match=r"nn\.Embedding"):
         get_delta_model(base, *resolve_method("prompt", base))
 

@@ -58,7 +58,9 @@ def test_validation_errors_are_one_line(changes, message):
 
 
 def test_max_steps_makes_epochs_irrelevant():
-    assert TrainConfig(task="t", epochs=0, max_steps=10).max_steps == 10
+    with pytest.raises(ValueError, match="epochs must be a positive number"):
+        TrainConfig(task="t", epochs=0)
+    TrainConfig(task="t", epochs=0, max_steps=10)  # accepted once max_steps bounds the run
 
 
 def test_from_dict_and_from_json_errors(tmp_path):

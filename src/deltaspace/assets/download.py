@@ -114,7 +114,8 @@ def _pip_download(spec: PackageSpec, dest: Path) -> Path:
 
 
 def _download_url(spec: PackageSpec, dest: Path, progress: ProgressFn | None) -> Path:
-    assert spec.url is not None
+    if spec.url is None:
+        raise ValueError(f"package {spec.filename} has no url to download it from; pip-download it instead")
     path = dest / spec.filename
     partial = dest / (spec.filename + ".part")
     try:

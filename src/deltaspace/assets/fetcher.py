@@ -106,7 +106,8 @@ def build_model(
     from deltaspace.assets.manifest import get_package
 
     emit = on_event or (lambda event: None)
-    assert model.build is not None
+    if model.build is None:
+        raise ValueError(f"model {model.name!r} is used in place from its package; there is nothing to build")
     target = model.directory(root)
     if is_complete(target) and not force:
         emit(FetchEvent(model.name, "present"))

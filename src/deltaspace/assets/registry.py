@@ -27,17 +27,20 @@ class PackagedModel:
     build: Callable[[Path, Path], str] | None = None
     extra: str | None = None
 
+    def _package(self) -> str:
+        if self.package is None:
+            raise ValueError(f"packaged model {self.name!r} names neither a package nor a build step")
+        return self.package
+
     def directory(self, root: Path) -> Path:
         if self.build is None:
-            assert self.package is not None
-            return packages_root(root) / get_package(self.package).key / self.subdir
+            return packages_root(root) / get_package(self._package()).key / self.subdir
         return models_root(root) / self.name
 
     def published_dir(self, root: Path) -> Path:
         """The directory whose marker says the model is present."""
         if self.build is None:
-            assert self.package is not None
-            return packages_root(root) / get_package(self.package).key
+            return packages_root(root) / get_package(self._package()).key
         return self.directory(root)
 
 

@@ -1,4 +1,4 @@
-"""The command line: `deltaspace fetch | train | eval | sweep | study | bench`.
+"""The command line: `deltaspace fetch | train | eval | sweep | study`.
 
 Each command lives in its own module and registers itself on :data:`deltaspace.cli.app.app`.
 """

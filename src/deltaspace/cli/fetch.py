@@ -10,6 +10,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from deltaspace.cli.app import app
+from deltaspace.report.numbers import human
 
 _STAGES = {
     "download": "downloading",
@@ -19,14 +20,6 @@ _STAGES = {
     "present": "present",
     "done": "done",
 }
-
-
-def _human(size: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size} B"
 
 
 def status_table(cache: Path | None) -> Table:
@@ -41,7 +34,7 @@ def status_table(cache: Path | None) -> Table:
             if row.present
             else ("[dim]optional[/]" if row.optional else "[red]missing[/]")
         )
-        size = _human(row.size_bytes) if row.present else ""
+        size = human(row.size_bytes, "B") if row.present else ""
         table.add_row(row.name, row.kind, status, size, row.detail)
     return table
 
@@ -96,7 +89,7 @@ def fetch_command(
             if event.stage in ("present", "done"):
                 progress.update(task_id, description=description, total=1, completed=1)
             elif event.total:
-                size = f"{_human(event.done)} / {_human(event.total)}"
+                size = f"{human(event.done, 'B')} / {human(event.total, 'B')}"
                 progress.update(
                     task_id, description=description, total=event.total, completed=event.done, size=size
                 )

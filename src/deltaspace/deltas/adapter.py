@@ -22,7 +22,7 @@ from torch import nn
 from transformers.activations import ACT2FN
 from transformers.pytorch_utils import Conv1D
 
-from deltaspace.deltas.base import AttachedDelta, DeltaConfig, register_delta
+from deltaspace.deltas.base import AttachedDelta, DeltaConfig, matches_target, register_delta
 
 ADAPTER_ATTR = "ds_adapter"
 
@@ -42,13 +42,6 @@ PLACEMENTS = ("both", "ffn", "attention")
 
 def _tail_regex(patterns: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile(r"(?:^|\.)(?:" + "|".join(patterns) + r")$")
-
-
-def matches_target(name: str, target_modules: str | list[str]) -> bool:
-    """PEFT's rule: a string is a regex that must match the whole name; a list matches by name suffix."""
-    if isinstance(target_modules, str):
-        return re.fullmatch(target_modules, name) is not None
-    return any(name == t or name.endswith("." + t) for t in target_modules)
 
 
 def sublayer_output_modules(model: nn.Module, placement: str = "both") -> list[str]:

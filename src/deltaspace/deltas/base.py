@@ -13,6 +13,7 @@ treats a solution as plain named tensors.
 from __future__ import annotations
 
 import dataclasses
+import re
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -85,6 +86,13 @@ class AttachedDelta(ABC):
         Afterwards the model holds no trace of the delta and :meth:`detach` must not be called.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot be merged: {self.merge_refusal(model)}")
+
+
+def matches_target(name: str, target_modules: str | list[str]) -> bool:
+    """PEFT's rule: a string is a regex that must match the whole name; a list matches by name suffix."""
+    if isinstance(target_modules, str):
+        return re.fullmatch(target_modules, name) is not None
+    return any(name == t or name.endswith("." + t) for t in target_modules)
 
 
 def register_delta(cls: type[DeltaConfig]) -> type[DeltaConfig]:

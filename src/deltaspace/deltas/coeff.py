@@ -19,7 +19,6 @@ O(N) instead of O(N²) per layer), or "auto" (explicit for small maps, blocked b
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import ClassVar
 
 import torch
@@ -35,7 +34,7 @@ from deltaspace.attention.discovery import (
     num_query_heads,
 )
 from deltaspace.attention.function import enable, release
-from deltaspace.deltas.base import AttachedDelta, DeltaConfig, register_delta
+from deltaspace.deltas.base import AttachedDelta, DeltaConfig, matches_target, register_delta
 from deltaspace.deltas.prefix import kv_shape
 
 # Names of an attention module's value projection (BERT/ViT, LLaMA-style, DistilBERT, T5).
@@ -103,13 +102,6 @@ class CoeffTuningConfig(DeltaConfig):
         if self.layers_to_transform is not None:
             self.layers_to_transform = [int(i) for i in self.layers_to_transform]
 
-    def _matches_target(self, name: str) -> bool:
-        if self.target_modules is None:
-            return True
-        if isinstance(self.target_modules, str):
-            return re.fullmatch(self.target_modules, name) is not None
-        return any(name == suffix or name.endswith("." + suffix) for suffix in self.target_modules)
-
     def select(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
         """The attention modules this config targets (raises a one-line ValueError when there are none)."""
         candidates = find_attention_modules(model)
@@ -122,7 +114,11 @@ class CoeffTuningConfig(DeltaConfig):
         selected = [
             (n, m) for n, m in candidates if self.include_cross_attention or not is_cross_attention(n, m)
         ]
-        selected = [(n, m) for n, m in selected if self._matches_target(n)]
+        selected = [
+            (n, m)
+            for n, m in selected
+            if self.target_modules is None or matches_target(n, self.target_modules)
+        ]
         if self.layers_to_transform is not None:
             wanted = set(self.layers_to_transform)
             selected = [(n, m) for n, m in selected if layer_index(n) in wanted]

@@ -18,8 +18,8 @@ from peft import IA3Config, LoraConfig, PeftConfig
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from deltaspace.deltas.adapter import AdapterConfig, matches_target, sublayer_output_modules
-from deltaspace.deltas.base import DeltaConfig
+from deltaspace.deltas.adapter import AdapterConfig, sublayer_output_modules
+from deltaspace.deltas.base import DeltaConfig, matches_target
 from deltaspace.deltas.bitfit import BitFitConfig
 from deltaspace.deltas.full import FullFineTuningConfig
 from deltaspace.deltas.prefix import PrefixTuningConfig
@@ -90,10 +90,6 @@ PRESETS: dict[str, tuple[str, Callable[[nn.Module], AnyConfig]]] = {
 def available_methods() -> list[str]:
     """Preset names; combine any of them with '+' (e.g. 'coeff+lora')."""
     return list(PRESETS)
-
-
-def describe_methods() -> dict[str, str]:
-    return {name: description for name, (description, _) in PRESETS.items()}
 
 
 def _apply_overrides(config: AnyConfig, overrides: dict[str, Any]) -> AnyConfig:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
 
 from deltaspace.io import write_text_atomic
+from deltaspace.report.numbers import human
 
 
 def results_table(
@@ -94,16 +94,9 @@ def _params(rows: pd.DataFrame) -> str:
     if trainable.empty:
         return "–"
     count = float(trainable.median())
-    text = _human(count)
+    text = human(count)
     total = rows["total_params"].dropna()
     if not total.empty and float(total.median()) > 0:
         share = 100 * count / float(total.median())
         text += f" ({share:.0f}%)" if share >= 10 else f" ({share:.2g}%)"
     return text
-
-
-def _human(count: float) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if count >= size:
-            return f"{count / size:.3g}{unit}"
-    return str(int(count)) if math.isfinite(count) else "–"

@@ -2,7 +2,8 @@
 
 python -m deltaspace.report.suite_report runs/suite docs/results.md [CONTROL_DIR=NAME ...]
 
-Control sweeps join the tables under their NAME. Every Coeff + LoRA variant (``coeff+lora``, or a name
+Run from the repository root: the linear-probe reference row is read from ``bench/results/linear_probe.json``
+there, when it exists. Control sweeps join the tables under their NAME. Every Coeff + LoRA variant (``coeff+lora``, or a name
 starting ``coeff+lora@``) is compared seed by seed with every LoRA variant (``lora``, ``lora@...``).
 Hand-written notes below the NOTES_MARKER line of an existing output file are kept on regeneration.
 """
@@ -19,6 +20,8 @@ from deltaspace.io import write_text_atomic
 from deltaspace.report.results_table import results_table
 
 COEFF_WITH, COEFF_WITHOUT = "coeff+lora", "lora"
+# The linear-probe reference, relative to the working directory (run from the repository root).
+PROBE_RESULTS = Path("bench") / "results" / "linear_probe.json"
 NOTES_MARKER = "<!-- notes: written by hand, kept when this file is regenerated -->"
 
 
@@ -50,12 +53,11 @@ def _paired_gain(frame: pd.DataFrame, with_coeff: str, without: str, tasks: list
     return header + rows + footer
 
 
-def _reference_rows(tasks: list[str]) -> list[str]:
-    """Majority baseline and the frozen linear probe (bench/linear_probe.py), when its results exist."""
+def _reference_rows(tasks: list[str], path: Path | None) -> list[str]:
+    """Majority baseline and the frozen linear probe (bench/linear_probe.py), when its results are given."""
     import json
 
-    path = Path(__file__).resolve().parents[3] / "bench" / "results" / "linear_probe.json"
-    if not path.is_file():
+    if path is None or not path.is_file():
         return []
     by_task = {row["task"]: row for row in json.loads(path.read_text())["results"]}
     cells = {
@@ -77,7 +79,12 @@ def _reference_rows(tasks: list[str]) -> list[str]:
     ]
 
 
-def suite_report(sweep_dir: str | Path, command: str, controls: dict[str, str | Path] | None = None) -> str:
+def suite_report(
+    sweep_dir: str | Path,
+    command: str,
+    controls: dict[str, str | Path] | None = None,
+    probe_results: str | Path | None = None,
+) -> str:
     from deltaspace.tasks import HELDOUT_TASKS, SOURCE_TASKS
     from deltaspace.train.result import collect_results
 
@@ -111,7 +118,7 @@ def suite_report(sweep_dir: str | Path, command: str, controls: dict[str, str | 
         results_table(frame, "test_macro_f1", methods=methods, tasks=tasks),
         "",
     ]
-    lines += _reference_rows(tasks)
+    lines += _reference_rows(tasks, Path(probe_results) if probe_results is not None else None)
     for with_coeff in _variants(methods, COEFF_WITH):
         for without in _variants(methods, COEFF_WITHOUT):
             gain = _paired_gain(frame, with_coeff, without, tasks)
@@ -136,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     sweep_dir, output = argv[:2]
     controls = {name: directory for directory, name in (a.split("=", 1) for a in argv[2:])}
     command = "python -m deltaspace.report.suite_report " + " ".join(argv)
-    report = suite_report(sweep_dir, command, controls)
+    report = suite_report(sweep_dir, command, controls, PROBE_RESULTS)
     notes = _kept_notes(Path(output))
     write_text_atomic(output, report + ("\n" + notes if notes else ""))
     print(f"wrote {output}")

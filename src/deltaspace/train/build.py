@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
 from deltaspace.heads import DEFAULT_TEMPERATURE, PrototypeClassifier
+from deltaspace.subspace._optim import seeded
 from deltaspace.tasks.task import Task
 from deltaspace.train.config import HEADS
 
@@ -31,29 +31,17 @@ def build_classifier(
 
     if head == "prototype":
         encoder, tokenizer = load_model(model_name, kind="encoder")
-        _ensure_pad_token(encoder, tokenizer)
         classifier = PrototypeClassifier.from_label_names(
             encoder, tokenizer, task.label_names, temperature=temperature
         )
         return classifier, tokenizer
     if head == "linear":
         # The fresh head is initialised from the global RNG inside from_pretrained: draw it from `seed`.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             model, tokenizer = load_model(
                 model_name, num_labels=task.num_labels, kind="sequence-classification"
             )
-        _ensure_pad_token(model, tokenizer)
         model.config.id2label = dict(enumerate(task.label_names))
         model.config.label2id = {name: index for index, name in enumerate(task.label_names)}
         return model, tokenizer
     raise ValueError(f"unknown head {head!r}; use one of {', '.join(HEADS)}")
-
-
-def _ensure_pad_token(model: nn.Module, tokenizer: Any) -> None:
-    """Decoder-only tokenizers often lack a pad token; batching needs one (the mask hides it anyway)."""
-    if getattr(tokenizer, "pad_token", None) is None and getattr(tokenizer, "eos_token", None) is not None:
-        tokenizer.pad_token = tokenizer.eos_token
-    config = getattr(model, "config", None)
-    if config is not None and getattr(config, "pad_token_id", None) is None:
-        config.pad_token_id = tokenizer.pad_token_id
