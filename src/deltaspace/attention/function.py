@@ -31,18 +31,16 @@ from deltaspace.attention.discovery import DELTA_ATTRS, find_attention_modules, 
 ATTENTION_NAME = "deltaspace"
 
 
+# The keyword arguments of transformers' attention functions that attend() implements.
+_ATTEND_OPTIONS = ("scaling", "dropout", "softcap", "position_bias", "is_causal", "sliding_window")
+
+
 def deltaspace_attention_forward(
     module: nn.Module,
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
     attention_mask: torch.Tensor | None,
-    scaling: float | None = None,
-    dropout: float = 0.0,
-    softcap: float | None = None,
-    position_bias: torch.Tensor | None = None,
-    is_causal: bool | None = None,
-    sliding_window: int | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """transformers attention-function contract: returns ((B, Lq, H, D) output, (B, H, Lq, Lk) weights or None).
@@ -55,19 +53,8 @@ def deltaspace_attention_forward(
         raise ValueError(
             f"{type(module).__name__} uses attention sinks, which the deltaspace attention does not implement"
         )
-    return attend(
-        module,
-        query,
-        key,
-        value,
-        attention_mask,
-        scaling=scaling,
-        dropout=dropout,
-        softcap=softcap,
-        position_bias=position_bias,
-        is_causal=is_causal,
-        sliding_window=sliding_window,
-    )
+    options = {name: kwargs[name] for name in _ATTEND_OPTIONS if name in kwargs}
+    return attend(module, query, key, value, attention_mask, **options)
 
 
 AttentionInterface.register(ATTENTION_NAME, deltaspace_attention_forward)

@@ -17,6 +17,7 @@ import re
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
+import torch
 from torch import nn
 
 _REGISTRY: dict[str, type[DeltaConfig]] = {}
@@ -86,6 +87,38 @@ class AttachedDelta(ABC):
         Afterwards the model holds no trace of the delta and :meth:`detach` must not be called.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot be merged: {self.merge_refusal(model)}")
+
+
+class InPlaceAttached(AttachedDelta):
+    """A delta that trains existing base parameters in place (BitFit, full fine-tuning): no module is added.
+
+    ``originals`` holds their pretrained values, which ``detach`` writes back (``None``: keep the trained
+    values). Merging is keeping the trained values.
+    """
+
+    def __init__(
+        self, config: DeltaConfig, names: list[str], originals: dict[str, torch.Tensor] | None
+    ) -> None:
+        self.config = config
+        self._names = list(names)
+        self._originals = originals
+
+    def parameter_names(self) -> list[str]:
+        return list(self._names)
+
+    def detach(self, model: nn.Module) -> None:
+        if self._originals is None:
+            return
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in self._originals.items():
+                params[name].copy_(value)
+
+    def merge_refusal(self, model: nn.Module) -> str | None:
+        return None
+
+    def merge(self, model: nn.Module) -> None:
+        return None  # the trained values already are the base parameters
 
 
 def matches_target(name: str, target_modules: str | list[str]) -> bool:

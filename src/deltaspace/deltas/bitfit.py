@@ -10,10 +10,9 @@ from __future__ import annotations
 import dataclasses
 import re
 
-import torch
 from torch import nn
 
-from deltaspace.deltas.base import HEAD_NAMES, AttachedDelta, DeltaConfig, register_delta
+from deltaspace.deltas.base import HEAD_NAMES, DeltaConfig, InPlaceAttached, register_delta
 
 EMBEDDING_MODULE_NAMES = ("embeddings", "embed_tokens", "embed_positions", "wte", "wpe")
 
@@ -85,26 +84,8 @@ class BitFitConfig(DeltaConfig):
         names = self.bias_names(model)
         params = dict(model.named_parameters())
         originals = {name: params[name].detach().clone() for name in names}
-        return AttachedBitFit(self, originals)
+        return AttachedBitFit(self, names, originals)
 
 
-class AttachedBitFit(AttachedDelta):
-    def __init__(self, config: BitFitConfig, originals: dict[str, torch.Tensor]) -> None:
-        self.config = config
-        self._originals = originals
-
-    def parameter_names(self) -> list[str]:
-        return list(self._originals)
-
-    def detach(self, model: nn.Module) -> None:
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, value in self._originals.items():
-                params[name].copy_(value)
-
-    def merge_refusal(self, model: nn.Module) -> str | None:
-        return None
-
-    def merge(self, model: nn.Module) -> None:
-        # The trained values already are the base parameters; merging is keeping them (no detach).
-        return None
+class AttachedBitFit(InPlaceAttached):
+    """The biases BitFit trains, with their pretrained values."""

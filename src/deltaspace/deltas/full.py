@@ -10,10 +10,9 @@ from __future__ import annotations
 import dataclasses
 import re
 
-import torch
 from torch import nn
 
-from deltaspace.deltas.base import AttachedDelta, DeltaConfig, register_delta
+from deltaspace.deltas.base import DeltaConfig, InPlaceAttached, register_delta
 from deltaspace.deltas.bitfit import embedding_parameter_names, is_head_parameter
 
 
@@ -59,28 +58,5 @@ class FullFineTuningConfig(DeltaConfig):
         return AttachedFull(self, names, originals)
 
 
-class AttachedFull(AttachedDelta):
-    def __init__(
-        self, config: FullFineTuningConfig, names: list[str], originals: dict[str, torch.Tensor] | None
-    ) -> None:
-        self.config = config
-        self._names = names
-        self._originals = originals
-
-    def parameter_names(self) -> list[str]:
-        return list(self._names)
-
-    def detach(self, model: nn.Module) -> None:
-        if self._originals is None:
-            return
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, value in self._originals.items():
-                params[name].copy_(value)
-
-    def merge_refusal(self, model: nn.Module) -> str | None:
-        return None
-
-    def merge(self, model: nn.Module) -> None:
-        # The trained values already are the base parameters; merging is keeping them (no detach).
-        return None
+class AttachedFull(InPlaceAttached):
+    """The base parameters full fine-tuning trains, with their pretrained values (unless not kept)."""
