@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
 import platform
 import statistics
@@ -29,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from deltaspace.io import write_json_atomic, write_text_atomic
@@ -87,8 +89,10 @@ def main() -> None:
     from deltaspace.heads import label_prototypes
     from deltaspace.model import get_delta_model
     from deltaspace.subspace import DeltaModelMember, FitConfig, OptimiseConfig, SolutionStore, TaskBatches
-    from deltaspace.subspace import fit as fit_module
     from deltaspace.tasks.load import load_task
+
+    # the module, not the function of the same name that deltaspace.subspace exports
+    fit_module = importlib.import_module("deltaspace.subspace.fit")
     from deltaspace.train.build import build_classifier
     from deltaspace.train.data import cap_examples, make_loader, tokenize_split
 
@@ -142,8 +146,6 @@ def main() -> None:
         config.validate()
         with fit_module.seeded(0):
             ups, downs, deltas, features, _ = fit_module._build_projections(members, store, names, config)
-            import numpy as np
-
             rng = np.random.default_rng(0)
             streams = {t.name: t.stream() for t in sources}
 
