@@ -39,52 +39,6 @@ def _random_up(
     return make_up(kind, theta0, dim, scale=ref / size**0.5, seed=seed)
 
 
-def random_subspace(
-    members: Sequence[SubspaceMember],
-    store: SolutionStore,
-    source_tasks: Sequence[str],
-    dim: int,
-    *,
-    seed: int = 0,
-    max_dense_elements: int = 1 << 27,
-) -> SubspaceBundle:
-    """d random directions per DET, each of about the norm of its source solutions."""
-    ups = {}
-    for i, member in enumerate(members):
-        size = member.theta0.numel()
-        ref = rms_norm(_stacked(store, member.name, source_tasks))
-        kind, _ = resolve_kinds("auto", "auto", size, dim, max_dense_elements)
-        ups[member.name] = _random_up(kind, member.theta0, size, dim, ref, seed * 1000 + 2 * i + 7919)
-    return SubspaceBundle(ups, metadata={"stage": "control", "control": "random"})
-
-
-def span_subspace(
-    members: Sequence[SubspaceMember],
-    store: SolutionStore,
-    source_tasks: Sequence[str],
-    dim: int,
-    *,
-    seed: int = 0,
-    max_dense_elements: int = 1 << 27,
-) -> SubspaceBundle:
-    """The span of each DET's source solutions (orthonormal, scaled to their rms norm), plus random
-    directions up to d."""
-    ups = {}
-    for i, member in enumerate(members):
-        size = member.theta0.numel()
-        deltas = _stacked(store, member.name, source_tasks)
-        ref = rms_norm(deltas)
-        basis = span_basis(deltas, dim)
-        kind, _ = resolve_kinds("auto", "auto", size, dim, max_dense_elements)
-        extra = None
-        if dim > basis.shape[1]:
-            extra = _random_up(kind, size, size, dim - basis.shape[1], ref, seed * 1000 + 2 * i + 7919)
-        ups[member.name] = BasisUp(
-            member.theta0, dim, scale=ref / size**0.5, basis=basis, extra=extra, train_basis=False
-        )
-    return SubspaceBundle(ups, metadata={"stage": "control", "control": "span"})
-
-
 def control_subspace(
     kind: str,
     members: Sequence[SubspaceMember],
@@ -95,8 +49,26 @@ def control_subspace(
     seed: int = 0,
     max_dense_elements: int = 1 << 27,
 ) -> SubspaceBundle:
-    """The control named ``kind`` (``random`` or ``span``)."""
-    builders = {"random": random_subspace, "span": span_subspace}
-    if kind not in builders:
+    """The control named ``kind``: ``random`` (d random directions per DET, each of about the norm of
+    its source solutions) or ``span`` (an orthonormal basis of its source solutions, scaled to their rms
+    norm, plus random directions up to d)."""
+    if kind not in CONTROLS:
         raise ValueError(f"unknown control {kind!r}; use one of {', '.join(CONTROLS)}")
-    return builders[kind](members, store, source_tasks, dim, seed=seed, max_dense_elements=max_dense_elements)
+    ups = {}
+    for i, member in enumerate(members):
+        size = member.theta0.numel()
+        deltas = _stacked(store, member.name, source_tasks)
+        ref = rms_norm(deltas)
+        up_kind, _ = resolve_kinds("auto", "auto", size, dim, max_dense_elements)
+        member_seed = seed * 1000 + 2 * i + 7919
+        if kind == "random":
+            ups[member.name] = _random_up(up_kind, member.theta0, size, dim, ref, member_seed)
+            continue
+        basis = span_basis(deltas, dim)
+        extra = None
+        if dim > basis.shape[1]:
+            extra = _random_up(up_kind, size, size, dim - basis.shape[1], ref, member_seed)
+        ups[member.name] = BasisUp(
+            member.theta0, dim, scale=ref / size**0.5, basis=basis, extra=extra, train_basis=False
+        )
+    return SubspaceBundle(ups, metadata={"stage": "control", "control": kind})
