@@ -20,6 +20,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from deltaspace.errors import UserInputError
+
 _REGISTRY: dict[str, type[DeltaConfig]] = {}
 
 # Direct children of a model that are fresh task heads (pretrained LM heads are never in this list).
@@ -86,7 +88,8 @@ class AttachedDelta(ABC):
 
         Afterwards the model holds no trace of the delta and :meth:`detach` must not be called.
         """
-        raise NotImplementedError(f"{type(self).__name__} cannot be merged: {self.merge_refusal(model)}")
+        # merge_and_unload checks merge_refusal first; this guards direct callers
+        raise UserInputError(f"{type(self).__name__} cannot be merged: {self.merge_refusal(model)}")
 
 
 class InPlaceAttached(AttachedDelta):
