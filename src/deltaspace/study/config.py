@@ -214,7 +214,7 @@ class _Sections:
 
     fit: FitConfig = dataclasses.field(default_factory=FitConfig)
     optimise: OptimiseConfig = dataclasses.field(
-        default_factory=lambda: OptimiseConfig(steps=200, lr=5e-2, optimizer="adamw", eval_every=50)
+        default_factory=lambda: OptimiseConfig(steps=200, lr=5e-2, optimizer="adamw", eval_every=100)
     )
     landscape: LandscapeConfig = dataclasses.field(default_factory=LandscapeConfig)
 

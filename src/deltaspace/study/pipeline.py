@@ -290,24 +290,22 @@ class StudyContext:
 
     # -- stages 2, 3, 6
 
-    def subspaces(self, task: str) -> dict[str, Any]:
-        """The learned subspace that solves ``task`` and the controls, built from the same source tasks."""
+    def subspace(self, task: str, kind: str):
+        """The subspace ``kind`` (``learned``, or a control built from the same source tasks) that solves
+        ``task``."""
         from deltaspace.subspace.controls import control_subspace
 
-        sources = self.config.fit_sources(task)
-        fit_config = self.config.fit
-        spaces = {LEARNED: self.bundle(task)}
-        for kind in self.config.controls:
-            spaces[kind] = control_subspace(
-                kind,
-                self.members,
-                self.store,
-                sources,
-                fit_config.dim,
-                seed=self.config.seed,
-                max_dense_elements=fit_config.max_dense_elements,
-            )
-        return spaces
+        if kind == LEARNED:
+            return self.bundle(task)
+        return control_subspace(
+            kind,
+            self.members,
+            self.store,
+            self.config.fit_sources(task),
+            self.config.fit.dim,
+            seed=self.config.seed,
+            max_dense_elements=self.config.fit.max_dense_elements,
+        )
 
     def optimise_all(self) -> None:
         for task in self.config.stage2_tasks:
@@ -320,17 +318,20 @@ class StudyContext:
 
         gold, initial, original = self.reference_predictions(task)
         originals = self.originals(task)
-        spaces = self.subspaces(task)
+        kinds = [LEARNED, *self.config.controls]
+        learned_bundle = self.subspace(task, LEARNED)
         parts = self.out / "stage2" / "parts"
         runs: dict[str, dict[str, SubspaceRun]] = {}
         seconds: dict[str, float] = {}
-        for kind, bundle in spaces.items():
+        for kind in kinds:
             part = parts / f"{slug(task)}--{kind}.json"
             if part.is_file():  # resuming: this subspace finished before the study was stopped
                 data = json.loads(part.read_text())
                 runs[kind] = {det: SubspaceRun(**run) for det, run in data["runs"].items()}
                 seconds[kind] = data["seconds"]
                 continue
+            # built only when needed: resuming skips the finished ones (a span basis is k·D floats)
+            bundle = learned_bundle if kind == LEARNED else self.subspace(task, kind)
             start = time.perf_counter()
             runs[kind] = {}
             for member in self.members:
@@ -363,7 +364,7 @@ class StudyContext:
         learned = runs[LEARNED]
         matrix = transfer(
             self.members,
-            spaces[LEARNED],
+            learned_bundle,
             {name: torch.tensor(run.z) for name, run in learned.items()},
             self.batches[task],
             original_metrics=originals,
@@ -382,7 +383,7 @@ class StudyContext:
             seconds=seconds,
         )
         write_json_atomic(path, record.to_dict())
-        for kind in spaces:
+        for kind in kinds:
             (parts / f"{slug(task)}--{kind}.json").unlink(missing_ok=True)
 
     # -- stage 4
