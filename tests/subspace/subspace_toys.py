@@ -35,6 +35,9 @@ class LinearMember:
     def predict(self, theta: Tensor, batch: dict) -> Tensor:
         return self.logits(theta, batch["inputs"]).argmax(-1)
 
+    def outputs(self, theta: Tensor, batch: dict) -> Tensor:
+        return self.logits(theta, batch["inputs"])
+
 
 class LowRankMember(LinearMember):
     """θ = (A (K×r), B (r×p)): logits = x (A B)ᵀ, a LoRA-like bilinear parameterisation."""

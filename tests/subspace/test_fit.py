@@ -259,3 +259,32 @@ def test_gradient_directions_keep_the_solutions_exact_and_span_the_descent_direc
             descent = _descent_directions(member, tasks, list(tasks), 1, False)[0].t().double()
         coef = torch.linalg.lstsq(columns, descent).solution
         assert (columns @ coef - descent).norm() / descent.norm() < 1e-4, member.name
+
+
+def test_output_scaled_descent_directions_change_every_members_outputs_alike(toy_study):
+    from deltaspace.subspace._optim import seeded
+    from deltaspace.subspace.fit import _descent_directions, _matched_output_scale, _output_change
+
+    tasks = {t.name: t for t in toy_study.sources}
+    rows, sensitivity, last_batch = {}, {}, {}
+    for member in toy_study.members:
+        with seeded(0):
+            rows[member.name], _, sensitivity[member.name] = _descent_directions(
+                member, tasks, list(tasks), 1, True, "output"
+            )
+        with seeded(0):  # the batch each row was measured on (one per task, per_batch)
+            last_batch[member.name] = [next(tasks[t].stream()) for t in tasks]
+    before = torch.stack(list(sensitivity.values()))
+    assert (before.max(0).values / before.min(0).values).max() > 1.5  # the members differ unscaled
+    factors = _matched_output_scale(sensitivity)
+    after = torch.tensor(
+        [
+            [
+                _output_change(member, rows[member.name][i] * factors[member.name][i], batch)
+                for i, batch in enumerate(last_batch[member.name])
+            ]
+            for member in toy_study.members
+        ]
+    )
+    torch.testing.assert_close(after, after[:1].expand_as(after), rtol=1e-3, atol=0)
+    torch.testing.assert_close(after[0], before.log().mean(0).exp().float(), rtol=1e-3, atol=0)

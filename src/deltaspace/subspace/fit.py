@@ -70,6 +70,7 @@ logger = logging.getLogger(__name__)
 MIXINGS = ("dirichlet", "paper", "none")
 TASK_ORDERS = ("round_robin", "random")
 INITS = ("closed_form", "random")
+GRADIENT_SCALES = ("unit", "loss", "output")
 
 
 @dataclass
@@ -99,9 +100,11 @@ class FitConfig:
             batches, outside the solutions' span, shared across DETs like the solutions) instead of
             random ones. Not in the paper: the first step training takes on a task, which a held-out
             task's training may share with the source tasks' more than with a random direction.
-        gradient_scale: ``unit`` (descent directions of unit norm in parameter space) or ``loss`` (scaled
-            so that a unit step lowers the batch's loss by 1 to first order: the same code then means
-            the same first-order change of the task loss in every DET, which transfer needs).
+        gradient_scale: ``unit`` (descent directions of unit norm in parameter space), ``loss`` (scaled
+            so that a unit step lowers the batch's loss by 1 to first order) or ``output`` (scaled so
+            that a unit step changes the model's outputs on the batch it came from by the same amount
+            in every DET: the geometric mean over DETs of a unit-norm step's output change). ``loss``
+            and ``output`` aim at transfer: the same code should mean the same change in every DET.
         gradient_per_batch: one descent direction per batch (T · gradient_batches of them, which also
             span how the direction varies within a task) instead of one per task.
         train_encoder_first_layer: train the encoders' first layer (the paper) or keep it fixed.
@@ -167,8 +170,10 @@ class FitConfig:
             raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
         if self.members_per_step is not None and self.members_per_step < 1:
             raise ValueError(f"members_per_step must be >= 1 or null, got {self.members_per_step}")
-        if self.gradient_scale not in ("unit", "loss"):
-            raise ValueError(f"gradient_scale must be unit or loss, got {self.gradient_scale!r}")
+        if self.gradient_scale not in GRADIENT_SCALES:
+            raise ValueError(
+                f"gradient_scale must be one of {', '.join(GRADIENT_SCALES)}, got {self.gradient_scale!r}"
+            )
         if self.train_basis not in ("auto", True, False):
             raise ValueError(f"train_basis must be auto, true or false, got {self.train_basis!r}")
         check_metric(self.metric)
@@ -454,25 +459,47 @@ def _descent_directions(
     batches: int,
     per_batch: bool,
     scale: str = "unit",
-) -> tuple[Tensor, list[str]]:
-    """Minus the task-loss gradient at θ0 (the first step training takes), each scaled to unit norm:
-    one row per source task averaged over its first ``batches`` batches, or (``per_batch``) one row per
-    batch, T · batches rows that also carry how the direction varies within a task. Returns the rows
-    and their names."""
-    rows, names = [], []
+) -> tuple[Tensor, list[str], Tensor]:
+    """Minus the task-loss gradient at θ0 (the first step training takes), each scaled to unit norm
+    (``scale="loss"``: to a unit first-order loss change): one row per source task averaged over its first
+    ``batches`` batches, or (``per_batch``) one row per batch, T · batches rows that also carry how the
+    direction varies within a task. Returns the rows, their names and (``scale="output"``) each unit
+    row's output change on its last batch (:func:`_output_change`; ones otherwise)."""
+    rows, names, sensitivity = [], [], []
     for name in task_names:
         stream = tasks[name].stream()
         theta = member.theta0.detach().clone().requires_grad_(True)
         for b in range(batches):
-            (member.loss(theta, next(stream)) / (1 if per_batch else batches)).backward()
+            batch = next(stream)
+            (member.loss(theta, batch) / (1 if per_batch else batches)).backward()
             if per_batch or b == batches - 1:
                 grad = -theta.grad.detach().float()
                 norm = grad.norm().clamp_min(1e-30)
-                # "loss": a unit step lowers the batch's loss by 1 to first order, in every DET alike
-                rows.append(grad / norm if scale == "unit" else grad / norm**2)
+                rows.append(grad / norm if scale != "loss" else grad / norm**2)
+                sensitivity.append(_output_change(member, rows[-1], batch) if scale == "output" else 1.0)
                 names.append(f"{name}#{b}" if per_batch else name)
                 theta.grad = None
-    return torch.stack(rows), names
+    return torch.stack(rows), names, torch.tensor(sensitivity, dtype=torch.float64)
+
+
+def _output_change(member: SubspaceMember, direction: Tensor, batch: Any, step: float = 1e-2) -> float:
+    """RMS change of the member's outputs on ``batch`` per unit step along ``direction`` (a central
+    difference: custom attention kernels need not support forward-mode AD)."""
+    outputs = getattr(member, "outputs", None)
+    if not callable(outputs):
+        raise ValueError(f"member {member.name!r} has no outputs(theta, batch); use gradient_scale unit")
+    theta0 = member.theta0.detach()
+    step_vec = (step * direction).to(theta0.dtype)
+    change = (outputs(theta0 + step_vec, batch) - outputs(theta0 - step_vec, batch)).double() / (2 * step)
+    return float(change.pow(2).mean().sqrt())
+
+
+def _matched_output_scale(sensitivity: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Per DET, the factor that gives every descent direction the same output change in every DET: the
+    geometric mean over DETs of a unit step's output change, over this DET's."""
+    stacked = torch.stack(list(sensitivity.values())).clamp_min(1e-30)  # (members, rows)
+    target = stacked.log().mean(0).exp()
+    return {name: (target / s.clamp_min(1e-30)).float() for name, s in sensitivity.items()}
 
 
 def _build_projections(
@@ -503,10 +530,10 @@ def _build_projections(
         target_codes[:, : codes.rank] = codes.codes
         bases = {name: closed_form_basis(x, codes) for name, x in stacked.items()}
         if config.gradient_directions and tasks is not None and config.dim > codes.rank:
-            descent, names = {}, []
+            descent, sensitivity, names = {}, {}, []
             for m in members:
                 with seeded(config.seed):  # every DET's gradients on the same batches
-                    descent[m.name], names = _descent_directions(
+                    descent[m.name], names, sensitivity[m.name] = _descent_directions(
                         m,
                         tasks,
                         task_names,
@@ -514,6 +541,11 @@ def _build_projections(
                         config.gradient_per_batch,
                         config.gradient_scale,
                     )
+            if config.gradient_scale == "output":
+                factors = _matched_output_scale(sensitivity)
+                descent = {
+                    name: rows * factors[name][:, None].to(rows.device) for name, rows in descent.items()
+                }
             extra = complement_directions(bases, descent, names, config.dim - codes.rank)
             bases = {name: torch.cat([basis, extra[name]], dim=1) for name, basis in bases.items()}
     ups: dict[str, UpProjection] = {}

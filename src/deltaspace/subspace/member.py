@@ -122,7 +122,10 @@ class DeltaModelMember:
         return self.loss_fn(logits, labels)
 
     @torch.no_grad()
-    def predict(self, theta: Tensor, batch: Mapping[str, Any]) -> Tensor:
+    def outputs(self, theta: Tensor, batch: Mapping[str, Any]) -> Tensor:
+        """The model's logits in eval mode (no dropout), without gradients."""
         self.model.eval()
-        logits, _ = self._logits(theta, batch)
-        return logits.argmax(dim=-1)
+        return self._logits(theta, batch)[0]
+
+    def predict(self, theta: Tensor, batch: Mapping[str, Any]) -> Tensor:
+        return self.outputs(theta, batch).argmax(dim=-1)
