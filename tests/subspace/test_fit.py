@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -263,13 +265,14 @@ def test_gradient_directions_keep_the_solutions_exact_and_span_the_descent_direc
 
 def test_output_scaled_descent_directions_change_every_members_outputs_alike(toy_study):
     from deltaspace.subspace._optim import seeded
-    from deltaspace.subspace.fit import _descent_directions, _matched_output_scale, _output_change
+    from deltaspace.subspace.alignment import output_change
+    from deltaspace.subspace.fit import _descent_directions, _matched_output_scale
 
     tasks = {t.name: t for t in toy_study.sources}
     rows, sensitivity, last_batch = {}, {}, {}
     for member in toy_study.members:
         with seeded(0):
-            rows[member.name], _, sensitivity[member.name] = _descent_directions(
+            rows[member.name], _, sensitivity[member.name], _ = _descent_directions(
                 member, tasks, list(tasks), 1, True, "output"
             )
         with seeded(0):  # the batch each row was measured on (one per task, per_batch)
@@ -280,7 +283,12 @@ def test_output_scaled_descent_directions_change_every_members_outputs_alike(toy
     after = torch.tensor(
         [
             [
-                _output_change(member, rows[member.name][i] * factors[member.name][i], batch)
+                float(
+                    output_change(member, rows[member.name][i] * factors[member.name][i], batch)
+                    .pow(2)
+                    .mean()
+                    .sqrt()
+                )
                 for i, batch in enumerate(last_batch[member.name])
             ]
             for member in toy_study.members
@@ -288,3 +296,29 @@ def test_output_scaled_descent_directions_change_every_members_outputs_alike(toy
     )
     torch.testing.assert_close(after, after[:1].expand_as(after), rtol=1e-3, atol=0)
     torch.testing.assert_close(after[0], before.log().mean(0).exp().float(), rtol=1e-3, atol=0)
+
+
+def test_aligned_descent_directions_keep_each_span_and_agree_across_members(toy_study):
+    config = FitConfig(dim=7, steps=0, gradient_directions=True, gradient_batches=2, progress=False)
+    plain = fit(toy_study.members, toy_study.store, toy_study.sources, config)
+    aligned = fit(
+        toy_study.members,
+        toy_study.store,
+        toy_study.sources,
+        dataclasses.replace(config, gradient_align=True),
+    )
+    report = aligned.metadata["closed_form"]["alignment"]
+    assert report["after"] < 0.8 * report["before"], report
+    errors = aligned.reconstruction_errors(toy_study.store)
+    assert max(e for by_task in errors.values() for e in by_task.values()) < 1e-6
+    for member in toy_study.members:
+        before = plain.up(member.name).delta(torch.eye(7)).detach().t().double()
+        after = aligned.up(member.name).delta(torch.eye(7)).detach().t().double()
+        coef = torch.linalg.lstsq(before, after).solution  # the same span, other coordinates
+        assert (before @ coef - after).norm() / after.norm() < 1e-5, member.name
+        assert (after - before).norm() / before.norm() > 1e-2, member.name
+
+
+def test_gradient_align_needs_gradient_directions():
+    with pytest.raises(ValueError, match="gradient_directions"):
+        FitConfig(gradient_align=True).validate()

@@ -49,6 +49,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from deltaspace.subspace._optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule, seeded
+from deltaspace.subspace.alignment import alignment_maps, misalignment, output_change, output_changes
 from deltaspace.subspace.batches import TaskBatches
 from deltaspace.subspace.bundle import SubspaceBundle
 from deltaspace.subspace.closed_form import closed_form_basis, complement_directions, rms_norm, shared_codes
@@ -105,6 +106,9 @@ class FitConfig:
             that a unit step changes the model's outputs on the batch it came from by the same amount
             in every DET: the geometric mean over DETs of a unit-norm step's output change). ``loss``
             and ``output`` aim at transfer: the same code should mean the same change in every DET.
+        gradient_align: re-express each DET's descent directions inside their span so the same code
+            changes every DET's outputs on the source batches alike, to first order
+            (:mod:`~deltaspace.subspace.alignment`); aims at transfer, not in the paper.
         gradient_per_batch: one descent direction per batch (T · gradient_batches of them, which also
             span how the direction varies within a task) instead of one per task.
         train_encoder_first_layer: train the encoders' first layer (the paper) or keep it fixed.
@@ -138,6 +142,7 @@ class FitConfig:
     gradient_batches: int = 4
     gradient_per_batch: bool = False
     gradient_scale: str = "unit"
+    gradient_align: bool = False
     train_encoder_first_layer: bool = False
     max_dense_elements: int = 1 << 27
     encoder_hidden: int | None = None
@@ -173,6 +178,10 @@ class FitConfig:
         if self.gradient_scale not in GRADIENT_SCALES:
             raise ValueError(
                 f"gradient_scale must be one of {', '.join(GRADIENT_SCALES)}, got {self.gradient_scale!r}"
+            )
+        if self.gradient_align and not self.gradient_directions:
+            raise ValueError(
+                "gradient_align aligns the descent directions: set gradient_directions: true too"
             )
         if self.train_basis not in ("auto", True, False):
             raise ValueError(f"train_basis must be auto, true or false, got {self.train_basis!r}")
@@ -463,35 +472,28 @@ def _descent_directions(
     """Minus the task-loss gradient at θ0 (the first step training takes), each scaled to unit norm
     (``scale="loss"``: to a unit first-order loss change): one row per source task averaged over its first
     ``batches`` batches, or (``per_batch``) one row per batch, T · batches rows that also carry how the
-    direction varies within a task. Returns the rows, their names and (``scale="output"``) each unit
-    row's output change on its last batch (:func:`_output_change`; ones otherwise)."""
-    rows, names, sensitivity = [], [], []
+    direction varies within a task. Returns the rows, their names, (``scale="output"``) each unit row's
+    RMS output change on its last batch (ones otherwise) and the batches drawn (probe inputs)."""
+    rows, names, sensitivity, drawn = [], [], [], []
     for name in task_names:
         stream = tasks[name].stream()
         theta = member.theta0.detach().clone().requires_grad_(True)
         for b in range(batches):
             batch = next(stream)
+            drawn.append(batch)
             (member.loss(theta, batch) / (1 if per_batch else batches)).backward()
             if per_batch or b == batches - 1:
                 grad = -theta.grad.detach().float()
                 norm = grad.norm().clamp_min(1e-30)
                 rows.append(grad / norm if scale != "loss" else grad / norm**2)
-                sensitivity.append(_output_change(member, rows[-1], batch) if scale == "output" else 1.0)
+                sensitivity.append(
+                    float(output_change(member, rows[-1], batch).pow(2).mean().sqrt())
+                    if scale == "output"
+                    else 1.0
+                )
                 names.append(f"{name}#{b}" if per_batch else name)
                 theta.grad = None
-    return torch.stack(rows), names, torch.tensor(sensitivity, dtype=torch.float64)
-
-
-def _output_change(member: SubspaceMember, direction: Tensor, batch: Any, step: float = 1e-2) -> float:
-    """RMS change of the member's outputs on ``batch`` per unit step along ``direction`` (a central
-    difference: custom attention kernels need not support forward-mode AD)."""
-    outputs = getattr(member, "outputs", None)
-    if not callable(outputs):
-        raise ValueError(f"member {member.name!r} has no outputs(theta, batch); use gradient_scale unit")
-    theta0 = member.theta0.detach()
-    step_vec = (step * direction).to(theta0.dtype)
-    change = (outputs(theta0 + step_vec, batch) - outputs(theta0 - step_vec, batch)).double() / (2 * step)
-    return float(change.pow(2).mean().sqrt())
+    return torch.stack(rows), names, torch.tensor(sensitivity, dtype=torch.float64), drawn
 
 
 def _matched_output_scale(sensitivity: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -524,16 +526,16 @@ def _build_projections(
         if not bool(x.abs().sum() > 0):
             raise ValueError(f"member {name!r}: every source delta is zero; store trained solutions")
     codes = shared_codes(stacked, task_names, config.dim) if config.init == "closed_form" else None
-    target_codes, bases = None, {}
+    target_codes, bases, alignment = None, {}, None
     if codes is not None:
         target_codes = torch.zeros(len(task_names), config.dim)
         target_codes[:, : codes.rank] = codes.codes
         bases = {name: closed_form_basis(x, codes) for name, x in stacked.items()}
         if config.gradient_directions and tasks is not None and config.dim > codes.rank:
-            descent, sensitivity, names = {}, {}, []
+            descent, sensitivity, names, probe = {}, {}, [], []
             for m in members:
                 with seeded(config.seed):  # every DET's gradients on the same batches
-                    descent[m.name], names, sensitivity[m.name] = _descent_directions(
+                    descent[m.name], names, sensitivity[m.name], probe = _descent_directions(
                         m,
                         tasks,
                         task_names,
@@ -547,6 +549,15 @@ def _build_projections(
                     name: rows * factors[name][:, None].to(rows.device) for name, rows in descent.items()
                 }
             extra = complement_directions(bases, descent, names, config.dim - codes.rank)
+            if config.gradient_align and len(members) > 1:
+                changes = {m.name: output_changes(m, extra[m.name], probe) for m in members}
+                maps = alignment_maps(changes)
+                alignment = {"before": misalignment(changes), "after": misalignment(changes, maps)}
+                logger.info(
+                    "descent directions aligned across DETs: misalignment %(before).3f -> %(after).3f",
+                    alignment,
+                )
+                extra = {name: columns @ maps[name].to(columns) for name, columns in extra.items()}
             bases = {name: torch.cat([basis, extra[name]], dim=1) for name, basis in bases.items()}
     ups: dict[str, UpProjection] = {}
     downs: dict[str, DownProjection] = {}
@@ -618,6 +629,7 @@ def _build_projections(
         member_meta["_closed_form"] = {
             "basis_dim": codes.rank,
             "gradient_dim": next(iter(bases.values())).shape[1] - codes.rank,
+            "alignment": alignment,
             "gram_eigenvalues": [float(v) for v in codes.eigenvalues],
         }
     return ups, downs, deltas, features, member_meta
