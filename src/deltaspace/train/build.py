@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 from deltaspace.heads import DEFAULT_TEMPERATURE, PrototypeClassifier
@@ -19,6 +20,7 @@ def build_classifier(
     seed: int = 0,
     *,
     temperature: float = DEFAULT_TEMPERATURE,
+    head_only: bool = False,
 ) -> tuple[nn.Module, Any]:
     """``(classifier, tokenizer)`` for ``task``, ready to be passed to ``get_delta_model``.
 
@@ -26,6 +28,8 @@ def build_classifier(
     prototypes from the frozen base and no trainable head (the same solution shape on every task).
     ``head="linear"``: Hugging Face's ``AutoModelForSequenceClassification`` with a fresh head drawn from
     ``seed`` (``get_delta_model`` trains it together with the deltas).
+    ``head_only=True`` (method ``head``): with the prototype head, the label prototypes become a trainable
+    ``head`` (:class:`TrainedPrototypeClassifier`); the linear head trains as it always does.
     """
     from deltaspace.assets import load_model
 
@@ -34,7 +38,7 @@ def build_classifier(
         classifier = PrototypeClassifier.from_label_names(
             encoder, tokenizer, task.label_names, temperature=temperature
         )
-        return classifier, tokenizer
+        return (TrainedPrototypeClassifier(classifier) if head_only else classifier), tokenizer
     if head == "linear":
         # The fresh head is initialised from the global RNG inside from_pretrained: draw it from `seed`.
         with seeded(seed):
@@ -45,3 +49,24 @@ def build_classifier(
         model.config.label2id = {name: index for index, name in enumerate(task.label_names)}
         return model, tokenizer
     raise ValueError(f"unknown head {head!r}; use one of {', '.join(HEADS)}")
+
+
+class PrototypeTable(nn.Module):
+    """The label prototypes (K, D) as a parameter, initialised from the frozen base's label embeddings."""
+
+    def __init__(self, prototypes: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(prototypes.detach().clone())
+
+
+class TrainedPrototypeClassifier(PrototypeClassifier):
+    """A :class:`PrototypeClassifier` whose prototypes train (as the child module ``head``, which
+    ``get_delta_model`` detects as the task head): the head-only baseline, nothing else learns."""
+
+    def __init__(self, base: PrototypeClassifier) -> None:
+        super().__init__(base.encoder, base.prototypes, base.temperature, base.label_names)
+        self.head = PrototypeTable(self.prototypes)
+
+    def forward(self, *args: Any, prototypes: torch.Tensor | None = None, **kwargs: Any) -> Any:
+        # PrototypeClassifier normalises given prototypes per call, so gradients reach the table.
+        return super().forward(*args, prototypes=self.head.weight if prototypes is None else prototypes, **kwargs)

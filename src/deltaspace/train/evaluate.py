@@ -16,6 +16,7 @@ from deltaspace.tasks.metrics import compute_metrics
 from deltaspace.tasks.task import SPLITS, Task
 from deltaspace.train.config import TrainConfig
 from deltaspace.train.data import cap_examples, make_loader, tokenize_split
+from deltaspace.train.preflight import HEAD_ONLY
 from deltaspace.train.result import CONFIG_FILE, DELTA_DIR
 
 
@@ -77,6 +78,11 @@ def evaluate_run(
             f"{run_dir} is not a run directory (no {CONFIG_FILE}); pass a folder written by `deltaspace train`"
         )
     config = TrainConfig.from_json(run_dir / CONFIG_FILE)
+    if not (run_dir / DELTA_DIR).is_dir() and not config.save_delta:
+        raise MissingFileError(
+            f"{run_dir} was trained with save_delta=false and kept no weights to evaluate; its scores are in "
+            "result.json and predictions.json (retrain with save_delta: true to evaluate again)"
+        )
     if not (run_dir / DELTA_DIR).is_dir():
         raise MissingFileError(
             f"{run_dir / DELTA_DIR} not found: the run has not finished (rerun it to complete it)"
@@ -89,7 +95,12 @@ def evaluate_run(
     if split != "train":
         dataset = cap_examples(dataset, config.max_eval_examples, config.data_seed)
     classifier, tokenizer = build_classifier(
-        config.model, task, config.head, config.seed, temperature=config.temperature
+        config.model,
+        task,
+        config.head,
+        config.seed,
+        temperature=config.temperature,
+        head_only=config.method == HEAD_ONLY,
     )
     try:
         model = DeltaModel.from_pretrained(classifier, run_dir / DELTA_DIR)

@@ -40,9 +40,9 @@ from deltaspace.tasks.task import Task
 from deltaspace.train.checkpoint import CHECKPOINTS_DIR, load_checkpoint, save_checkpoint
 from deltaspace.train.config import TrainConfig
 from deltaspace.train.data import cap_examples, make_loader, tokenize_split
-from deltaspace.train.evaluate import evaluate_model
+from deltaspace.train.evaluate import evaluate_model, metrics_from_logits, predict
 from deltaspace.train.faults import pause_point
-from deltaspace.train.preflight import check_method, check_model
+from deltaspace.train.preflight import HEAD_ONLY, check_method, check_model
 from deltaspace.train.result import (
     CONFIG_FILE,
     DELTA_DIR,
@@ -50,6 +50,7 @@ from deltaspace.train.result import (
     TB_DIR,
     RunResult,
     peak_rss_mb,
+    save_predictions,
 )
 from deltaspace.train.rundir import plan_run_dir, recover_interrupted_swap
 
@@ -109,7 +110,12 @@ def train(
     if prebuilt is None:
         with accelerator.main_process_first():
             classifier, tokenizer = build_classifier(
-                config.model, task, config.head, config.seed, temperature=config.temperature
+                config.model,
+                task,
+                config.head,
+                config.seed,
+                temperature=config.temperature,
+                head_only=config.method == HEAD_ONLY,
             )
         delta_model = _build_delta_model(classifier, config)
     else:
@@ -337,8 +343,10 @@ def train(
 
     # The best checkpoint is the run's answer: restore it, score it, save it.
     unwrapped.load_solution(best_solution)
-    validation = evaluate_model(model, val_loader, task.num_labels, accelerator)
-    test = evaluate_model(model, test_loader, task.num_labels, accelerator)
+    val_logits, val_labels = predict(model, val_loader, accelerator)
+    test_logits, test_labels = predict(model, test_loader, accelerator)
+    validation = metrics_from_logits(val_logits, val_labels, task.num_labels)
+    test = metrics_from_logits(test_logits, test_labels, task.num_labels)
     result = RunResult(
         task=task.name,
         method=config.method,
@@ -371,7 +379,15 @@ def train(
     for tracker in accelerator.trackers:
         tracker.finish()
     if accelerator.is_main_process:
-        unwrapped.save_pretrained(work_dir / DELTA_DIR)
+        if config.save_delta:
+            unwrapped.save_pretrained(work_dir / DELTA_DIR)
+        save_predictions(
+            work_dir,
+            {
+                "validation": (val_logits.argmax(axis=-1), val_labels),
+                "test": (test_logits.argmax(axis=-1), test_labels),
+            },
+        )
         result.save(work_dir)  # last: its presence marks a finished run
         shutil.rmtree(work_dir / CHECKPOINTS_DIR, ignore_errors=True)  # a finished run needs none
         plan.finish()
@@ -384,6 +400,8 @@ def _build_delta_model(classifier: nn.Module, config: TrainConfig) -> nn.Module:
     from deltaspace.deltas.presets import resolve_method
     from deltaspace.model import get_delta_model
 
+    if config.method == HEAD_ONLY:  # no delta: get_delta_model freezes the base and trains the head alone
+        return get_delta_model(classifier, seed=config.seed)
     try:
         delta_configs = resolve_method(config.method, classifier, **config.method_options)
     except ValueError as error:

@@ -14,6 +14,10 @@ from typing import Any
 from deltaspace.errors import MissingFileError, UserInputError
 
 
+# Not a delta: no method attached, only the task head trains (the head-only baseline of a sweep).
+HEAD_ONLY = "head"
+
+
 def preset_config_classes() -> dict[str, type]:
     """The config class each method preset builds (kept in step with ``deltas.presets`` by a test)."""
     from peft import IA3Config, LoraConfig
@@ -46,6 +50,14 @@ def check_method(method: str, options: dict[str, Any] | None = None) -> None:
     options = options or {}
     if not isinstance(method, str) or not method.strip():
         raise UserInputError(f"method must be a preset such as coeff+lora, got {method!r}")
+    if method.strip() == HEAD_ONLY:
+        if options:
+            raise UserInputError(f"method {HEAD_ONLY!r} (train the head only) takes no options, got {options}")
+        return
+    if HEAD_ONLY in [part.strip() for part in method.split("+")]:
+        raise UserInputError(
+            f"method {HEAD_ONLY!r} trains the head alone and does not combine; drop it from {method!r}"
+        )
     parts = [part.strip() for part in method.split("+")]
     classes = preset_config_classes()
     unknown = [part for part in parts if part not in classes]

@@ -16,6 +16,7 @@ from deltaspace.io import write_json_atomic
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 RESULT_FILE = "result.json"
+PREDICTIONS_FILE = "predictions.json"
 DELTA_DIR = "delta"
 TB_DIR = "tb"
 
@@ -72,6 +73,41 @@ def load_result(run_dir: str | Path) -> RunResult:
     result = RunResult.from_dict(json.loads(path.read_text()))
     result.run_dir = str(run_dir)
     return result
+
+
+def save_predictions(
+    run_dir: str | Path, splits: dict[str, tuple[Any, Any]]
+) -> None:
+    """``predictions.json``: per split, the predicted and gold label of every scored example, in the order
+    the split was scored (the same for every run of a task with the same data seed and example cap), so a
+    report can pair runs example by example (paired bootstrap)."""
+    write_json_atomic(
+        Path(run_dir) / PREDICTIONS_FILE,
+        {
+            split: {"predictions": [int(p) for p in predictions], "labels": [int(y) for y in labels]}
+            for split, (predictions, labels) in splits.items()
+        },
+    )
+
+
+def load_predictions(run_dir: str | Path, split: str = "test") -> tuple[list[int], list[int]]:
+    """``(predictions, labels)`` of ``split`` from a run's ``predictions.json``."""
+    from deltaspace.errors import BrokenFileError, MissingFileError
+
+    path = Path(run_dir) / PREDICTIONS_FILE
+    if not path.is_file():
+        raise MissingFileError(
+            f"{path} not found: the run predates per-example predictions; rerun it (delete {run_dir})"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        entry = data[split]
+        predictions, labels = list(entry["predictions"]), list(entry["labels"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+        raise BrokenFileError(f"{path} is damaged or lacks split {split!r} ({error}); rerun the run") from None
+    if len(predictions) != len(labels):
+        raise BrokenFileError(f"{path}: {split} has {len(predictions)} predictions for {len(labels)} labels")
+    return predictions, labels
 
 
 def peak_rss_mb() -> float:

@@ -25,7 +25,14 @@ from typing import Any
 
 from deltaspace.errors import RunDirectoryError, RunMismatchError
 from deltaspace.train.checkpoint import CHECKPOINTS_DIR, checkpoint_tree, latest_checkpoint
-from deltaspace.train.result import CONFIG_FILE, DELTA_DIR, METRICS_FILE, RESULT_FILE, TB_DIR
+from deltaspace.train.result import (
+    CONFIG_FILE,
+    DELTA_DIR,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    RESULT_FILE,
+    TB_DIR,
+)
 
 ERROR_FILE = "error.txt"
 # Settings that do not change what a run learns or how it is scored (also used by sweeps).
@@ -36,6 +43,7 @@ BOOKKEEPING_FIELDS = (
     "cpu",
     "checkpoint_every",
     "checkpoint_minutes",
+    "save_delta",
 )
 
 _TMP = re.compile(r"^\..+\.tmp$")  # deltaspace.io.atomic_write's temporary files
@@ -48,7 +56,7 @@ _TB_TREE: dict[str, Any] = {
 _TB_TREE["dirs"][_TB_DIR] = _TB_TREE
 RUN_TREE: dict[str, Any] = {
     "files": [
-        re.compile(f"^{re.escape(name)}$") for name in (CONFIG_FILE, METRICS_FILE, RESULT_FILE, ERROR_FILE)
+        re.compile(f"^{re.escape(name)}$") for name in (CONFIG_FILE, METRICS_FILE, PREDICTIONS_FILE, RESULT_FILE, ERROR_FILE)
     ]
     + [_TMP],
     "dirs": {

@@ -64,6 +64,8 @@ class RunSpec:
     method: str
     seed: int
     config: TrainConfig
+    kind: str = "train"  # "train": deltaspace.train.loop.train; "probe": deltaspace.train.probe.run_probe
+    name: str | None = None  # the run's key, when not <task>/<method>/seed<k> (e.g. a grid point)
 
     @property
     def run_dir(self) -> Path:
@@ -71,7 +73,7 @@ class RunSpec:
 
     @property
     def key(self) -> str:
-        return f"{slug(self.task)}/{slug(self.method)}/seed{self.seed}"
+        return self.name or f"{slug(self.task)}/{slug(self.method)}/seed{self.seed}"
 
 
 @dataclasses.dataclass
@@ -265,7 +267,24 @@ def run_sweep(
     replaces ``load_task`` for in-process runs (tasks built in code). A failed run leaves ``error.txt`` in its
     directory and the sweep goes on, unless ``fail_fast``.
     """
+    outcomes = run_specs(
+        shard_runs(sweep.runs(), *shard), isolate=isolate, fail_fast=fail_fast, task_loader=task_loader
+    )
+    if show:
+        print_summary(outcomes, shard)
+    return outcomes
+
+
+def run_specs(
+    specs: list[RunSpec],
+    *,
+    isolate: bool = False,
+    fail_fast: bool = False,
+    task_loader: Callable[[str, int], Task] | None = None,
+) -> list[RunOutcome]:
+    """Run (or skip, if finished) each of ``specs`` in order; the options are :func:`run_sweep`'s."""
     from deltaspace.train.loop import train
+    from deltaspace.train.probe import run_probe
 
     if isolate and task_loader is not None:
         raise ValueError(
@@ -273,7 +292,7 @@ def run_sweep(
         )
     tasks: dict[tuple[str, int], Task] = {}
     outcomes = []
-    for spec in shard_runs(sweep.runs(), *shard):
+    for spec in specs:
         if is_finished(spec.run_dir):
             check_same_settings(spec)
             outcomes.append(RunOutcome(spec, "skipped", result=load_result(spec.run_dir)))
@@ -281,7 +300,7 @@ def run_sweep(
         started = time.perf_counter()
         try:
             # A run directory without result.json was killed earlier: train() resumes (or restarts) it.
-            if isolate:
+            if isolate and spec.kind == "train":
                 _train_in_subprocess(spec)
                 result = load_result(spec.run_dir)
             else:
@@ -291,7 +310,7 @@ def run_sweep(
                     if cache_key not in tasks:
                         tasks[cache_key] = task_loader(spec.task, spec.config.data_seed)
                     task = tasks[cache_key]
-                result = train(spec.config, task=task)
+                result = run_probe(spec.config, task=task) if spec.kind == "probe" else train(spec.config, task=task)
             outcomes.append(RunOutcome(spec, "done", result=result, seconds=time.perf_counter() - started))
         except Exception as error:
             if fail_fast:
@@ -301,8 +320,6 @@ def run_sweep(
                 spec.run_dir.mkdir(parents=True, exist_ok=True)
                 write_text_atomic(spec.run_dir / "error.txt", traceback.format_exc())
             outcomes.append(RunOutcome(spec, "failed", error=message, seconds=time.perf_counter() - started))
-    if show:
-        print_summary(outcomes, shard)
     return outcomes
 
 
@@ -360,14 +377,14 @@ def is_main_process() -> bool:
     return PartialState().is_main_process
 
 
-def print_summary(outcomes: list[RunOutcome], shard: tuple[int, int] = (0, 1)) -> None:
+def print_summary(outcomes: list[RunOutcome], shard: tuple[int, int] = (0, 1), what: str = "sweep") -> None:
     """A rich table of this shard's runs: status, validation / test accuracy, time."""
     from rich.console import Console
     from rich.table import Table
 
     if not is_main_process():
         return
-    title = f"sweep shard {shard[0]}/{shard[1]}" if shard[1] > 1 else "sweep"
+    title = f"{what} shard {shard[0]}/{shard[1]}" if shard[1] > 1 else what
     counts = {status: sum(o.status == status for o in outcomes) for status in ("done", "skipped", "failed")}
     table = Table(
         title=f"{title}: {counts['done']} run, {counts['skipped']} skipped, {counts['failed']} failed"
