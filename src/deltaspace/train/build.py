@@ -69,4 +69,6 @@ class TrainedPrototypeClassifier(PrototypeClassifier):
 
     def forward(self, *args: Any, prototypes: torch.Tensor | None = None, **kwargs: Any) -> Any:
         # PrototypeClassifier normalises given prototypes per call, so gradients reach the table.
-        return super().forward(*args, prototypes=self.head.weight if prototypes is None else prototypes, **kwargs)
+        return super().forward(
+            *args, prototypes=self.head.weight if prototypes is None else prototypes, **kwargs
+        )

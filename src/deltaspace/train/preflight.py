@@ -13,7 +13,6 @@ from typing import Any
 
 from deltaspace.errors import MissingFileError, UserInputError
 
-
 # Not a delta: no method attached, only the task head trains (the head-only baseline of a sweep).
 HEAD_ONLY = "head"
 
@@ -52,7 +51,9 @@ def check_method(method: str, options: dict[str, Any] | None = None) -> None:
         raise UserInputError(f"method must be a preset such as coeff+lora, got {method!r}")
     if method.strip() == HEAD_ONLY:
         if options:
-            raise UserInputError(f"method {HEAD_ONLY!r} (train the head only) takes no options, got {options}")
+            raise UserInputError(
+                f"method {HEAD_ONLY!r} (train the head only) takes no options, got {options}"
+            )
         return
     if HEAD_ONLY in [part.strip() for part in method.split("+")]:
         raise UserInputError(

@@ -45,8 +45,13 @@ def probe_c_grid(config: TrainConfig) -> list[float]:
     if unknown:
         raise UserInputError(f"the probe takes one option, C (a list of values); got {unknown}")
     grid = config.method_options.get("C", list(DEFAULT_C_GRID))
-    if not isinstance(grid, list) or not grid or not all(
-        isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) and c > 0 for c in grid
+    if (
+        not isinstance(grid, list)
+        or not grid
+        or not all(
+            isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) and c > 0
+            for c in grid
+        )
     ):
         raise UserInputError(f"probe option C must be a non-empty list of positive numbers, got {grid!r}")
     return [float(c) for c in grid]
@@ -61,8 +66,12 @@ def fit_logistic(
     weight = torch.zeros(num_labels, x.shape[1], dtype=torch.float64, requires_grad=True)
     bias = torch.zeros(num_labels, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS(
-        [weight, bias], max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
-        history_size=20, line_search_fn="strong_wolfe",
+        [weight, bias],
+        max_iter=max_iter,
+        tolerance_grad=1e-9,
+        tolerance_change=1e-12,
+        history_size=20,
+        line_search_fn="strong_wolfe",
     )
     n = len(y)
 
@@ -97,7 +106,9 @@ def run_probe(config: TrainConfig, *, task: Task | None = None) -> RunResult:
     if is_finished(run_dir):
         return load_result(run_dir)
     if run_dir.exists():
-        foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in _PROBE_FILES and not p.name.endswith(".tmp"))
+        foreign = sorted(
+            p.name for p in run_dir.iterdir() if p.name not in _PROBE_FILES and not p.name.endswith(".tmp")
+        )
         if foreign or not run_dir.is_dir():
             raise RunDirectoryError(
                 f"{run_dir} holds files a probe does not write ({foreign[:3]}); choose another output directory"
@@ -121,8 +132,12 @@ def run_probe(config: TrainConfig, *, task: Task | None = None) -> RunResult:
             raise UserInputError(f"task {task.name!r} has an empty {name} split; every split needs examples")
         pairs = list(dataset["text_pair"]) if task.is_pair else None
         features = encode(
-            model, tokenizer, list(dataset["text"]), pairs,
-            batch_size=config.eval_batch_size, max_length=max_length,
+            model,
+            tokenizer,
+            list(dataset["text"]),
+            pairs,
+            batch_size=config.eval_batch_size,
+            max_length=max_length,
         ).numpy()
         return features, np.asarray(dataset["label"], dtype=np.int64)
 
@@ -173,4 +188,3 @@ def run_probe(config: TrainConfig, *, task: Task | None = None) -> RunResult:
     )
     result.save(run_dir)  # last: its presence marks a finished probe
     return result
-

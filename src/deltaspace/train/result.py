@@ -75,9 +75,7 @@ def load_result(run_dir: str | Path) -> RunResult:
     return result
 
 
-def save_predictions(
-    run_dir: str | Path, splits: dict[str, tuple[Any, Any]]
-) -> None:
+def save_predictions(run_dir: str | Path, splits: dict[str, tuple[Any, Any]]) -> None:
     """``predictions.json``: per split, the predicted and gold label of every scored example, in the order
     the split was scored (the same for every run of a task with the same data seed and example cap), so a
     report can pair runs example by example (paired bootstrap)."""
@@ -104,7 +102,9 @@ def load_predictions(run_dir: str | Path, split: str = "test") -> tuple[list[int
         entry = data[split]
         predictions, labels = list(entry["predictions"]), list(entry["labels"])
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
-        raise BrokenFileError(f"{path} is damaged or lacks split {split!r} ({error}); rerun the run") from None
+        raise BrokenFileError(
+            f"{path} is damaged or lacks split {split!r} ({error}); rerun the run"
+        ) from None
     if len(predictions) != len(labels):
         raise BrokenFileError(f"{path}: {split} has {len(predictions)} predictions for {len(labels)} labels")
     return predictions, labels

@@ -56,7 +56,8 @@ _TB_TREE: dict[str, Any] = {
 _TB_TREE["dirs"][_TB_DIR] = _TB_TREE
 RUN_TREE: dict[str, Any] = {
     "files": [
-        re.compile(f"^{re.escape(name)}$") for name in (CONFIG_FILE, METRICS_FILE, PREDICTIONS_FILE, RESULT_FILE, ERROR_FILE)
+        re.compile(f"^{re.escape(name)}$")
+        for name in (CONFIG_FILE, METRICS_FILE, PREDICTIONS_FILE, RESULT_FILE, ERROR_FILE)
     ]
     + [_TMP],
     "dirs": {

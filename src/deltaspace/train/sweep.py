@@ -310,7 +310,11 @@ def run_specs(
                     if cache_key not in tasks:
                         tasks[cache_key] = task_loader(spec.task, spec.config.data_seed)
                     task = tasks[cache_key]
-                result = run_probe(spec.config, task=task) if spec.kind == "probe" else train(spec.config, task=task)
+                result = (
+                    run_probe(spec.config, task=task)
+                    if spec.kind == "probe"
+                    else train(spec.config, task=task)
+                )
             outcomes.append(RunOutcome(spec, "done", result=result, seconds=time.perf_counter() - started))
         except Exception as error:
             if fail_fast:
