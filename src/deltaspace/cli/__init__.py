@@ -1,4 +1,4 @@
-"""The command line: `deltaspace fetch | train | eval | sweep | study`.
+"""The command line: `deltaspace fetch | train | eval | sweep | study | tune | report`.
 
 Each command lives in its own module and registers itself on :data:`deltaspace.cli.app.app`.
 """
@@ -10,7 +10,7 @@ def main() -> None:
     # Command modules are imported here, not at package import, so `import deltaspace` stays light.
     import importlib
 
-    for name in ("fetch", "train", "study"):
+    for name in ("fetch", "train", "study", "tune"):
         importlib.import_module(f"deltaspace.cli.{name}")
     app()
 

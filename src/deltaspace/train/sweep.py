@@ -403,7 +403,13 @@ def print_summary(outcomes: list[RunOutcome], shard: tuple[int, int] = (0, 1), w
         result = outcome.result
         table.add_row(
             slug(outcome.spec.task),
-            outcome.spec.method,
+            # Runs named apart from <task>/<method>/seed<k> (a tuned sweep's) differ in their rate.
+            outcome.spec.method
+            + (
+                f" lr {outcome.spec.config.lr:.3g}"
+                if outcome.spec.name and outcome.spec.kind == "train"
+                else ""
+            ),
             str(outcome.spec.seed),
             f"[{styles[outcome.status]}]{outcome.status}[/]",
             f"{result.validation['accuracy']:.4f}" if result else "-",

@@ -1,0 +1,116 @@
+"""`deltaspace tune` (the tuned sweep: learning-rate grid, then seeds at the chosen rate) and
+`deltaspace report results` (docs/results.md from it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from deltaspace.cli.app import app
+from deltaspace.cli.train import _parse_seeds, _split_list, parse_assignments
+
+DEFAULT_CONFIG = Path("configs") / "sweep_tuned.yaml"
+
+report_app = typer.Typer(help="Reports from finished runs.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+
+
+def _load(
+    config: Path,
+    out: str | None,
+    task: list[str] | None,
+    method: list[str] | None,
+    combo: list[str] | None,
+    seed: list[str] | None,
+    set_: list[str] | None,
+):
+    from deltaspace.train.tuned import TunedSweepConfig
+
+    train_fields = parse_assignments(set_, "--set")
+    combos = _split_list(combo)
+    if combo is not None and any(value.strip().lower() == "none" for value in combo):
+        combos = []
+    return TunedSweepConfig.from_file(
+        config,
+        out=out,
+        tasks=_split_list(task),
+        methods=_split_list(method),
+        combos=combos,
+        seeds=_parse_seeds(seed),
+        train=train_fields or None,
+    )
+
+
+_CONFIG = typer.Option(help="Tuned sweep config (YAML/JSON); the options below override it.")
+_OUT = typer.Option("--out", "-o", help="Sweep directory (overrides the config's out).")
+_TASKS = typer.Option("--task", "--tasks", help="Only these tasks (repeat or comma-separate).")
+_METHODS = typer.Option("--method", "--methods", help="Only these methods alone (combinations of them stay).")
+_COMBOS = typer.Option("--combo", "--combos", help="Only these combinations ('none' for none).")
+_SEEDS = typer.Option("--seed", "--seeds", help="Seeds, e.g. 0,1,2 (the first is the grid's).")
+_SET = typer.Option("--set", help="TrainConfig field for every run, key=value (repeatable).")
+
+
+@app.command("tune")
+def tune_command(
+    config: Annotated[Path, _CONFIG] = DEFAULT_CONFIG,
+    phase: Annotated[str, typer.Option(help="grid, seeds or all (grid, then seeds).")] = "all",
+    shard: Annotated[str, typer.Option(help="i/n: run only shard i (from 0) of n of each phase.")] = "0/1",
+    out: Annotated[str | None, _OUT] = None,
+    task: Annotated[list[str] | None, _TASKS] = None,
+    method: Annotated[list[str] | None, _METHODS] = None,
+    combo: Annotated[list[str] | None, _COMBOS] = None,
+    seed: Annotated[list[str] | None, _SEEDS] = None,
+    set_: Annotated[list[str] | None, _SET] = None,
+    isolate: Annotated[bool, typer.Option(help="Each run in its own Python process.")] = False,
+    fail_fast: Annotated[bool, typer.Option(help="Stop at the first failed run.")] = False,
+    plan: Annotated[bool, typer.Option(help="Print how many runs each phase has, and stop.")] = False,
+) -> None:
+    """The tuned sweep: every method's learning rate chosen per task on validation, then seeds at it.
+
+    Resumable (rerun the same command) and shardable (--shard i/n); with several shards run --phase grid on
+    all of them before --phase seeds. Uses the GPU when there is one."""
+    from deltaspace.train.sweep import is_main_process, parse_shard
+    from deltaspace.train.tuned import PHASES, run_tuned
+
+    shard_spec = parse_shard(shard)
+    sweep = _load(config, out, task, method, combo, seed, set_)
+    if plan:
+        counts = {name: len(sweep.phase_runs(name)) for name in PHASES}
+        typer.echo(
+            f"{sweep.out}: grid phase {counts['grid']} runs (incl. {len(sweep.tasks) if sweep.probe is not None else 0} "
+            f"probes), seeds phase {counts['seeds']} runs; {sum(counts.values())} in all"
+        )
+        return
+    sweep.check()
+    outcomes = run_tuned(sweep, phase, shard=shard_spec, isolate=isolate, fail_fast=fail_fast)
+    if is_main_process() and any(o.status == "failed" for o in outcomes):
+        raise typer.Exit(code=1)
+
+
+@report_app.command("results")
+def report_results_command(
+    config: Annotated[Path, _CONFIG] = DEFAULT_CONFIG,
+    output: Annotated[Path, typer.Option(help="The markdown file to write.")] = Path("docs") / "results.md",
+    out: Annotated[str | None, _OUT] = None,
+    task: Annotated[list[str] | None, _TASKS] = None,
+    method: Annotated[list[str] | None, _METHODS] = None,
+    combo: Annotated[list[str] | None, _COMBOS] = None,
+    seed: Annotated[list[str] | None, _SEEDS] = None,
+    resamples: Annotated[int, typer.Option(help="Bootstrap replicates.")] = 2000,
+) -> None:
+    """docs/results.md from the tuned sweep (run from the repository root: it reads
+    bench/results/linear_probe.json for the full-data probe row). Keeps the hand-written reading."""
+    import sys
+
+    from deltaspace.errors import UserInputError
+    from deltaspace.report.tuned_report import write_tuned_report
+
+    if resamples < 1:
+        raise UserInputError(f"--resamples must be >= 1, got {resamples}")
+    sweep = _load(config, out, task, method, combo, seed, None)
+    given = sys.argv[sys.argv.index("results") + 1 :] if "results" in sys.argv else []
+    command = " ".join(["deltaspace report results", *given])
+    write_tuned_report(sweep, output, command, resamples=resamples)
+    typer.echo(f"wrote {output}")
