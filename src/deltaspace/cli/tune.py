@@ -74,6 +74,10 @@ def tune_command(
     from deltaspace.train.sweep import is_main_process, parse_shard
     from deltaspace.train.tuned import PHASES, run_tuned
 
+    if phase not in (*PHASES, "all"):
+        from deltaspace.errors import UserInputError
+
+        raise UserInputError(f"unknown phase {phase!r}; use grid, seeds or all")
     shard_spec = parse_shard(shard)
     sweep = _load(config, out, task, method, combo, seed, set_)
     if plan:
