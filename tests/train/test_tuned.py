@@ -210,3 +210,47 @@ def test_head_only_trains_the_prototypes_alone(tmp_path, tiny_model_dir, tiny_ta
         check_method("head+lora")
     with pytest.raises(ValueError, match="takes no options"):
         check_method("head", {"r": 4})
+
+
+def test_cli_runs_both_phases_and_writes_the_report(tmp_path, tiny_model_dir):
+    from typer.testing import CliRunner
+
+    import deltaspace.cli.tune  # noqa: F401  (registers `tune` and `report`)
+    from deltaspace.cli.app import app
+
+    fillers = ["the", "a", "movie", "film", "plot", "cast", "story", "very"]
+    rows = [
+        {
+            "text": f"{first} {second} was {word}",
+            "label": "positive" if word in ("good", "great") else "negative",
+        }
+        for first in fillers
+        for second in fillers[:4]
+        for word in ("good", "bad", "great", "awful")
+    ]
+    data = tmp_path / "reviews.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = tmp_path / "tuned.yaml"
+    config.write_text(
+        f"out: {tmp_path / 'runs'}\ntasks: ['{data}']\nmethods: [bitfit, coeff]\ncombos: [coeff+bitfit]\n"
+        f"seeds: [0, 1]\nlr_grid: [0.5, 1.0]\nprobe: {{C: [1.0]}}\n"
+        f"train: {{model: '{tiny_model_dir}', max_steps: 2, batch_size: 8, cpu: true, save_delta: false}}\n"
+        "method_overrides: {bitfit: {lr: 1.0e-2}, coeff: {lr: 1.0e-2}}\n"
+    )
+    runner = CliRunner()
+    plan = runner.invoke(app, ["tune", "--config", str(config), "--plan"])
+    assert plan.exit_code == 0 and "grid phase 5 runs (incl. 1 probes), seeds phase 4 runs" in plan.output
+    early = runner.invoke(app, ["tune", "--config", str(config), "--phase", "seeds"])
+    assert (
+        early.exit_code == 1
+        and "error: the seeds phase needs the finished grid, but 4 grid run" in early.output
+    )
+    done = runner.invoke(app, ["tune", "--config", str(config)])
+    assert done.exit_code == 0, done.output
+    output = tmp_path / "results.md"
+    report = runner.invoke(app, ["report", "results", "--config", str(config), "--output", str(output)])
+    assert report.exit_code == 0, report.output
+    text = output.read_text()
+    assert (
+        "from 7 of the 7 runs" in text and "| coeff+bitfit |" in text and "## Chosen learning rates" in text
+    )
