@@ -438,7 +438,8 @@ def tuned_report(
         "",
         "**Statistics:** cells are test accuracy (%), mean ± std over seeds. Intervals are paired bootstrap "
         f"95 % intervals ({resamples} replicates resampling each task's test examples and its seeds); a "
-        "method's average is over tasks; gains are paired on the same seed and test examples.",
+        "method's average is over tasks; gains are paired on the same seed and test examples. Params: "
+        "trainable parameters (median over tasks: the head-only and probe rows grow with the classes).",
         "",
         "## Reading",
         "",
