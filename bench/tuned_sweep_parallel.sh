@@ -7,17 +7,17 @@
 #   SHARDS=12 bench/tuned_sweep_parallel.sh          # run (or resume) everything, then pack
 #   PACK_ONLY=1 bench/tuned_sweep_parallel.sh        # only the report and the archive of what has finished
 #
-# Environment: SHARDS (12), CONFIG (configs/sweep_tuned.yaml), RUNS (the config's out), LOGS (tuned-logs),
-# REPORT (tuned-results.md), TAR (tuned-results.tgz), PYTHON (python3); DELTASPACE_CACHE: the assets.
+# Environment: SHARDS (12), CONFIG (configs/sweep_tuned.yaml), RUNS (the config's out), LOGS (runs/tuned-logs),
+# REPORT (runs/tuned-results.md), TAR (runs/tuned-results.tgz), PYTHON (python3); DELTASPACE_CACHE: the assets.
 # Rerunning resumes: finished runs are skipped. Under `timeout`, a killed sweep loses only unfinished runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SHARDS=${SHARDS:-12}
 CONFIG=${CONFIG:-configs/sweep_tuned.yaml}
 PY=${PYTHON:-python3}
-LOGS=${LOGS:-tuned-logs}
-REPORT=${REPORT:-tuned-results.md}
-TAR=${TAR:-tuned-results.tgz}
+LOGS=${LOGS:-runs/tuned-logs}
+REPORT=${REPORT:-runs/tuned-results.md}
+TAR=${TAR:-runs/tuned-results.tgz}
 OUT_ARGS=()
 [ -n "${RUNS:-}" ] && OUT_ARGS=(--out "$RUNS")
 RUNS=${RUNS:-$("$PY" -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['out'])" "$CONFIG")}
