@@ -110,8 +110,9 @@ def test_the_seeds_phase_before_the_grid_has_finished_is_one_line(tmp_path):
 
 def test_config_errors_are_one_line(tmp_path):
     bad = [
-        (dict(combos=["coeff+lora"]), r"must be A\+B with A and B both in methods"),
+        (dict(combos=["coeff+lora"]), r"must be A\+B \(no spaces\) with A and B both in methods"),
         (dict(combos=["bitfit+coeff"]), "lr_keys names no parameter substring for 'bitfit'"),
+        (dict(combos=["coeff + bitfit"]), r"must be A\+B \(no spaces\)"),
         (dict(lr_grid=[1.0, -2.0]), "lr_grid holds multiples"),
         (dict(select="f1"), "select must be one of"),
         (dict(method_overrides={"coeff+bitfit": {"lr": 1e-3}}), "may not set lr"),

@@ -127,11 +127,11 @@ class TunedSweepConfig:
                 f"{PROBE!r} is the baseline the tuned sweep adds itself (`probe:`); drop it from methods"
             )
         for combo in self.combos:
-            parts = [part.strip() for part in combo.split("+")]
+            parts = combo.split("+") if isinstance(combo, str) else []
             if len(parts) != 2 or not all(part in self.methods for part in parts):
                 raise UserInputError(
-                    f"combination {combo!r} must be A+B with A and B both in methods {self.methods} "
-                    "(each part is tuned alone first)"
+                    f"combination {combo!r} must be A+B (no spaces) with A and B both in methods "
+                    f"{self.methods} (each part is tuned alone first)"
                 )
             if parts[0] not in self.lr_keys:
                 raise UserInputError(
