@@ -57,16 +57,16 @@ def bootstrap_average(
             )
         seeds, n = values.shape
         estimate += values.mean()
-        # Example counts per replicate (the same draw for every seed), then each replicate's seed draw.
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples)
-        per_seed = counts @ values.T / n  # (resamples, seeds)
+        # Each replicate's example draw (the same for every seed), then its seed draw.
+        index = rng.integers(0, n, size=(resamples, n))
+        per_seed = values[:, index].mean(axis=2).T  # (resamples, seeds)
         drawn = rng.integers(0, seeds, size=(resamples, seeds))
         replicates += np.take_along_axis(per_seed, drawn, axis=1).mean(axis=1)
     tasks = len(cells)
     replicates /= tasks
     tail = 100.0 * (1.0 - level) / 2.0
     low, high = np.percentile(replicates, [tail, 100.0 - tail])
-    return Interval(estimate / tasks, float(low), float(high))
+    return Interval(float(estimate / tasks), float(low), float(high))
 
 
 def paired_differences(
