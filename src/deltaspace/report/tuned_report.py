@@ -74,6 +74,7 @@ class Results:
     tasks: list[str]
     test_sizes: dict[str, int]
     settings: dict[str, dict[str, object]]  # per task: the budget fields of its runs' resolved config.json
+    averages: dict[tuple[str, int], Interval] = dataclasses.field(default_factory=dict)
 
     def methods(self) -> list[str]:
         """Methods alone and combinations with results, by trainable parameters (baselines excluded)."""
@@ -164,12 +165,16 @@ def _params_cell(count: float, total: float) -> str:
 
 
 def _average(results: Results, method: str, resamples: int) -> Interval | None:
+    """The method's average over tasks with its interval (None unless it has every task); computed once."""
     if not results.complete(method):
         return None
-    cells = {
-        t: np.stack([c for _, c in sorted(seeds.items())]) for t, seeds in results.correct(method).items()
-    }
-    return bootstrap_average(cells, resamples=resamples)
+    key = (method, resamples)
+    if key not in results.averages:
+        cells = {
+            t: np.stack([c for _, c in sorted(seeds.items())]) for t, seeds in results.correct(method).items()
+        }
+        results.averages[key] = bootstrap_average(cells, resamples=resamples)
+    return results.averages[key]
 
 
 def _metric_table(
