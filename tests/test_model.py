@@ -35,9 +35,7 @@ def test_coeff_and_lora_in_one_call(tiny_bert, text_batch, capsys):
     assert names[10:] == ["classifier.weight", "classifier.bias"]
     assert {n for n, p in tiny_bert.named_parameters() if p.requires_grad} == set(names)
     routed = [layer.attention.self.config._attn_implementation for layer in tiny_bert.bert.encoder.layer]
-    assert (
-        routed == ["deltaspace"] * 2 and tiny_bert.config._attn_implementation == "sdpa"
-    )  # only routed modules
+    assert routed == ["deltaspace"] * 2 and tiny_bert.config._attn_implementation == "sdpa"  # only routed modules
     model.print_trainable_parameters()
     trainable, total = model.get_nb_trainable_parameters()
     expected = 2 * 16 + 2 * 2 * (2 * 32 * 2) + 3 * 32 + 3
