@@ -100,9 +100,7 @@ class DeltaModel(nn.Module):
                 with torch.random.fork_rng(devices=_cuda_devices(base_model)):
                     torch.manual_seed(self.seed)
                     self.deltas.append(config.attach(base_model))
-            if any(hasattr(m, "ds_coeff") or hasattr(m, "ds_prefix") for m in base_model.modules()):
-                attention.enable(base_model)
-            # Attention-level deltas enable it themselves; undo it at unload unless it was on before.
+            # Attention-level deltas route their modules themselves; undo it at unload unless it was on before.
             self._enabled_attention = attention.is_enabled(base_model) and not was_enabled
             self._trainable = self._collect_trainable()
         except BaseException:

@@ -17,8 +17,6 @@ import re
 from torch import nn
 
 _ROUTES: dict[type, bool] = {}
-# The submodules an attention-level delta puts on an attention module (Coeff-Tuning, prefix tuning).
-DELTA_ATTRS = ("ds_coeff", "ds_prefix")
 _CROSS_NAMES = frozenset(
     {"crossattention", "cross_attn", "cross_attention", "encoder_attn", "encdecattention"}
 )

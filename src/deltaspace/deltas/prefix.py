@@ -10,7 +10,8 @@ model root, ``ds_prefix_generator``: an embedding E (P×D, init N(0, 0.02)) -> L
 weight matrices (the paper's flattening: embedding, W1, W2). With ``reparameterize=False`` each layer owns
 its key and value tensors directly (H_kv×P×head_dim each).
 
-Each attention module gets a small ``ds_prefix`` submodule, ``ds_prefix(batch_size) -> (key, value)`` of shape
+Each attention module gets the prefix hook (``deltaspace.attention.PREFIX_HOOK``), a small submodule called as
+``hook(batch_size) -> (key, value)``, each of shape
 (B, H_kv, P, head_dim); in the reparameterised case it computes only its own slice of the generator's output
 (its rows of the up-projection). PEFT's prefix tuning is not used: it only works through ``PeftModel`` and
 past_key_values, which do not fit the attach contract or encoders without a cache.
@@ -24,11 +25,11 @@ import torch
 from torch import nn
 
 from deltaspace.attention.discovery import find_attention_modules, is_cross_attention, num_query_heads
-from deltaspace.attention.function import enable, release
+from deltaspace.attention.hooks import PREFIX_HOOK, hook_of
+from deltaspace.attention.routing import attach_hooks, detach_hooks
 from deltaspace.deltas.base import AttachedDelta, DeltaConfig, register_delta
 
-PREFIX_ATTR = "ds_prefix"
-GENERATOR_ATTR = "ds_prefix_generator"
+GENERATOR_ATTR = f"{PREFIX_HOOK}_generator"
 
 
 def self_attention_modules(model: nn.Module) -> list[str]:
@@ -74,7 +75,7 @@ class PrefixGenerator(nn.Module):
 
 
 class LayerPrefix(nn.Module):
-    """A layer's ``ds_prefix``: own key/value tensors, or a slice of the shared generator."""
+    """A layer's prefix hook: own key/value tensors, or a slice of the shared generator."""
 
     def __init__(self, kv_heads: int, head_dim: int, num_tokens: int) -> None:
         super().__init__()
@@ -143,7 +144,7 @@ class PrefixTuningConfig(DeltaConfig):
                 "interface; prefix tuning needs one (e.g. BERT, LLaMA, ViT)"
             )
         modules = [model.get_submodule(n) for n in names]
-        if any(hasattr(m, PREFIX_ATTR) for m in modules):
+        if hasattr(model, GENERATOR_ATTR) or any(hook_of(m, PREFIX_HOOK) is not None for m in modules):
             raise ValueError("the model already carries prefixes; detach them before attaching another")
         reference = next(model.parameters())
         # Trainable tensors stay float32 under a half-precision base (the attention casts the prefixes).
@@ -158,24 +159,23 @@ class PrefixTuningConfig(DeltaConfig):
             generator = PrefixGenerator(num, embed_dim, self.hidden_size, total, self.init_std)
             generator.to(device=reference.device, dtype=dtype)
             model.add_module(GENERATOR_ATTR, generator)
-            offset = 0
-            for module, (h, d) in zip(modules, shapes, strict=True):
-                module.add_module(PREFIX_ATTR, LayerPrefix.sliced(h, d, num, generator, offset))
+            offset, layers = 0, []
+            for h, d in shapes:
+                layers.append(LayerPrefix.sliced(h, d, num, generator, offset))
                 offset += 2 * h * d
             param_names = [f"{GENERATOR_ATTR}.{p}" for p, _ in generator.named_parameters()]
         else:
-            for module, (h, d) in zip(modules, shapes, strict=True):
-                layer = LayerPrefix.direct(h, d, num, self.init_std)
-                module.add_module(PREFIX_ATTR, layer.to(device=reference.device, dtype=dtype))
-            param_names = [f"{n}.{PREFIX_ATTR}.{p}" for n in names for p in ("key", "value")]
-        # The prefixes only take effect through the deltaspace attention: route these modules (only these),
-        # marked as routed for deltas, so detach leaves the model exactly as it found it.
+            layers = [
+                LayerPrefix.direct(h, d, num, self.init_std).to(device=reference.device, dtype=dtype)
+                for h, d in shapes
+            ]
+            param_names = [f"{n}.{PREFIX_HOOK}.{p}" for n in names for p in ("key", "value")]
+        # The prefixes only take effect through the deltaspace attention: attach_hooks routes these modules
+        # (only these), so detach leaves the model exactly as it found it.
         try:
-            enable(model, modules, for_deltas=True)
+            attach_hooks(PREFIX_HOOK, list(zip(modules, layers, strict=True)))
         except ValueError:
-            for module in modules:
-                delattr(module, PREFIX_ATTR)
-            if hasattr(model, GENERATOR_ATTR):
+            if self.reparameterize:
                 delattr(model, GENERATOR_ATTR)
             raise
         return AttachedPrefix(self, names, param_names)
@@ -196,14 +196,10 @@ class AttachedPrefix(AttachedDelta):
         return list(self._param_names)
 
     def detach(self, model: nn.Module) -> None:
-        modules = [model.get_submodule(name) for name in self.module_names]
-        for module in modules:
-            if hasattr(module, PREFIX_ATTR):
-                delattr(module, PREFIX_ATTR)
+        # Another attention-level delta (e.g. Coeff-Tuning) may still need the route on some of them.
+        detach_hooks(PREFIX_HOOK, [model.get_submodule(name) for name in self.module_names])
         if hasattr(model, GENERATOR_ATTR):
             delattr(model, GENERATOR_ATTR)
-        # Another attention-level delta (e.g. Coeff-Tuning) may still need the route on some of them.
-        release(model, modules)
 
     def merge_refusal(self, model: nn.Module) -> str | None:
         return "prefix keys and values are extra attention positions, not a weight of the base model"
