@@ -21,7 +21,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from deltaspace import attention
-from deltaspace.deltas.base import HEAD_NAMES, AttachedDelta, DeltaConfig
+from deltaspace.architectures import TASK_HEAD_NAMES
+from deltaspace.deltas.base import AttachedDelta, DeltaConfig
 from deltaspace.deltas.peft_delta import PeftAttached, PeftDeltaConfig
 from deltaspace.errors import UserInputError
 from deltaspace.io import read_json, sha256_file, write_json_atomic, write_safetensors_atomic
@@ -49,7 +50,7 @@ def _as_delta_config(config: Any) -> DeltaConfig:
 
 def _detect_heads(model: nn.Module) -> list[str]:
     """Fresh task heads among the base model's direct children (pretrained LM heads are never matched)."""
-    return [name for name, _ in model.named_children() if name in HEAD_NAMES]
+    return [name for name, _ in model.named_children() if name in TASK_HEAD_NAMES]
 
 
 def fingerprint(model: nn.Module) -> dict[str, Any]:

@@ -49,10 +49,9 @@ def test_a_registered_hook_is_applied_by_the_attention(tiny_llama, left_padded_b
 
     register_hook("test_double", double_values)
     try:
-        first = [m for _, m in find_attention_modules(tiny_llama)][0]
-        expected = first.o_proj
+        first = next(m for _, m in find_attention_modules(tiny_llama))
         outputs = []
-        handle = expected.register_forward_hook(lambda m, args, out: outputs.append(args[0]))
+        handle = first.o_proj.register_forward_hook(lambda m, args, out: outputs.append(args[0]))
         tiny_llama(**left_padded_batch)
         attach_hooks("test_double", [(first, Doubler())])
         tiny_llama(**left_padded_batch)

@@ -23,7 +23,7 @@ from typing import Any
 from torch import nn
 
 from deltaspace.attention import timm_swap
-from deltaspace.attention.discovery import find_attention_modules, is_hf_attention
+from deltaspace.attention.discovery import find_attention_modules, is_timm_style
 from deltaspace.attention.hooks import carries_hook, check_hook_name
 
 ATTENTION_NAME = "deltaspace"
@@ -42,7 +42,7 @@ def route(module: nn.Module) -> bool:
     """Send ``module`` through the deltaspace attention; False if it already was (then nothing changes)."""
     if is_routed(module):
         return False
-    if not is_hf_attention(module):
+    if is_timm_style(module):
         timm_swap.swap(module)
         return True
     config = getattr(module, "config", None)

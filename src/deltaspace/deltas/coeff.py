@@ -25,21 +25,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deltaspace.architectures import VALUE_NAMES
 from deltaspace.attention.core import ATTENTION_PATHS
 from deltaspace.attention.discovery import (
     find_attention_modules,
     is_cross_attention,
+    kv_shape,
     layer_index,
     model_type,
     num_query_heads,
 )
 from deltaspace.attention.hooks import COEFF_HOOK, hook_of
 from deltaspace.attention.routing import attach_hooks, detach_hooks
-from deltaspace.deltas.base import AttachedDelta, DeltaConfig, matches_target, register_delta
-from deltaspace.deltas.prefix import kv_shape
-
-# Names of an attention module's value projection (BERT/ViT, LLaMA-style, DistilBERT, T5).
-VALUE_PROJECTION_NAMES = ("value", "v_proj", "v_lin", "v")
+from deltaspace.deltas.base import AttachedDelta, DeltaConfig, matches_target
+from deltaspace.deltas.registry import Preset, register_delta
 
 
 class CoeffMixer(nn.Module):
@@ -71,7 +70,7 @@ class CoeffMixer(nn.Module):
         return f"num_heads={self.num_heads}, dropout={self.dropout}, attention_path={self.attention_path!r}"
 
 
-@register_delta
+@register_delta(Preset("coeff", "Coeff-Tuning: per-layer head-mixing coefficients", seeded_init=False))
 @dataclasses.dataclass
 class CoeffTuningConfig(DeltaConfig):
     """Coeff-Tuning options.
@@ -148,7 +147,7 @@ class CoeffTuningConfig(DeltaConfig):
 
 def value_rows(module: nn.Module) -> tuple[nn.Linear, int] | None:
     """An attention module's value projection and the first of its output rows that are values, if any."""
-    for attr in VALUE_PROJECTION_NAMES:
+    for attr in VALUE_NAMES:  # the value projection names of every family
         layer = getattr(module, attr, None)
         layer = getattr(layer, "base_layer", layer)  # a PEFT-wrapped projection (merged before Coeff)
         if isinstance(layer, nn.Linear):

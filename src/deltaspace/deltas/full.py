@@ -12,11 +12,12 @@ import re
 
 from torch import nn
 
-from deltaspace.deltas.base import DeltaConfig, InPlaceAttached, register_delta
+from deltaspace.deltas.base import DeltaConfig, InPlaceAttached
 from deltaspace.deltas.bitfit import embedding_parameter_names, is_head_parameter
+from deltaspace.deltas.registry import Preset, register_delta
 
 
-@register_delta
+@register_delta(Preset("full", "full fine-tuning of every base parameter", seeded_init=False))
 @dataclasses.dataclass
 class FullFineTuningConfig(DeltaConfig):
     """Train all base parameters except the excluded ones.

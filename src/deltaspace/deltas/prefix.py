@@ -24,10 +24,16 @@ import dataclasses
 import torch
 from torch import nn
 
-from deltaspace.attention.discovery import find_attention_modules, is_cross_attention, num_query_heads
+from deltaspace.attention.discovery import (
+    find_attention_modules,
+    is_cross_attention,
+    kv_shape,
+    num_query_heads,
+)
 from deltaspace.attention.hooks import PREFIX_HOOK, hook_of
 from deltaspace.attention.routing import attach_hooks, detach_hooks
-from deltaspace.deltas.base import AttachedDelta, DeltaConfig, register_delta
+from deltaspace.deltas.base import AttachedDelta, DeltaConfig
+from deltaspace.deltas.registry import Preset, register_delta
 
 GENERATOR_ATTR = f"{PREFIX_HOOK}_generator"
 
@@ -35,27 +41,6 @@ GENERATOR_ATTR = f"{PREFIX_HOOK}_generator"
 def self_attention_modules(model: nn.Module) -> list[str]:
     """Qualified names of the self-attention modules (the ones Coeff-Tuning targets), cross-attention excluded."""
     return [name for name, module in find_attention_modules(model) if not is_cross_attention(name, module)]
-
-
-def kv_shape(module: nn.Module) -> tuple[int, int]:
-    """(number of key/value heads, head dimension) of an attention module."""
-    config = getattr(module, "config", None)
-    head_dim = (
-        getattr(module, "head_dim", None)
-        or getattr(module, "attention_head_size", None)
-        or getattr(config, "head_dim", None)
-    )
-    heads = num_query_heads(module)
-    kv_heads = getattr(module, "num_key_value_heads", None) or getattr(config, "num_key_value_heads", None)
-    kv_heads = kv_heads or heads
-    if head_dim is None and heads is not None and getattr(config, "hidden_size", None):
-        head_dim = config.hidden_size // heads
-    if not kv_heads or not head_dim:
-        raise ValueError(
-            f"cannot tell the key/value head count and head size of {type(module).__name__}; prefix tuning "
-            "needs a transformers attention module with a config"
-        )
-    return int(kv_heads), int(head_dim)
 
 
 class PrefixGenerator(nn.Module):
@@ -113,7 +98,13 @@ class LayerPrefix(nn.Module):
         return key.unsqueeze(0).expand(shape), value.unsqueeze(0).expand(shape)
 
 
-@register_delta
+@register_delta(
+    Preset(
+        "prefix",
+        "prefix tuning, 10 virtual tokens, tanh-MLP reparameterisation r=64",
+        changes_output_at_init=True,
+    )
+)
 @dataclasses.dataclass
 class PrefixTuningConfig(DeltaConfig):
     """Key/value prefixes of ``num_virtual_tokens`` on every self-attention layer.
