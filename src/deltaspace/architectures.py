@@ -107,7 +107,7 @@ FAMILIES: tuple[Family, ...] = (
         attention_output=r"(?:SelfAttention|EncDecAttention)\.o",
         ffn_output=r"DenseReluDense\.wo",
         heads_attr="n_heads",
-        embeddings=(),
+        embeddings=("embed_tokens",),  # encoder/decoder's view of the shared table
         cross_attention="EncDecAttention",
         routed_without_flag=("LongT5Attention",),
     ),
