@@ -26,6 +26,7 @@ from deltaspace.deltas.base import AttachedDelta, DeltaConfig
 from deltaspace.deltas.peft_delta import PeftAttached, PeftDeltaConfig
 from deltaspace.errors import UserInputError
 from deltaspace.io import read_json, sha256_file, write_json_atomic, write_safetensors_atomic
+from deltaspace.rng import seeded
 
 CONFIG_FILE = "delta_config.json"
 WEIGHTS_FILE = "delta_model.safetensors"
@@ -98,8 +99,7 @@ class DeltaModel(nn.Module):
         was_enabled = attention.is_enabled(base_model)
         try:
             for config in self.delta_configs:
-                with torch.random.fork_rng(devices=_cuda_devices(base_model)):
-                    torch.manual_seed(self.seed)
+                with seeded(self.seed, devices=_cuda_devices(base_model)):
                     self.deltas.append(config.attach(base_model))
             # Attention-level deltas route their modules themselves; undo it at unload unless it was on before.
             self._enabled_attention = attention.is_enabled(base_model) and not was_enabled

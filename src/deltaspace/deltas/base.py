@@ -108,6 +108,15 @@ class InPlaceAttached(AttachedDelta):
         self._names = list(names)
         self._originals = originals
 
+    @classmethod
+    def capture(
+        cls, config: DeltaConfig, model: nn.Module, names: list[str], *, keep_originals: bool = True
+    ) -> InPlaceAttached:
+        """The delta training ``names``; their current (pretrained) values are kept for ``detach``."""
+        params = dict(model.named_parameters())
+        originals = {name: params[name].detach().clone() for name in names} if keep_originals else None
+        return cls(config, names, originals)
+
     def parameter_names(self) -> list[str]:
         return list(self._names)
 

@@ -83,10 +83,7 @@ class BitFitConfig(DeltaConfig):
         return names
 
     def attach(self, model: nn.Module) -> AttachedBitFit:
-        names = self.bias_names(model)
-        params = dict(model.named_parameters())
-        originals = {name: params[name].detach().clone() for name in names}
-        return AttachedBitFit(self, names, originals)
+        return AttachedBitFit.capture(self, model, self.bias_names(model))
 
 
 class AttachedBitFit(InPlaceAttached):

@@ -172,19 +172,16 @@ class PrefixTuningConfig(DeltaConfig):
         return AttachedPrefix(self, names, param_names)
 
 
+@dataclasses.dataclass
 class AttachedPrefix(AttachedDelta):
-    def __init__(
-        self,
-        config: PrefixTuningConfig,
-        module_names: list[str],
-        param_names: list[str],
-    ) -> None:
-        self.config = config
-        self.module_names = module_names
-        self._param_names = param_names
+    """The prefixes on ``module_names`` and the names of their trainable tensors."""
+
+    config: PrefixTuningConfig
+    module_names: list[str]
+    param_names: list[str]
 
     def parameter_names(self) -> list[str]:
-        return list(self._param_names)
+        return list(self.param_names)
 
     def detach(self, model: nn.Module) -> None:
         # Another attention-level delta (e.g. Coeff-Tuning) may still need the route on some of them.
