@@ -286,25 +286,7 @@ class DeltaModel(nn.Module):
         cls, base_model: nn.Module, directory: str | os.PathLike[str], is_trainable: bool = False
     ) -> DeltaModel:
         """Attach the deltas saved in ``directory`` to ``base_model`` and load their values (and the head's)."""
-        directory = Path(directory)
-        config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-        for path in (config_path, weights_path):
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"no {path.name} in {directory}; pass a directory written by DeltaModel.save_pretrained"
-                )
-        meta = _read_meta(config_path)
-        _check_fingerprint(meta["base_model"], fingerprint(base_model))
-        if meta.get("weights_sha256") and sha256_file(weights_path) != meta["weights_sha256"]:
-            raise ValueError(
-                f"{weights_path} is damaged (checksum mismatch with {CONFIG_FILE}); save it again"
-            )
-        try:
-            tensors = load_file(str(weights_path))
-        except Exception as error:
-            raise ValueError(
-                f"{weights_path} is damaged or not a safetensors file ({_first_line(error)})"
-            ) from error
+        meta, tensors = _read_saved(directory, base_model)
         configs = [DeltaConfig.from_dict(d) for d in meta["deltas"]]
         try:
             model = cls(base_model, configs, seed=meta["seed"], head_modules=meta["head_modules"])
@@ -325,6 +307,24 @@ class DeltaModel(nn.Module):
                 param.requires_grad_(False)
             model.eval()
         return model
+
+    def read_solution(self, directory: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+        """The solution saved in ``directory`` (by ``save_pretrained`` of a model like this one), checked as
+        :meth:`from_pretrained` checks it and against this model's methods, seed and shapes; nothing is loaded
+        into the model. Reads many trained runs without rebuilding a base for each."""
+        meta, tensors = _read_saved(directory, self.base_model)
+        saved = [d.get("method") for d in meta["deltas"]]
+        mine = [c.method for c in self.delta_configs]
+        if saved != mine or meta["seed"] != self.seed:
+            raise ValueError(
+                f"the deltas saved in {directory} ({'+'.join(saved)}, seed {meta['seed']}) are not this model's "
+                f"({'+'.join(mine)}, seed {self.seed}); point at the run trained with these settings"
+            )
+        try:
+            self._check_solution(tensors, complete=True)
+        except ValueError as error:
+            raise ValueError(f"the deltas saved in {directory} do not fit this model: {error}") from error
+        return {name: tensors[name] for name in self.parameter_shapes()}
 
     def unload(self) -> nn.Module:
         """Detach every delta, restore the attention implementation and ``requires_grad``; return the base."""
@@ -382,6 +382,28 @@ def _get_submodule(model: nn.Module, name: str) -> nn.Module | None:
 
 def _cuda_devices(model: nn.Module) -> list[int]:
     return sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+
+
+def _read_saved(directory: str | os.PathLike[str], base_model: nn.Module) -> tuple[dict[str, Any], dict]:
+    """(meta, tensors) of a ``save_pretrained`` directory, checked: files, format, base, checksum."""
+    directory = Path(directory)
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no {path.name} in {directory}; pass a directory written by DeltaModel.save_pretrained"
+            )
+    meta = _read_meta(config_path)
+    _check_fingerprint(meta["base_model"], fingerprint(base_model))
+    if meta.get("weights_sha256") and sha256_file(weights_path) != meta["weights_sha256"]:
+        raise ValueError(f"{weights_path} is damaged (checksum mismatch with {CONFIG_FILE}); save it again")
+    try:
+        tensors = load_file(str(weights_path))
+    except Exception as error:
+        raise ValueError(
+            f"{weights_path} is damaged or not a safetensors file ({_first_line(error)})"
+        ) from error
+    return meta, tensors
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
