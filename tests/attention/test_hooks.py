@@ -53,7 +53,7 @@ def test_a_registered_hook_is_applied_by_the_attention(tiny_llama, left_padded_b
         outputs = []
         handle = first.o_proj.register_forward_hook(lambda m, args, out: outputs.append(args[0]))
         tiny_llama(**left_padded_batch)
-        attach_hooks("test_double", [(first, Doubler())])
+        attach_hooks(tiny_llama, "test_double", [(first, Doubler())])
         tiny_llama(**left_padded_batch)
         detach_hooks("test_double", [first])
         handle.remove()
@@ -66,13 +66,13 @@ def test_a_registered_hook_is_applied_by_the_attention(tiny_llama, left_padded_b
     finally:
         HOOKS.pop("test_double", None)
     with pytest.raises(ValueError, match="not a registered attention hook"):
-        attach_hooks("test_double", [(first, Doubler())])
+        attach_hooks(tiny_llama, "test_double", [(first, Doubler())])
 
 
 def test_route_lasts_while_any_hook_uses_it(tiny_llama):
     first, second = [m for _, m in find_attention_modules(tiny_llama)]
-    attach_hooks(COEFF_HOOK, [(first, Mixer(4)), (second, Mixer(4))])
-    attach_hooks(PREFIX_HOOK, [(first, Prefix())])
+    attach_hooks(tiny_llama, COEFF_HOOK, [(first, Mixer(4)), (second, Mixer(4))])
+    attach_hooks(tiny_llama, PREFIX_HOOK, [(first, Prefix())])
     assert is_routed(first) and is_routed(second)
     detach_hooks(COEFF_HOOK, [first, second])
     assert is_routed(first) and not is_routed(second)  # the prefix still needs the first
@@ -83,7 +83,7 @@ def test_route_lasts_while_any_hook_uses_it(tiny_llama):
 def test_user_routing_outlives_the_hooks(tiny_llama):
     first, _ = [m for _, m in find_attention_modules(tiny_llama)]
     enable(tiny_llama, [first])
-    attach_hooks(COEFF_HOOK, [(first, Mixer(4))])
+    attach_hooks(tiny_llama, COEFF_HOOK, [(first, Mixer(4))])
     detach_hooks(COEFF_HOOK, [first])
     assert is_routed(first)
     disable(tiny_llama)
@@ -92,14 +92,14 @@ def test_user_routing_outlives_the_hooks(tiny_llama):
 
 def test_attach_is_all_or_nothing(tiny_llama):
     first, second = [m for _, m in find_attention_modules(tiny_llama)]
-    attach_hooks(COEFF_HOOK, [(second, Mixer(4))])
+    attach_hooks(tiny_llama, COEFF_HOOK, [(second, Mixer(4))])
     with pytest.raises(ValueError, match=f"already carries {COEFF_HOOK}"):
-        attach_hooks(COEFF_HOOK, [(first, Mixer(4)), (second, Mixer(4))])
+        attach_hooks(tiny_llama, COEFF_HOOK, [(first, Mixer(4)), (second, Mixer(4))])
     assert COEFF_HOOK not in first._modules and not is_routed(first)
     unroutable = copy.deepcopy(first)
     unroutable.config = None  # a transformers attention without a config: routing refuses it
     with pytest.raises(ValueError, match="no transformers config"):
-        attach_hooks(PREFIX_HOOK, [(first, Prefix()), (unroutable, Prefix())])
+        attach_hooks(tiny_llama, PREFIX_HOOK, [(first, Prefix()), (unroutable, Prefix())])
     assert PREFIX_HOOK not in first._modules and not is_routed(first)
     detach_hooks(COEFF_HOOK, [second])
     assert not is_routed(second)
@@ -134,3 +134,10 @@ def test_hook_names_are_spelled_only_inside_attention():
         if names.search(text)
     ]
     assert found == [], f"hook names as literals outside attention/ (use COEFF_HOOK / PREFIX_HOOK): {found}"
+
+
+def test_only_attention_modules_are_routed(tiny_llama):
+    mlp = tiny_llama.model.layers[0].mlp  # has the model's config but calls no attention
+    with pytest.raises(ValueError, match="not an attention module the deltaspace attention can take over"):
+        enable(tiny_llama, [mlp])
+    assert not is_routed(mlp)

@@ -38,10 +38,9 @@ _IMPLEMENTATION_FLAGS = (
     "_supports_flex_attn",
 )
 _LAYER_INDEX = re.compile(r"(?:^|\.)(\d+)(?:\.|$)")
-
-
-def _has_transformers_config(module: nn.Module) -> bool:
-    return hasattr(getattr(module, "config", None), "_attn_implementation_internal")
+# Attention classes found to call transformers' attention registry: a fact about the class, learnt from the
+# flags of the models searched, so routing can tell a module's kind without its model.
+_REGISTRY_CLASSES: set[type] = set()
 
 
 def is_timm_style(module: nn.Module) -> bool:
@@ -56,7 +55,7 @@ def is_timm_style(module: nn.Module) -> bool:
         and isinstance(out_features, int)
         and out_features % (3 * heads) == 0
         and isinstance(getattr(module, "proj", None), nn.Module)
-        and not _has_transformers_config(module)
+        and not is_hf_attention(module)
     )
 
 
@@ -81,23 +80,27 @@ def _holds_projections(module: nn.Module) -> bool:
     return any(name in _PROJECTION_NAMES for name in module._modules)
 
 
-def _transformers_attention(model: nn.Module) -> set[int]:
-    """ids of the modules of ``model`` that call transformers' attention registry."""
+def learn_attention_classes(model: nn.Module) -> None:
+    """Record the classes of ``model``'s modules that call transformers' attention registry."""
     layers = _flagged_layer_classes(model)
-    found: set[int] = set()
     for module in model.modules():
         if type(module).__name__ in ROUTED_WITHOUT_FLAG:
-            found.add(id(module))
+            _REGISTRY_CLASSES.add(type(module))
         elif type(module) in layers:
             inner = [module] if _holds_projections(module) else list(module.modules())[1:]
-            found.update(id(m) for m in inner if _holds_projections(m) and _has_transformers_config(m))
-    return found
+            _REGISTRY_CLASSES.update(type(m) for m in inner if _holds_projections(m))
+
+
+def is_hf_attention(module: nn.Module) -> bool:
+    """Whether ``module``'s class calls transformers' attention registry (known once a model holding such a
+    class went through :func:`learn_attention_classes`, as :func:`find_attention_modules` does)."""
+    return type(module) in _REGISTRY_CLASSES
 
 
 def find_attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """All (name, module) pairs of supported attention modules, in ``named_modules`` order."""
-    hf = _transformers_attention(model)
-    return [(name, m) for name, m in model.named_modules() if id(m) in hf or is_timm_style(m)]
+    learn_attention_classes(model)
+    return [(name, m) for name, m in model.named_modules() if is_hf_attention(m) or is_timm_style(m)]
 
 
 def is_cross_attention(name: str, module: nn.Module) -> bool:

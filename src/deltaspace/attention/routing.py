@@ -23,7 +23,12 @@ from typing import Any
 from torch import nn
 
 from deltaspace.attention import timm_swap
-from deltaspace.attention.discovery import find_attention_modules, is_timm_style
+from deltaspace.attention.discovery import (
+    find_attention_modules,
+    is_hf_attention,
+    is_timm_style,
+    learn_attention_classes,
+)
 from deltaspace.attention.hooks import carries_hook, check_hook_name
 
 ATTENTION_NAME = "deltaspace"
@@ -42,7 +47,12 @@ def route(module: nn.Module) -> bool:
     """Send ``module`` through the deltaspace attention; False if it already was (then nothing changes)."""
     if is_routed(module):
         return False
-    if is_timm_style(module):
+    if not is_hf_attention(module):
+        if not is_timm_style(module):
+            raise ValueError(
+                f"{type(module).__name__} is not an attention module the deltaspace attention can take over; "
+                "pick one of deltaspace.attention.find_attention_modules(model)"
+            )
         timm_swap.swap(module)
         return True
     config = getattr(module, "config", None)
@@ -90,6 +100,7 @@ def enable(model: nn.Module, modules: Iterable[nn.Module] | None = None) -> list
     routed. All-or-nothing: on error, nothing stays routed. They stay routed until :func:`disable`."""
     if modules is None:
         modules = [m for _, m in find_attention_modules(model) if carries_hook(m)]
+    learn_attention_classes(model)
     return _route_all(modules)
 
 
@@ -99,10 +110,12 @@ def disable(model: nn.Module, modules: Iterable[nn.Module] | None = None) -> Non
         unroute(module)
 
 
-def attach_hooks(name: str, hooks: Sequence[tuple[nn.Module, nn.Module]]) -> None:
-    """Put hook ``name`` on each (attention module, hook) pair and route those modules. All-or-nothing: a module
-    that already carries ``name`` or cannot be routed leaves every module as it was (ValueError)."""
+def attach_hooks(model: nn.Module, name: str, hooks: Sequence[tuple[nn.Module, nn.Module]]) -> None:
+    """Put hook ``name`` on each (attention module of ``model``, hook) pair and route those modules.
+    All-or-nothing: a module that already carries ``name`` or cannot be routed leaves every module as it
+    was (ValueError)."""
     check_hook_name(name)
+    learn_attention_classes(model)
     for module, _ in hooks:
         if name in module._modules:
             raise ValueError(f"{type(module).__name__} already carries {name}; detach that delta first")

@@ -141,7 +141,7 @@ class CoeffTuningConfig(DeltaConfig):
                 num_query_heads(module), float(self.coeff_dropout), device, self.attention_path
             )
             hooks.append((module, mixer))
-        attach_hooks(COEFF_HOOK, hooks)
+        attach_hooks(model, COEFF_HOOK, hooks)
         return CoeffAttached(self, [name for name, _ in selected])
 
 

@@ -164,7 +164,7 @@ class PrefixTuningConfig(DeltaConfig):
         # The prefixes only take effect through the deltaspace attention: attach_hooks routes these modules
         # (only these), so detach leaves the model exactly as it found it.
         try:
-            attach_hooks(PREFIX_HOOK, list(zip(modules, layers, strict=True)))
+            attach_hooks(model, PREFIX_HOOK, list(zip(modules, layers, strict=True)))
         except ValueError:
             if self.reparameterize:
                 delattr(model, GENERATOR_ATTR)
