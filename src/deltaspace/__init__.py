@@ -34,6 +34,8 @@ def __getattr__(name: str) -> Any:
     if name == "__all__":
         return sorted({*_EXPORTS, *_config_exports(), "__version__"})
     if name not in _EXPORTS:
+        if name.startswith("_"):  # probes for dunders must not import torch
+            raise AttributeError(f"module 'deltaspace' has no attribute {name!r}")
         config = _config_exports().get(name)  # looked up each time: the registry is the one list
         if config is None:
             raise AttributeError(f"module 'deltaspace' has no attribute {name!r}")

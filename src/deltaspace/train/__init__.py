@@ -1,23 +1,34 @@
-"""Training: the config, the Accelerate loop, evaluation of saved runs, and resumable sharded sweeps."""
+"""Training: the config, the Accelerate loop, evaluation of saved runs, and resumable sharded sweeps.
 
-from deltaspace.train.build import build_classifier
-from deltaspace.train.config import TrainConfig
-from deltaspace.train.evaluate import evaluate_model, evaluate_run
-from deltaspace.train.loop import train
-from deltaspace.train.result import RunResult, collect_results, is_finished, load_result
-from deltaspace.train.sweep import SweepConfig, run_sweep, shard_runs
+The names are imported lazily, so the CLI can read ``TrainConfig`` (its options) without loading torch.
+"""
 
-__all__ = [
-    "RunResult",
-    "SweepConfig",
-    "TrainConfig",
-    "build_classifier",
-    "collect_results",
-    "evaluate_model",
-    "evaluate_run",
-    "is_finished",
-    "load_result",
-    "run_sweep",
-    "shard_runs",
-    "train",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "RunResult": "deltaspace.train.result",
+    "SweepConfig": "deltaspace.train.sweep",
+    "TrainConfig": "deltaspace.train.config",
+    "build_classifier": "deltaspace.train.build",
+    "collect_results": "deltaspace.train.result",
+    "evaluate_model": "deltaspace.train.evaluate",
+    "evaluate_run": "deltaspace.train.evaluate",
+    "is_finished": "deltaspace.train.result",
+    "load_result": "deltaspace.train.result",
+    "run_sweep": "deltaspace.train.sweep",
+    "shard_runs": "deltaspace.train.sweep",
+    "train": "deltaspace.train.loop",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'deltaspace.train' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
