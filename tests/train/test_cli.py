@@ -110,3 +110,14 @@ def test_train_eval_sweep_commands(tiny_model_dir, tmp_path):
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "error:" in result.output and "but this sweep asks for lr=0.5" in result.output
     assert (out / "reviews" / "bitfit" / "seed0" / "result.json").is_file()  # nothing was deleted
+
+
+def test_help_does_not_load_torch():
+    """The options come from TrainConfig, which must stay importable without torch (a fast --help)."""
+    import subprocess
+    import sys
+
+    code = "import sys; from deltaspace.cli import main; sys.argv = ['deltaspace', 'train', '--help']\n"
+    code += "try:\n    main()\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False"
