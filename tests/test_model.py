@@ -35,7 +35,9 @@ def test_coeff_and_lora_in_one_call(tiny_bert, text_batch, capsys):
     assert names[10:] == ["classifier.weight", "classifier.bias"]
     assert {n for n, p in tiny_bert.named_parameters() if p.requires_grad} == set(names)
     routed = [layer.attention.self.config._attn_implementation for layer in tiny_bert.bert.encoder.layer]
-    assert routed == ["deltaspace"] * 2 and tiny_bert.config._attn_implementation == "sdpa"  # only routed modules
+    assert (
+        routed == ["deltaspace"] * 2 and tiny_bert.config._attn_implementation == "sdpa"
+    )  # only routed modules
     model.print_trainable_parameters()
     trainable, total = model.get_nb_trainable_parameters()
     expected = 2 * 16 + 2 * 2 * (2 * 32 * 2) + 3 * 32 + 3
@@ -280,3 +282,31 @@ def test_generate_delegates(tiny_llama, left_padded_batch):
     model = get_delta_model(tiny_llama, CoeffTuningConfig())
     got = model.generate(**left_padded_batch, max_new_tokens=3, do_sample=False, pad_token_id=0)
     assert torch.equal(got, expected)
+
+
+def test_read_solution_checks_a_saved_run_against_this_model(make_bert, tmp_path):
+    """The study reads many trained runs into one model's layout without rebuilding a base for each."""
+    trained = get_delta_model(make_bert(), CoeffTuningConfig(), seed=2)
+    with torch.no_grad():
+        for param in trained.base_model.parameters():
+            if param.requires_grad:
+                param.add_(0.1)
+    trained.save_pretrained(tmp_path / "run")
+    reader = get_delta_model(make_bert(), CoeffTuningConfig(), seed=2)
+    solution = reader.read_solution(tmp_path / "run")
+    assert list(solution) == list(reader.parameter_shapes())
+    assert all(torch.equal(solution[n], t) for n, t in trained.solution().items())
+    assert not torch.equal(reader.solution_vector(), trained.solution_vector())  # nothing was loaded
+    other_seed = get_delta_model(make_bert(), CoeffTuningConfig(), seed=3)
+    with pytest.raises(ValueError, match=r"\(coeff, seed 2\) are not this model's \(coeff, seed 3\)"):
+        other_seed.read_solution(tmp_path / "run")
+    lora = get_delta_model(make_bert(), LoraConfig(r=2, target_modules=["query"]), seed=2)
+    with pytest.raises(ValueError, match="are not this model's"):
+        lora.read_solution(tmp_path / "run")
+    with pytest.raises(ValueError, match="attention heads per layer"):
+        get_delta_model(make_bert(num_attention_heads=2), CoeffTuningConfig(), seed=2).read_solution(
+            tmp_path / "run"
+        )
+    (tmp_path / "run" / WEIGHTS_FILE).write_bytes(b"junk")
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        reader.read_solution(tmp_path / "run")

@@ -1,73 +1,50 @@
 """deltaspace: delta tuning (PEFT) for transformers.
 
 The public names are imported lazily, so ``import deltaspace.tasks`` (or the CLI's ``--help``) does not pay
-for torch and transformers.
+for torch and transformers. Besides the names below, every registered delta method's config class is
+exported under its class name (``deltaspace.CoeffTuningConfig``, ...): the list comes from the registry
+(:mod:`deltaspace.deltas.registry`), so a new method's file is all it takes.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "AdapterConfig": "deltaspace.deltas.adapter",
-    "BitFitConfig": "deltaspace.deltas.bitfit",
-    "CoeffTuningConfig": "deltaspace.deltas.coeff",
     "DeltaConfig": "deltaspace.deltas.base",
     "DeltaModel": "deltaspace.model",
-    "FullFineTuningConfig": "deltaspace.deltas.full",
-    "PeftDeltaConfig": "deltaspace.deltas.peft_delta",
-    "PrefixTuningConfig": "deltaspace.deltas.prefix",
-    "PromptTuningConfig": "deltaspace.deltas.prompt",
+    "Preset": "deltaspace.deltas.registry",
     "available_methods": "deltaspace.deltas.presets",
     "get_delta_model": "deltaspace.model",
     "load_model": "deltaspace.assets",
     "load_task": "deltaspace.tasks",
-    "register_delta": "deltaspace.deltas.base",
+    "register_delta": "deltaspace.deltas.registry",
     "resolve_method": "deltaspace.deltas.presets",
 }
 
-__all__ = [
-    "AdapterConfig",
-    "BitFitConfig",
-    "CoeffTuningConfig",
-    "DeltaConfig",
-    "DeltaModel",
-    "FullFineTuningConfig",
-    "PeftDeltaConfig",
-    "PrefixTuningConfig",
-    "PromptTuningConfig",
-    "__version__",
-    "available_methods",
-    "get_delta_model",
-    "load_model",
-    "load_task",
-    "register_delta",
-    "resolve_method",
-]
-
-if TYPE_CHECKING:
-    from deltaspace.assets import load_model
-    from deltaspace.deltas.adapter import AdapterConfig
-    from deltaspace.deltas.base import DeltaConfig, register_delta
-    from deltaspace.deltas.bitfit import BitFitConfig
-    from deltaspace.deltas.coeff import CoeffTuningConfig
-    from deltaspace.deltas.full import FullFineTuningConfig
-    from deltaspace.deltas.peft_delta import PeftDeltaConfig
-    from deltaspace.deltas.prefix import PrefixTuningConfig
-    from deltaspace.deltas.presets import available_methods, resolve_method
-    from deltaspace.deltas.prompt import PromptTuningConfig
-    from deltaspace.model import DeltaModel, get_delta_model
-    from deltaspace.tasks import load_task
+def _config_exports() -> dict[str, Any]:
+    # Importing deltaspace.deltas registers every method, so saved configs of any method load.
+    return importlib.import_module("deltaspace.deltas").exported_configs()
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__all__":
+        return sorted({*_EXPORTS, *_config_exports(), "__version__"})
     if name not in _EXPORTS:
-        raise AttributeError(f"module 'deltaspace' has no attribute {name!r}")
-    # Importing deltaspace.deltas registers every method, so saved configs of any method load.
-    importlib.import_module("deltaspace.deltas")
+        if name.startswith("_"):  # probes for dunders must not import torch
+            raise AttributeError(f"module 'deltaspace' has no attribute {name!r}")
+        config = _config_exports().get(name)  # looked up each time: the registry is the one list
+        if config is None:
+            raise AttributeError(f"module 'deltaspace' has no attribute {name!r}")
+        return config
+    _config_exports()
     value = getattr(importlib.import_module(_EXPORTS[name]), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__getattr__("__all__")})

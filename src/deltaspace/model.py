@@ -21,10 +21,12 @@ from safetensors.torch import load_file
 from torch import nn
 
 from deltaspace import attention
-from deltaspace.deltas.base import HEAD_NAMES, AttachedDelta, DeltaConfig
+from deltaspace.architectures import TASK_HEAD_NAMES
+from deltaspace.deltas.base import AttachedDelta, DeltaConfig
 from deltaspace.deltas.peft_delta import PeftAttached, PeftDeltaConfig
 from deltaspace.errors import UserInputError
 from deltaspace.io import read_json, sha256_file, write_json_atomic, write_safetensors_atomic
+from deltaspace.rng import seeded
 
 CONFIG_FILE = "delta_config.json"
 WEIGHTS_FILE = "delta_model.safetensors"
@@ -49,7 +51,7 @@ def _as_delta_config(config: Any) -> DeltaConfig:
 
 def _detect_heads(model: nn.Module) -> list[str]:
     """Fresh task heads among the base model's direct children (pretrained LM heads are never matched)."""
-    return [name for name, _ in model.named_children() if name in HEAD_NAMES]
+    return [name for name, _ in model.named_children() if name in TASK_HEAD_NAMES]
 
 
 def fingerprint(model: nn.Module) -> dict[str, Any]:
@@ -97,12 +99,9 @@ class DeltaModel(nn.Module):
         was_enabled = attention.is_enabled(base_model)
         try:
             for config in self.delta_configs:
-                with torch.random.fork_rng(devices=_cuda_devices(base_model)):
-                    torch.manual_seed(self.seed)
+                with seeded(self.seed, devices=_cuda_devices(base_model)):
                     self.deltas.append(config.attach(base_model))
-            if any(hasattr(m, "ds_coeff") or hasattr(m, "ds_prefix") for m in base_model.modules()):
-                attention.enable(base_model)
-            # Attention-level deltas enable it themselves; undo it at unload unless it was on before.
+            # Attention-level deltas route their modules themselves; undo it at unload unless it was on before.
             self._enabled_attention = attention.is_enabled(base_model) and not was_enabled
             self._trainable = self._collect_trainable()
         except BaseException:
@@ -287,25 +286,7 @@ class DeltaModel(nn.Module):
         cls, base_model: nn.Module, directory: str | os.PathLike[str], is_trainable: bool = False
     ) -> DeltaModel:
         """Attach the deltas saved in ``directory`` to ``base_model`` and load their values (and the head's)."""
-        directory = Path(directory)
-        config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-        for path in (config_path, weights_path):
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"no {path.name} in {directory}; pass a directory written by DeltaModel.save_pretrained"
-                )
-        meta = _read_meta(config_path)
-        _check_fingerprint(meta["base_model"], fingerprint(base_model))
-        if meta.get("weights_sha256") and sha256_file(weights_path) != meta["weights_sha256"]:
-            raise ValueError(
-                f"{weights_path} is damaged (checksum mismatch with {CONFIG_FILE}); save it again"
-            )
-        try:
-            tensors = load_file(str(weights_path))
-        except Exception as error:
-            raise ValueError(
-                f"{weights_path} is damaged or not a safetensors file ({_first_line(error)})"
-            ) from error
+        meta, tensors = _read_saved(directory, base_model)
         configs = [DeltaConfig.from_dict(d) for d in meta["deltas"]]
         try:
             model = cls(base_model, configs, seed=meta["seed"], head_modules=meta["head_modules"])
@@ -326,6 +307,24 @@ class DeltaModel(nn.Module):
                 param.requires_grad_(False)
             model.eval()
         return model
+
+    def read_solution(self, directory: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+        """The solution saved in ``directory`` (by ``save_pretrained`` of a model like this one), checked as
+        :meth:`from_pretrained` checks it and against this model's methods, seed and shapes; nothing is loaded
+        into the model. Reads many trained runs without rebuilding a base for each."""
+        meta, tensors = _read_saved(directory, self.base_model)
+        saved = [d.get("method") for d in meta["deltas"]]
+        mine = [c.method for c in self.delta_configs]
+        if saved != mine or meta["seed"] != self.seed:
+            raise ValueError(
+                f"the deltas saved in {directory} ({'+'.join(saved)}, seed {meta['seed']}) are not this model's "
+                f"({'+'.join(mine)}, seed {self.seed}); point at the run trained with these settings"
+            )
+        try:
+            self._check_solution(tensors, complete=True)
+        except ValueError as error:
+            raise ValueError(f"the deltas saved in {directory} do not fit this model: {error}") from error
+        return {name: tensors[name] for name in self.parameter_shapes()}
 
     def unload(self) -> nn.Module:
         """Detach every delta, restore the attention implementation and ``requires_grad``; return the base."""
@@ -383,6 +382,28 @@ def _get_submodule(model: nn.Module, name: str) -> nn.Module | None:
 
 def _cuda_devices(model: nn.Module) -> list[int]:
     return sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+
+
+def _read_saved(directory: str | os.PathLike[str], base_model: nn.Module) -> tuple[dict[str, Any], dict]:
+    """(meta, tensors) of a ``save_pretrained`` directory, checked: files, format, base, checksum."""
+    directory = Path(directory)
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no {path.name} in {directory}; pass a directory written by DeltaModel.save_pretrained"
+            )
+    meta = _read_meta(config_path)
+    _check_fingerprint(meta["base_model"], fingerprint(base_model))
+    if meta.get("weights_sha256") and sha256_file(weights_path) != meta["weights_sha256"]:
+        raise ValueError(f"{weights_path} is damaged (checksum mismatch with {CONFIG_FILE}); save it again")
+    try:
+        tensors = load_file(str(weights_path))
+    except Exception as error:
+        raise ValueError(
+            f"{weights_path} is damaged or not a safetensors file ({_first_line(error)})"
+        ) from error
+    return meta, tensors
 
 
 def _read_meta(path: Path) -> dict[str, Any]:

@@ -1,19 +1,21 @@
-"""Every delta method through DeltaModel: identity at init, gradients, solutions, θ0 from the seed, save/load."""
+"""Every delta method through DeltaModel: identity at init, gradients, solutions, θ0 from the seed, save/load.
 
-import copy
+The matrix is the registry's: every preset, with the facts its DET's file declares (tests/deltas/
+test_example_det.py runs the same checks on the example DET of docs/architecture.md).
+"""
+
 import json
 
 import pytest
 import torch
+from tests.deltas.contract import build, check_contract, check_solution_round_trip, check_theta0, logits
 
-from deltaspace import DeltaModel, get_delta_model
-from deltaspace.attention import is_enabled
+from deltaspace import get_delta_model
 from deltaspace.deltas.adapter import AdapterConfig
 from deltaspace.deltas.base import DeltaConfig
 from deltaspace.deltas.presets import available_methods, resolve_method
+from deltaspace.deltas.registry import presets
 
-CHANGE_AT_INIT = {"prompt", "prefix"}  # by design these change outputs before any training
-DETERMINISTIC_INIT = {"coeff", "ia3", "bitfit", "full"}  # θ0 does not depend on the seed
 COMBINATIONS = ["coeff+lora", "adapter+prefix", "prompt+coeff"]
 METHODS = available_methods() + COMBINATIONS
 ARCHS = ["bert", "llama"]
@@ -25,106 +27,25 @@ def base_for(make_bert, make_llama):
     return lambda arch: builders[arch](attn_implementation="eager")
 
 
-def _build(base, method, seed=0, **overrides):
-    if method == "bitfit" and not any(n.endswith("bias") for n, _ in base.named_parameters()):
-        pytest.skip("the tiny LLaMA has no biases (BitFit's error is tested in test_bitfit)")
-    return get_delta_model(base, *resolve_method(method, base, **overrides), seed=seed).eval()
-
-
-def _logits(model, batch):
-    with torch.no_grad():
-        return model(**batch).logits
-
-
-def test_available_methods():
-    assert available_methods() == [
-        "coeff", "lora", "ia3", "adapter", "adapter-ffn", "prefix", "prompt", "bitfit", "full",
-    ]  # fmt: skip
-
-
-def _check_gradients(model, batch):
-    """Only the deltas' parameters and the head's get gradients (and requires_grad)."""
-    own = [n for delta in model.deltas for n in delta.parameter_names()]
-    trainable = model.trainable_parameter_names()
-    assert trainable[: len(own)] == own
-    heads = {n for n, _ in model.base_model.named_parameters() if n.startswith("classifier.")}
-    assert set(trainable) - set(own) <= heads
-    model.train()
-    model(**batch).logits.float().pow(2).mean().backward()
-    model.eval()
-    for name, param in model.base_model.named_parameters():
-        assert (param.grad is not None) == (name in trainable), name
-        assert param.requires_grad == (name in trainable), name
-    assert any(p.grad.abs().sum() > 0 for n, p in model.base_model.named_parameters() if n in own)
-    model.zero_grad(set_to_none=True)
-
-
-def _check_solution_round_trip(model, batch):
-    """solution_vector -> vector_to_solution -> functional_call is the module; load_solution does what it predicts."""
-    vector = model.solution_vector()
-    assert vector.numel() == model.num_trainable_parameters()
-    current = _logits(model, batch)
-    with torch.no_grad():
-        same = model.functional_call(model.vector_to_solution(vector), **batch).logits
-        torch.testing.assert_close(same, current, atol=0, rtol=0)
-        perturbed = vector + 0.2 * torch.randn(vector.shape, generator=torch.Generator().manual_seed(3))
-        predicted = model.functional_call(model.vector_to_solution(perturbed), **batch).logits
-    torch.testing.assert_close(
-        _logits(model, batch), current, atol=0, rtol=0
-    )  # functional_call mutates nothing
-    assert (predicted - current).abs().max() > 1e-4
-    model.load_solution(model.vector_to_solution(perturbed))
-    torch.testing.assert_close(_logits(model, batch), predicted, atol=1e-6, rtol=0)
-    assert torch.equal(model.solution_vector(), perturbed)
+def test_shipped_presets_are_registered_and_build_their_class(tiny_bert):
+    shipped = {"coeff", "lora", "ia3", "adapter", "adapter-ffn", "prefix", "prompt", "bitfit", "full"}
+    assert shipped <= set(available_methods())
+    for name, preset in presets().items():
+        assert preset.description, name
+        (config,) = resolve_method(name, tiny_bert)
+        assert type(config) is preset.config_class, name
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("method", METHODS)
 def test_delta_model_contract(base_for, text_batch, tmp_path, arch, method):
-    base = base_for(arch)
-    before = {k: v.clone() for k, v in base.state_dict().items()}
-    reference = _logits(base, text_batch)
-    model = _build(base, method, seed=3)
-
-    out = _logits(model, text_batch)
-    if any(m in CHANGE_AT_INIT for m in method.split("+")):
-        assert (out[:, : reference.shape[1]] - reference).abs().max() > 1e-6
-    else:
-        torch.testing.assert_close(out, reference, atol=1e-6, rtol=0)
-    _check_gradients(model, text_batch)
-    _check_solution_round_trip(model, text_batch)
-
-    # save -> load into a fresh copy of the base reproduces the outputs and the solution
-    expected = _logits(model, text_batch)
-    model.save_pretrained(tmp_path)
-    saved = json.loads((tmp_path / "delta_config.json").read_text())
-    assert [d["method"] for d in saved["deltas"]] == [c.method for c in model.delta_configs]
-    loaded = DeltaModel.from_pretrained(base_for(arch), tmp_path)
-    torch.testing.assert_close(_logits(loaded, text_batch), expected, atol=1e-6, rtol=0)
-    assert torch.equal(loaded.solution_vector(), model.solution_vector())
-
-    # unload returns the base exactly as it was, apart from the (trained) head
-    heads = {k for k in before if k.startswith("classifier.")}
-    restored = model.unload()
-    assert restored is base and not is_enabled(base) and base.config._attn_implementation == "eager"
-    after = base.state_dict()
-    assert list(after) == list(before)
-    assert all(torch.equal(after[k], v) for k, v in before.items() if k not in heads)
-    with torch.no_grad():
-        for k in heads:
-            after[k].copy_(before[k])
-    torch.testing.assert_close(_logits(base, text_batch), reference, atol=0, rtol=0)
+    check_contract(base_for, arch, method, text_batch, tmp_path)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("method", available_methods())
 def test_theta0_reproducible_from_seed(base_for, arch, method):
-    base = base_for(arch)
-    first = _build(copy.deepcopy(base), method, seed=7).solution_vector()
-    again = _build(copy.deepcopy(base), method, seed=7).solution_vector()
-    other = _build(copy.deepcopy(base), method, seed=8).solution_vector()
-    assert torch.equal(first, again)
-    assert torch.equal(first, other) == (method in DETERMINISTIC_INIT)
+    check_theta0(base_for, arch, method)
 
 
 def test_our_preset_configs_round_trip_through_json(tiny_bert):
@@ -190,15 +111,15 @@ def test_presets_on_the_prototype_classifier(make_bert, text_batch, method):
 
     torch.manual_seed(0)
     classifier = PrototypeClassifier(make_bert(attn_implementation="eager").bert, torch.randn(3, 32)).eval()
-    reference = _logits(classifier, text_batch)
-    model = _build(classifier, method)
+    reference = logits(classifier, text_batch)
+    model = build(classifier, method)
     assert model.head_modules == []
-    out = _logits(model, text_batch)
-    if method in CHANGE_AT_INIT:
+    out = logits(model, text_batch)
+    if presets()[method].changes_output_at_init:
         assert (out - reference).abs().max() > 1e-6
     else:
         torch.testing.assert_close(out, reference, atol=1e-6, rtol=0)
-    _check_solution_round_trip(model, text_batch)
+    check_solution_round_trip(model, text_batch)
 
 
 def test_new_trainable_tensors_stay_float32_under_bfloat16(make_llama, text_batch):

@@ -1,11 +1,12 @@
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 import torch
 from subspace_toys import LinearMember
 
-from deltaspace.subspace import FitConfig, SolutionStore, TaskBatches, fit
+from deltaspace.subspace import FitConfig, SolutionStore, SubspaceBundle, TaskBatches, fit
 from deltaspace.subspace.fit import fixed_points, sample_weights
 
 
@@ -146,9 +147,20 @@ def test_fit_writes_best_bundle_and_log(toy_study, tmp_path):
         output_dir=tmp_path / "b",
         log_path=tmp_path / "log.jsonl",
     )
-    assert (tmp_path / "b" / "bundle.json").is_file()
-    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 4
-    assert bundle.metadata["best_step"] in (2, 4)
+    # The kept state is the best validated one (the first of equals), and what was saved is that state.
+    validation = bundle.metadata["validation"]
+    assert [v["step"] for v in validation] == [0, 2, 4]
+    best = max(validation, key=lambda v: v["score"])
+    assert (bundle.metadata["best_step"], bundle.metadata["best_score"]) == (best["step"], best["score"])
+    saved = SubspaceBundle.load(tmp_path / "b")
+    for member in bundle.members:
+        for task in bundle.tasks():
+            assert torch.equal(saved.code(member, task), bundle.code(member, task))
+            torch.testing.assert_close(
+                saved.decode(member, saved.code(member, task)), bundle.decode(member, bundle.code(member, task))
+            )
+    steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]  # one line a training step
 
 
 def test_interpolation_weights():
@@ -180,7 +192,15 @@ def test_fit_options_without_interpolation_and_random_order(toy_study):
     )
     fit(toy_study.members, toy_study.store, toy_study.sources, config, on_step=records.append)
     assert all(r["weights"] is None for r in records)
-    assert {r["task"] for r in records} <= {"src0", "src1", "src2"}
+    tasks = [r["task"] for r in records]
+    assert set(tasks) <= {"src0", "src1", "src2"}
+    # random order is drawn from the seed: the same seed repeats it, another seed gives another one
+    again, other = [], []
+    fit(toy_study.members, toy_study.store, toy_study.sources, config, on_step=again.append)
+    longer = FitConfig(**{**config.to_dict(), "steps": 12})
+    fit(toy_study.members, toy_study.store, toy_study.sources, longer, on_step=other.append)
+    assert [r["task"] for r in again] == tasks
+    assert [r["task"] for r in other] != ["src0", "src1", "src2"] * 4  # not the round robin
 
 
 def test_fit_stops_on_a_non_finite_loss(toy_study):

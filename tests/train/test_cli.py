@@ -41,16 +41,34 @@ def test_parse_values_and_assignments():
         cli_train.parse_assignments(["r8"], "--method-option")
 
 
+def test_train_options_are_the_config_fields():
+    """Each TrainConfig field is a `deltaspace train` option whose help is the field's (written once)."""
+    import dataclasses
+
+    from typer.main import get_command
+
+    from deltaspace.train.config import TrainConfig
+
+    params = {param.name: param for param in get_command(app).commands["train"].params}
+    for field in dataclasses.fields(TrainConfig):
+        assert params[field.name].help == field.metadata["help"] != "", field.name
+    assert params["method_options"].opts == ["--method-option", "-O"]
+    assert params["output_dir"].opts == ["--out", "-o"] and params["lr_overrides"].opts == ["--lr-override"]
+    assert params["cpu"].secondary_opts == ["--no-cpu"]
+
+
 def test_train_eval_sweep_commands(tiny_model_dir, tmp_path):
     data = _write_jsonl(tmp_path / "reviews.jsonl")
     runner = CliRunner()
     run_dir = tmp_path / "run"
     common = ["--model", str(tiny_model_dir), "--cpu", "--batch-size", "8", "--lr", "0.01"]
     args = ["train", "--task", str(data), "--method", "coeff+lora", "-O", "lora.r=2", "--max-steps", "3"]
+    args += ["--lr-override", "ds_coeff=0.02"]
     result = runner.invoke(app, [*args, *common, "--out", str(run_dir)])
     assert result.exit_code == 0, result.output
     saved = json.loads((run_dir / "result.json").read_text())
     assert saved["task"] == "reviews" and saved["steps"] == 3 and saved["method_options"] == {"lora.r": 2}
+    assert json.loads((run_dir / "config.json").read_text())["lr_overrides"] == {"ds_coeff": 0.02}
 
     result = runner.invoke(app, ["eval", str(run_dir), "--split", "test", "--json"])
     assert result.exit_code == 0, result.output
@@ -92,3 +110,14 @@ def test_train_eval_sweep_commands(tiny_model_dir, tmp_path):
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "error:" in result.output and "but this sweep asks for lr=0.5" in result.output
     assert (out / "reviews" / "bitfit" / "seed0" / "result.json").is_file()  # nothing was deleted
+
+
+def test_help_does_not_load_torch():
+    """The options come from TrainConfig, which must stay importable without torch (a fast --help)."""
+    import subprocess
+    import sys
+
+    code = "import sys; from deltaspace.cli import main; sys.argv = ['deltaspace', 'train', '--help']\n"
+    code += "try:\n    main()\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False"

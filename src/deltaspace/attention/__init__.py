@@ -2,8 +2,10 @@
 
 Importing this package registers the ``"deltaspace"`` implementation (and its mask function) with
 transformers; :func:`enable` / :func:`disable` route single attention modules to it and back (the others
-keep the model's own implementation). Two exact paths compute it: explicit (whole maps) and blocked
-(query panels, recomputed in backward); see :mod:`deltaspace.attention.core`.
+keep the model's own implementation). Attention-level deltas put their hooks on modules with
+:func:`attach_hooks` (which routes them) and take them off with :func:`detach_hooks`. Two exact paths
+compute it: explicit (whole maps) and blocked (query panels, recomputed in backward); see
+:mod:`deltaspace.attention.core`.
 """
 
 from deltaspace.attention.core import attend
@@ -14,22 +16,30 @@ from deltaspace.attention.discovery import (
     layer_index,
     num_query_heads,
 )
-from deltaspace.attention.function import (
+from deltaspace.attention.function import deltaspace_attention_forward
+from deltaspace.attention.hooks import COEFF_HOOK, PREFIX_HOOK, hook_of, register_hook
+from deltaspace.attention.mixing import mix_heads, mix_heads_reference
+from deltaspace.attention.routing import (
     ATTENTION_NAME,
-    deltaspace_attention_forward,
+    attach_hooks,
+    detach_hooks,
     disable,
     enable,
     is_enabled,
 )
-from deltaspace.attention.mixing import mix_heads, mix_heads_reference
 
 __all__ = [
     "ATTENTION_NAME",
+    "COEFF_HOOK",
+    "PREFIX_HOOK",
+    "attach_hooks",
     "attend",
     "deltaspace_attention_forward",
+    "detach_hooks",
     "disable",
     "enable",
     "find_attention_modules",
+    "hook_of",
     "is_cross_attention",
     "is_enabled",
     "is_timm_style",
@@ -37,4 +47,5 @@ __all__ = [
     "mix_heads",
     "mix_heads_reference",
     "num_query_heads",
+    "register_hook",
 ]

@@ -8,7 +8,8 @@ Order of operations: prefix K/V (always visible) -> Q·Kᵀ·scaling (-> softcap
 -> softmax -> mix heads with C -> attention dropout -> · V, grouped-query attention without copying K/V
 on the blocked path. Two interchangeable paths compute it: :mod:`~deltaspace.attention.explicit` (whole
 maps; the reference, faster for short sequences) and :mod:`~deltaspace.attention.blocked` (query panels
-recomputed in backward; memory O(N)). ``ds_coeff.attention_path`` ("auto", "explicit", "blocked") chooses.
+recomputed in backward; memory O(N)). The Coeff hook's ``attention_path`` ("auto", "explicit", "blocked")
+chooses. The hooks on the module (:mod:`~deltaspace.attention.hooks`) supply the prefixes and the head mix.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import nn
 
 from deltaspace.attention.blocked import BlockedPlan, blocked_attention
 from deltaspace.attention.explicit import explicit_attention
+from deltaspace.attention.hooks import apply_hooks
 from deltaspace.attention.layout import KeyLayout
 
 ATTENTION_PATHS = ("auto", "explicit", "blocked")
@@ -60,13 +62,8 @@ def attend(
     kv_len = key.shape[-2]
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", False)
 
-    num_prefix = 0
-    prefix = getattr(module, "ds_prefix", None)
-    if prefix is not None:
-        key_prefix, value_prefix = prefix(batch)
-        num_prefix = key_prefix.shape[2]
-        key = torch.cat([key_prefix.to(key.dtype), key], dim=2)
-        value = torch.cat([value_prefix.to(value.dtype), value], dim=2)
+    hooked = apply_hooks(module, key, value)
+    key, value, num_prefix = hooked.key, hooked.value, hooked.num_prefix
     if heads % key.shape[1] != 0:
         raise ValueError(f"{heads} query heads cannot be grouped over {key.shape[1]} key/value heads")
 
@@ -79,12 +76,11 @@ def attend(
         sliding_window=sliding_window,
         bias=position_bias,
     )
-    coeff = getattr(module, "ds_coeff", None)
-    coefficients = coeff.coefficients() if coeff is not None else None
+    coefficients = hooked.coefficients
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
     dropout = dropout if module.training else 0.0
     path = choose_path(
-        getattr(coeff, "attention_path", "auto"),
+        hooked.attention_path,
         batch * heads * q_len * layout.total_keys,
         trainable_bias=position_bias is not None and position_bias.requires_grad,
     )

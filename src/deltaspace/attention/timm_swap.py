@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from deltaspace.attention.core import attend
-from deltaspace.attention.discovery import DELTA_ATTRS
+from deltaspace.attention.hooks import HOOKS
 
 _SWAPPED_CLASSES: dict[type, type] = {}
 
@@ -70,7 +70,7 @@ def _check_reproduces(module: nn.Module, original: type) -> None:
         return
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(2, 7, module.qkv.in_features, generator=generator).to(weight.device, weight.dtype)
-    deltas = {name: module._modules.pop(name) for name in DELTA_ATTRS if name in module._modules}
+    deltas = {name: module._modules.pop(name) for name in HOOKS if name in module._modules}
     modes = [(m, m.training) for m in module.modules()]
     module.eval()
     try:

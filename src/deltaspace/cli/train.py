@@ -7,7 +7,10 @@ pass ``--cpu`` to ``train``: ``accelerate launch --cpu`` alone starts one proces
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -51,89 +54,73 @@ def _split_list(values: list[str] | None) -> list[str] | None:
     return [part.strip() for value in values for part in value.split(",") if part.strip()]
 
 
-@app.command("train")
+def _field_options() -> list[inspect.Parameter]:
+    """One keyword-only option per ``TrainConfig`` field, named, typed and documented by the field itself.
+
+    ``dict`` fields take repeatable ``key=value`` items, booleans ``--x/--no-x``; every default is None
+    (unset), so a ``--config`` file or the dataclass default applies.
+    """
+    from deltaspace.train.config import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    parameters = []
+    for field in dataclasses.fields(TrainConfig):
+        flags = _flags(field)
+        kind = _plain_type(hints[field.name])
+        if kind is dict:
+            annotation: Any = list[str] | None
+        elif kind is bool:
+            annotation, flags = bool | None, (f"{flags[0]}/--no-{flags[0][2:]}", *flags[1:])
+        else:
+            annotation = kind | None
+        option = typer.Option(*flags, help=field.metadata.get("help"))
+        parameters.append(
+            inspect.Parameter(
+                field.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[annotation, option],
+            )
+        )
+    return parameters
+
+
+def _flags(field: dataclasses.Field) -> tuple[str, ...]:
+    return tuple(field.metadata.get("flags", ())) or (f"--{field.name.replace('_', '-')}",)
+
+
+def _plain_type(hint: Any) -> type:
+    """int for ``int | None``, dict for ``dict[str, float]``, ...: the type an option parses to."""
+    args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    origin = typing.get_origin(hint)
+    if origin is dict or hint is dict:
+        return dict
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        return _plain_type(args[0])
+    return hint
+
+
 def train_command(
-    task: Annotated[str | None, typer.Option(help="Suite task name or data file (CSV/JSONL).")] = None,
-    model: Annotated[
-        str | None, typer.Option(help="minilm-l6, minilm-l3, smollm2-135m or a checkpoint directory.")
-    ] = None,
-    method: Annotated[
-        str | None, typer.Option(help="Delta method preset, e.g. coeff+lora, lora, adapter.")
-    ] = None,
-    method_option: Annotated[
-        list[str] | None, typer.Option("--method-option", "-O", help="Preset option key=value (repeatable).")
-    ] = None,
-    seed: Annotated[
-        int | None, typer.Option(help="Seed of the delta init (θ0), the head, data order.")
-    ] = None,
-    data_seed: Annotated[int | None, typer.Option(help="Seed of the task's splits and subsampling.")] = None,
-    head: Annotated[str | None, typer.Option(help="prototype (no trainable head) or linear.")] = None,
-    temperature: Annotated[float | None, typer.Option(help="Prototype head temperature τ.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
-    weight_decay: Annotated[float | None, typer.Option()] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(help="Global batch size (split across processes).")
-    ] = None,
-    eval_batch_size: Annotated[int | None, typer.Option()] = None,
-    grad_accum: Annotated[int | None, typer.Option(help="Gradient accumulation steps.")] = None,
-    epochs: Annotated[float | None, typer.Option()] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps; overrides --epochs.")] = None,
-    warmup_ratio: Annotated[float | None, typer.Option()] = None,
-    schedule: Annotated[str | None, typer.Option(help="linear, cosine or constant (after warmup).")] = None,
-    max_grad_norm: Annotated[float | None, typer.Option()] = None,
-    max_length: Annotated[int | None, typer.Option(help="Token limit (default: the task's).")] = None,
-    eval_every: Annotated[
-        int | None, typer.Option(help="Evaluate every N steps (default: every epoch).")
-    ] = None,
-    log_every: Annotated[int | None, typer.Option()] = None,
-    early_stopping_patience: Annotated[
-        int | None, typer.Option(help="Stop after N evaluations without gain.")
-    ] = None,
-    metric_for_best: Annotated[str | None, typer.Option(help="accuracy, macro_f1 or loss.")] = None,
-    mixed_precision: Annotated[str | None, typer.Option(help="no, bf16 or fp16 (GPU only).")] = None,
-    max_train_examples: Annotated[int | None, typer.Option()] = None,
-    max_eval_examples: Annotated[int | None, typer.Option()] = None,
-    num_workers: Annotated[int | None, typer.Option()] = None,
-    cpu: Annotated[bool | None, typer.Option("--cpu/--no-cpu", help="Force the CPU.")] = None,
-    checkpoint_every: Annotated[
-        int | None, typer.Option(help="Write a resumable checkpoint every N optimizer steps.")
-    ] = None,
-    checkpoint_minutes: Annotated[
-        float | None,
-        typer.Option(
-            help="Write a resumable checkpoint when M minutes have passed since the last (default 5)."
-        ),
-    ] = None,
-    out: Annotated[str | None, typer.Option("--out", "-o", help="Run directory.")] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option(help="A config.json (e.g. of an earlier run); options given here override it."),
-    ] = None,
-    overwrite: Annotated[
-        bool,
-        typer.Option(help="Replace the run in --out; the old one is kept until the new one has finished."),
-    ] = False,
+    *,
+    config: Path | None = None,
+    overwrite: bool = False,
+    **options: Any,
 ) -> None:
     """Train one delta method on one task; writes config.json, metrics.jsonl, tb/, delta/, result.json.
 
     Rerunning the same command after a crash or a kill resumes from the run's last checkpoint."""
-    options = dict(locals())
     from accelerate import PartialState
 
     from deltaspace.train.config import TrainConfig
     from deltaspace.train.loop import train
 
-    names = {field.name for field in dataclasses.fields(TrainConfig)}
-    given = {name: value for name, value in options.items() if name in names}
     fields: dict[str, Any] = TrainConfig.from_json(config).to_dict() if config is not None else {}
-    fields.update({name: value for name, value in given.items() if value is not None})
-    if method_option:
-        fields["method_options"] = {
-            **fields.get("method_options", {}),
-            **parse_assignments(method_option, "--method-option"),
-        }
-    if out is not None:
-        fields["output_dir"] = out
+    for name, value in options.items():
+        if isinstance(value, list):  # a dict field's repeatable key=value items, on top of the file's
+            field = TrainConfig.__dataclass_fields__[name]
+            fields[name] = {**fields.get(name, {}), **parse_assignments(value, _flags(field)[0])}
+        elif value is not None:
+            fields[name] = value
     if "task" not in fields:
         raise UserInputError("--task is required (or --config with a task)")
     train_config = TrainConfig.from_dict(fields)
@@ -145,6 +132,34 @@ def train_command(
         {"validation": result.validation, "test": result.test},
     )
     typer.echo(f"run directory: {result.run_dir}")
+
+
+train_command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [
+        *_field_options(),
+        inspect.Parameter(
+            "config",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                Path | None,
+                typer.Option(help="A config.json (e.g. of an earlier run); options given here override it."),
+            ],
+        ),
+        inspect.Parameter(
+            "overwrite",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=False,
+            annotation=Annotated[
+                bool,
+                typer.Option(
+                    help="Replace the run in --out; the old one is kept until the new one has finished."
+                ),
+            ],
+        ),
+    ]
+)
+app.command("train")(train_command)
 
 
 @app.command("eval")

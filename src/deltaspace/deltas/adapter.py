@@ -14,7 +14,6 @@ state dict, hooks and outputs are exactly what they were.
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any
 
 import torch
@@ -22,39 +21,22 @@ from torch import nn
 from transformers.activations import ACT2FN
 from transformers.pytorch_utils import Conv1D
 
-from deltaspace.deltas.base import AttachedDelta, DeltaConfig, matches_target, register_delta
+from deltaspace.architectures import sublayer_outputs
+from deltaspace.deltas.base import AttachedDelta, DeltaConfig, matches_target
+from deltaspace.deltas.registry import Preset, register_delta
 
 ADAPTER_ATTR = "ds_adapter"
-
-# Sublayer output projections by architecture family, as regexes on the tail of a module's qualified name.
-ATTENTION_OUTPUT_PATTERNS = (
-    r"attention\.output\.dense",  # BERT, RoBERTa, ELECTRA, XLM-R (also crossattention.output.dense)
-    r"(?:self_attn|attention|attn)\.(?:o_proj|out_proj|out_lin|c_proj|proj)",  # LLaMA, ViT, DistilBERT, GPT-2, timm
-    r"(?:SelfAttention|EncDecAttention)\.o",  # T5
-)
-FFN_OUTPUT_PATTERNS = (
-    r"(?<!attention\.)output\.dense",  # BERT family (layer.N.output.dense)
-    r"(?:mlp|ffn|feed_forward)\.(?:down_proj|fc2|lin2|c_proj|w2)",  # LLaMA family, ViT, DistilBERT, GPT-2
-    r"DenseReluDense\.wo",  # T5
-)
 PLACEMENTS = ("both", "ffn", "attention")
 
 
-def _tail_regex(patterns: tuple[str, ...]) -> re.Pattern[str]:
-    return re.compile(r"(?:^|\.)(?:" + "|".join(patterns) + r")$")
-
-
 def sublayer_output_modules(model: nn.Module, placement: str = "both") -> list[str]:
-    """Qualified names of the attention-output and/or feed-forward-output projections, in module order."""
+    """Qualified names of the attention-output and/or feed-forward-output projections, in module order (the
+    sublayer output names of every family in :mod:`deltaspace.architectures`)."""
     if placement not in PLACEMENTS:
         raise ValueError(f"adapter placement {placement!r} is not one of {PLACEMENTS}")
-    patterns: tuple[str, ...] = ()
-    if placement in ("both", "attention"):
-        patterns += ATTENTION_OUTPUT_PATTERNS
-    if placement in ("both", "ffn"):
-        patterns += FFN_OUTPUT_PATTERNS
-    regex = _tail_regex(patterns)
-    return [name for name, _ in model.named_modules() if name and regex.search(name)]
+    return sublayer_outputs(
+        model, attention=placement in ("both", "attention"), ffn=placement in ("both", "ffn")
+    )
 
 
 def output_features(module: nn.Module, name: str) -> int:
@@ -101,7 +83,14 @@ def _adapter_hook(module: nn.Module, args: Any, output: torch.Tensor) -> torch.T
     return output + getattr(module, ADAPTER_ATTR)(output)
 
 
-@register_delta
+@register_delta(
+    Preset("adapter", "Houlsby adapters after attention and feed-forward, bottleneck 16"),
+    Preset(
+        "adapter-ffn",
+        "Pfeiffer adapters after the feed-forward only, bottleneck 16",
+        options={"placement": "ffn"},
+    ),
+)
 @dataclasses.dataclass
 class AdapterConfig(DeltaConfig):
     """Sequential bottleneck adapters.

@@ -3,7 +3,8 @@
 A delta method is a config dataclass (what the user writes) whose ``attach`` inserts the method into a
 frozen model in place and returns an :class:`AttachedDelta` (what the method owns inside that model).
 Composition over inheritance: ``DeltaModel`` only ever talks to these two small interfaces, so a new
-method is one file in ``deltaspace/deltas`` that registers its config with :func:`register_delta`.
+method is one file in ``deltaspace/deltas`` that registers its config and presets with
+:func:`~deltaspace.deltas.registry.register_delta`.
 
 A delta's *solution* is the ordered mapping ``parameter name -> tensor`` of the parameters it owns, the
 names being fully qualified inside the base model. Everything downstream (saving, the subspace study)
@@ -20,12 +21,17 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from deltaspace.deltas.registry import config_class, register_delta, registered_methods
 from deltaspace.errors import UserInputError
 
-_REGISTRY: dict[str, type[DeltaConfig]] = {}
-
-# Direct children of a model that are fresh task heads (pretrained LM heads are never in this list).
-HEAD_NAMES = ("classifier", "score", "qa_outputs", "pre_classifier", "head", "classification_head")
+__all__ = [
+    "AttachedDelta",
+    "DeltaConfig",
+    "InPlaceAttached",
+    "matches_target",
+    "register_delta",  # re-exported: registration lives in deltas/registry.py
+    "registered_methods",
+]
 
 
 @dataclasses.dataclass
@@ -44,11 +50,7 @@ class DeltaConfig(ABC):
     @staticmethod
     def from_dict(data: dict[str, Any]) -> DeltaConfig:
         data = dict(data)
-        method = data.pop("method", None)
-        if method not in _REGISTRY:
-            known = ", ".join(sorted(_REGISTRY))
-            raise ValueError(f"unknown delta method {method!r} in saved config; known methods: {known}")
-        return _REGISTRY[method].from_fields(data)
+        return config_class(data.pop("method", None)).from_fields(data)
 
     @classmethod
     def from_fields(cls, fields: dict[str, Any]) -> DeltaConfig:
@@ -106,6 +108,15 @@ class InPlaceAttached(AttachedDelta):
         self._names = list(names)
         self._originals = originals
 
+    @classmethod
+    def capture(
+        cls, config: DeltaConfig, model: nn.Module, names: list[str], *, keep_originals: bool = True
+    ) -> InPlaceAttached:
+        """The delta training ``names``; their current (pretrained) values are kept for ``detach``."""
+        params = dict(model.named_parameters())
+        originals = {name: params[name].detach().clone() for name in names} if keep_originals else None
+        return cls(config, names, originals)
+
     def parameter_names(self) -> list[str]:
         return list(self._names)
 
@@ -129,19 +140,3 @@ def matches_target(name: str, target_modules: str | list[str]) -> bool:
     if isinstance(target_modules, str):
         return re.fullmatch(target_modules, name) is not None
     return any(name == t or name.endswith("." + t) for t in target_modules)
-
-
-def register_delta(cls: type[DeltaConfig]) -> type[DeltaConfig]:
-    """Class decorator: make a config loadable by its ``method`` name."""
-    if not cls.method:
-        raise TypeError(f"{cls.__name__} must set the class attribute `method`")
-    if cls.method in _REGISTRY and _REGISTRY[cls.method] is not cls:
-        raise ValueError(
-            f"delta method {cls.method!r} is already registered by {_REGISTRY[cls.method].__name__}"
-        )
-    _REGISTRY[cls.method] = cls
-    return cls
-
-
-def registered_methods() -> dict[str, type[DeltaConfig]]:
-    return dict(_REGISTRY)

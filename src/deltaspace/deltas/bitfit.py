@@ -12,12 +12,12 @@ import re
 
 from torch import nn
 
-from deltaspace.deltas.base import HEAD_NAMES, DeltaConfig, InPlaceAttached, register_delta
+from deltaspace.architectures import EMBEDDING_NAMES, TASK_HEAD_NAMES
+from deltaspace.deltas.base import DeltaConfig, InPlaceAttached
+from deltaspace.deltas.registry import Preset, register_delta
 
-EMBEDDING_MODULE_NAMES = ("embeddings", "embed_tokens", "embed_positions", "wte", "wpe")
 
-
-def is_head_parameter(name: str, head_modules: tuple[str, ...] = HEAD_NAMES) -> bool:
+def is_head_parameter(name: str, head_modules: tuple[str, ...] = TASK_HEAD_NAMES) -> bool:
     # Fresh heads are trained by DeltaModel itself; pretrained LM heads are part of the base.
     return name.split(".", 1)[0] in head_modules
 
@@ -27,7 +27,7 @@ def embedding_parameter_names(model: nn.Module) -> set[str]:
     names = set()
     for module_name, module in model.named_modules():
         parts = module_name.split(".") if module_name else []
-        if isinstance(module, nn.Embedding) or any(p in EMBEDDING_MODULE_NAMES for p in parts):
+        if isinstance(module, nn.Embedding) or any(p in EMBEDDING_NAMES for p in parts):
             prefix = f"{module_name}." if module_name else ""
             names.update(prefix + p for p, _ in module.named_parameters())
     return names
@@ -37,7 +37,9 @@ def _is_norm(module: nn.Module) -> bool:
     return isinstance(module, nn.LayerNorm | nn.GroupNorm) or "norm" in type(module).__name__.lower()
 
 
-@register_delta
+@register_delta(
+    Preset("bitfit", "BitFit: all bias terms of the base model", seeded_init=False, needs_bias=True)
+)
 @dataclasses.dataclass
 class BitFitConfig(DeltaConfig):
     """Train bias parameters: all of them, or those whose name matches ``pattern`` (regex, searched).
@@ -81,10 +83,7 @@ class BitFitConfig(DeltaConfig):
         return names
 
     def attach(self, model: nn.Module) -> AttachedBitFit:
-        names = self.bias_names(model)
-        params = dict(model.named_parameters())
-        originals = {name: params[name].detach().clone() for name in names}
-        return AttachedBitFit(self, names, originals)
+        return AttachedBitFit.capture(self, model, self.bias_names(model))
 
 
 class AttachedBitFit(InPlaceAttached):

@@ -1,6 +1,6 @@
 """Coeff-Tuning (Miao, Chen, Qiu, CVPR 2025): tune how each layer's post-softmax attention maps are combined.
 
-Each targeted attention module gets a submodule ``ds_coeff`` holding a zero-initialised residual Δ of shape
+Each targeted attention module gets the Coeff hook (``deltaspace.attention.COEFF_HOOK``), a submodule holding a zero-initialised residual Δ of shape
 (H, H), H the number of *query* heads (under GQA the maps are mixed after the key/value heads are repeated).
 The attention computes ``C = I + dropout(Δ)`` in training (one inverted-dropout mask per forward per layer,
 shared by the batch) and ``C = I + Δ`` in eval, then ``Â[b, h] = Σ_k C[h, k] · A[b, k]``
@@ -9,9 +9,9 @@ shared by the batch) and ``C = I + Δ`` in eval, then ``Â[b, h] = Σ_k C[h, k] 
 Dropout and weight decay act on the residual only, never on the identity, so they cannot delete pretrained
 heads. Only the diagonal of C could be merged into the output projection; the off-diagonal mixing is
 input-dependent and stays an inference-time cost (about H/(2·d_head) extra FLOPs of the attention).
-``attach`` routes the targeted modules (only those) through the deltaspace attention
-(``deltaspace.attention.enable``); ``detach`` gives each its own implementation back unless another
-attention-level delta on it still needs the route. ``attention_path`` picks how the mixed attention is
+``attach`` puts the hooks on the targeted modules (only those) with ``deltaspace.attention.attach_hooks``,
+which routes them through the deltaspace attention; ``detach`` takes them off, and a module gets its own
+implementation back once no attention-level delta on it needs the route. ``attention_path`` picks how the mixed attention is
 computed: "explicit" (whole maps; the reference), "blocked" (query panels recomputed in backward, memory
 O(N) instead of O(N²) per layer), or "auto" (explicit for small maps, blocked beyond).
 """
@@ -25,20 +25,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deltaspace.architectures import VALUE_NAMES
 from deltaspace.attention.core import ATTENTION_PATHS
 from deltaspace.attention.discovery import (
     find_attention_modules,
     is_cross_attention,
+    kv_shape,
     layer_index,
     model_type,
     num_query_heads,
 )
-from deltaspace.attention.function import enable, release
-from deltaspace.deltas.base import AttachedDelta, DeltaConfig, matches_target, register_delta
-from deltaspace.deltas.prefix import kv_shape
-
-# Names of an attention module's value projection (BERT/ViT, LLaMA-style, DistilBERT, T5).
-VALUE_PROJECTION_NAMES = ("value", "v_proj", "v_lin", "v")
+from deltaspace.attention.hooks import COEFF_HOOK, hook_of
+from deltaspace.attention.routing import attach_hooks, detach_hooks
+from deltaspace.deltas.base import AttachedDelta, DeltaConfig, matches_target
+from deltaspace.deltas.registry import Preset, register_delta
 
 
 class CoeffMixer(nn.Module):
@@ -70,7 +70,7 @@ class CoeffMixer(nn.Module):
         return f"num_heads={self.num_heads}, dropout={self.dropout}, attention_path={self.attention_path!r}"
 
 
-@register_delta
+@register_delta(Preset("coeff", "Coeff-Tuning: per-layer head-mixing coefficients", seeded_init=False))
 @dataclasses.dataclass
 class CoeffTuningConfig(DeltaConfig):
     """Coeff-Tuning options.
@@ -133,27 +133,21 @@ class CoeffTuningConfig(DeltaConfig):
 
     def attach(self, model: nn.Module) -> CoeffAttached:
         selected = self.select(model)
-        for name, module in selected:
-            if hasattr(module, "ds_coeff"):
-                raise ValueError(f"{name or type(module).__name__} already has Coeff-Tuning attached")
+        hooks = []
         for _, module in selected:
             param = next(module.parameters(), None)
             device = param.device if param is not None else None
-            module.ds_coeff = CoeffMixer(
+            mixer = CoeffMixer(
                 num_query_heads(module), float(self.coeff_dropout), device, self.attention_path
             )
-        try:
-            enable(model, [module for _, module in selected], for_deltas=True)
-        except ValueError:
-            for _, module in selected:
-                del module.ds_coeff
-            raise
+            hooks.append((module, mixer))
+        attach_hooks(model, COEFF_HOOK, hooks)
         return CoeffAttached(self, [name for name, _ in selected])
 
 
 def value_rows(module: nn.Module) -> tuple[nn.Linear, int] | None:
     """An attention module's value projection and the first of its output rows that are values, if any."""
-    for attr in VALUE_PROJECTION_NAMES:
+    for attr in VALUE_NAMES:  # the value projection names of every family
         layer = getattr(module, attr, None)
         layer = getattr(layer, "base_layer", layer)  # a PEFT-wrapped projection (merged before Coeff)
         if isinstance(layer, nn.Linear):
@@ -168,7 +162,7 @@ def value_rows(module: nn.Module) -> tuple[nn.Linear, int] | None:
 def _head_scales(module: nn.Module) -> torch.Tensor:
     """Diagonal of C = I + Δ grouped by value head: shape (H_kv, H / H_kv)."""
     kv_heads, _ = kv_shape(module)
-    return (1.0 + torch.diagonal(module.ds_coeff.delta.detach())).view(kv_heads, -1)
+    return (1.0 + torch.diagonal(hook_of(module, COEFF_HOOK).delta.detach())).view(kv_heads, -1)
 
 
 class CoeffAttached(AttachedDelta):
@@ -177,19 +171,15 @@ class CoeffAttached(AttachedDelta):
         self.module_names = module_names
 
     def parameter_names(self) -> list[str]:
-        return [f"{name}.ds_coeff.delta" if name else "ds_coeff.delta" for name in self.module_names]
+        return [f"{name}.{COEFF_HOOK}.delta" if name else f"{COEFF_HOOK}.delta" for name in self.module_names]
 
     def detach(self, model: nn.Module) -> None:
-        modules = [model.get_submodule(name) for name in self.module_names]
-        for module in modules:
-            if hasattr(module, "ds_coeff"):
-                del module.ds_coeff
-        release(model, modules)
+        detach_hooks(COEFF_HOOK, [model.get_submodule(name) for name in self.module_names])
 
     def merge_refusal(self, model: nn.Module) -> str | None:
         for name in self.module_names:
             module = model.get_submodule(name)
-            delta = module.ds_coeff.delta.detach()
+            delta = hook_of(module, COEFF_HOOK).delta.detach()
             if torch.count_nonzero(delta - torch.diag(torch.diagonal(delta))):
                 return (
                     f"a non-diagonal head mix is not a weight of the base model (ΔC of {name or 'the model'})"

@@ -12,11 +12,12 @@ import re
 
 from torch import nn
 
-from deltaspace.deltas.base import DeltaConfig, InPlaceAttached, register_delta
+from deltaspace.deltas.base import DeltaConfig, InPlaceAttached
 from deltaspace.deltas.bitfit import embedding_parameter_names, is_head_parameter
+from deltaspace.deltas.registry import Preset, register_delta
 
 
-@register_delta
+@register_delta(Preset("full", "full fine-tuning of every base parameter", seeded_init=False))
 @dataclasses.dataclass
 class FullFineTuningConfig(DeltaConfig):
     """Train all base parameters except the excluded ones.
@@ -35,27 +36,22 @@ class FullFineTuningConfig(DeltaConfig):
     def trainable_names(self, model: nn.Module) -> list[str]:
         embeddings = embedding_parameter_names(model) if self.exclude_embeddings else set()
         regexes = [re.compile(p) for p in self.exclude_patterns]
-        names = [
+        return [
             name
             for name, _ in model.named_parameters()
             if not (self.exclude_head and is_head_parameter(name))
             and name not in embeddings
             and not any(r.search(name) for r in regexes)
         ]
+
+    def attach(self, model: nn.Module) -> AttachedFull:
+        names = self.trainable_names(model)
         if not names:
             raise ValueError(
                 f"full fine-tuning excluded every parameter of {type(model).__name__}; loosen exclude_patterns "
                 "or exclude_embeddings"
             )
-        return names
-
-    def attach(self, model: nn.Module) -> AttachedFull:
-        names = self.trainable_names(model)
-        originals = None
-        if self.restore_on_detach:
-            params = dict(model.named_parameters())
-            originals = {name: params[name].detach().clone() for name in names}
-        return AttachedFull(self, names, originals)
+        return AttachedFull.capture(self, model, names, keep_originals=self.restore_on_detach)
 
 
 class AttachedFull(InPlaceAttached):

@@ -13,11 +13,14 @@ import dataclasses
 import warnings
 from typing import Any, ClassVar
 
-from peft import PeftConfig, inject_adapter_in_model
+from peft import IA3Config, LoraConfig, PeftConfig, inject_adapter_in_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
-from deltaspace.deltas.base import AttachedDelta, DeltaConfig, register_delta
+from deltaspace.architectures import FAMILIES, family_of, projection_names, sublayer_outputs
+from deltaspace.deltas.base import AttachedDelta, DeltaConfig
+from deltaspace.deltas.registry import Preset, register_delta
 
 _EXACT_LORA_INITS = (True, False, "gaussian")
 _MISSING = object()
@@ -61,7 +64,44 @@ def _check_supported(config: PeftConfig) -> None:
         )
 
 
-@register_delta
+def _projections(model: nn.Module, which: str) -> list[str]:
+    """The query/value or key/value projection names of ``model``'s family (deltaspace.architectures)."""
+    linear = [n for n, m in model.named_modules() if n and isinstance(m, nn.Linear | Conv1D)]
+    family = family_of(linear)
+    if family is None:
+        tried = [list(projection_names(f, which)) for f in FAMILIES]
+        raise ValueError(
+            f"cannot find the {which} projections of {type(model).__name__} (tried {tried}); "
+            "build the config yourself with explicit target_modules"
+        )
+    return list(projection_names(family, which))
+
+
+def _lora(model: nn.Module) -> LoraConfig:
+    targets = _projections(model, "query/value")
+    return LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=targets)
+
+
+def _ia3(model: nn.Module) -> IA3Config:
+    key_value = _projections(model, "key/value")
+    ffn = sublayer_outputs(model, attention=False)
+    if not ffn:
+        raise ValueError(f"cannot find the feed-forward output projections of {type(model).__name__} for IA3")
+    return IA3Config(target_modules=key_value + ffn, feedforward_modules=ffn)
+
+
+@register_delta(
+    Preset(
+        "lora", "LoRA r=8, alpha=16 on the query and value projections (PEFT)", _lora, config_class=LoraConfig
+    ),
+    Preset(
+        "ia3",
+        "IA3 on keys, values and the feed-forward output (PEFT)",
+        _ia3,
+        config_class=IA3Config,
+        seeded_init=False,
+    ),
+)
 @dataclasses.dataclass
 class PeftDeltaConfig(DeltaConfig):
     """Wraps a ``peft.PeftConfig`` (e.g. ``LoraConfig(r=8, target_modules=[...])``)."""

@@ -10,7 +10,8 @@ model root, ``ds_prefix_generator``: an embedding E (P×D, init N(0, 0.02)) -> L
 weight matrices (the paper's flattening: embedding, W1, W2). With ``reparameterize=False`` each layer owns
 its key and value tensors directly (H_kv×P×head_dim each).
 
-Each attention module gets a small ``ds_prefix`` submodule, ``ds_prefix(batch_size) -> (key, value)`` of shape
+Each attention module gets the prefix hook (``deltaspace.attention.PREFIX_HOOK``), a small submodule called as
+``hook(batch_size) -> (key, value)``, each of shape
 (B, H_kv, P, head_dim); in the reparameterised case it computes only its own slice of the generator's output
 (its rows of the up-projection). PEFT's prefix tuning is not used: it only works through ``PeftModel`` and
 past_key_values, which do not fit the attach contract or encoders without a cache.
@@ -23,38 +24,23 @@ import dataclasses
 import torch
 from torch import nn
 
-from deltaspace.attention.discovery import find_attention_modules, is_cross_attention, num_query_heads
-from deltaspace.attention.function import enable, release
-from deltaspace.deltas.base import AttachedDelta, DeltaConfig, register_delta
+from deltaspace.attention.discovery import (
+    find_attention_modules,
+    is_cross_attention,
+    kv_shape,
+    num_query_heads,
+)
+from deltaspace.attention.hooks import PREFIX_HOOK, hook_of
+from deltaspace.attention.routing import attach_hooks, detach_hooks
+from deltaspace.deltas.base import AttachedDelta, DeltaConfig
+from deltaspace.deltas.registry import Preset, register_delta
 
-PREFIX_ATTR = "ds_prefix"
-GENERATOR_ATTR = "ds_prefix_generator"
+GENERATOR_ATTR = f"{PREFIX_HOOK}_generator"
 
 
 def self_attention_modules(model: nn.Module) -> list[str]:
     """Qualified names of the self-attention modules (the ones Coeff-Tuning targets), cross-attention excluded."""
     return [name for name, module in find_attention_modules(model) if not is_cross_attention(name, module)]
-
-
-def kv_shape(module: nn.Module) -> tuple[int, int]:
-    """(number of key/value heads, head dimension) of an attention module."""
-    config = getattr(module, "config", None)
-    head_dim = (
-        getattr(module, "head_dim", None)
-        or getattr(module, "attention_head_size", None)
-        or getattr(config, "head_dim", None)
-    )
-    heads = num_query_heads(module)
-    kv_heads = getattr(module, "num_key_value_heads", None) or getattr(config, "num_key_value_heads", None)
-    kv_heads = kv_heads or heads
-    if head_dim is None and heads is not None and getattr(config, "hidden_size", None):
-        head_dim = config.hidden_size // heads
-    if not kv_heads or not head_dim:
-        raise ValueError(
-            f"cannot tell the key/value head count and head size of {type(module).__name__}; prefix tuning "
-            "needs a transformers attention module with a config"
-        )
-    return int(kv_heads), int(head_dim)
 
 
 class PrefixGenerator(nn.Module):
@@ -74,7 +60,7 @@ class PrefixGenerator(nn.Module):
 
 
 class LayerPrefix(nn.Module):
-    """A layer's ``ds_prefix``: own key/value tensors, or a slice of the shared generator."""
+    """A layer's prefix hook: own key/value tensors, or a slice of the shared generator."""
 
     def __init__(self, kv_heads: int, head_dim: int, num_tokens: int) -> None:
         super().__init__()
@@ -112,7 +98,13 @@ class LayerPrefix(nn.Module):
         return key.unsqueeze(0).expand(shape), value.unsqueeze(0).expand(shape)
 
 
-@register_delta
+@register_delta(
+    Preset(
+        "prefix",
+        "prefix tuning, 10 virtual tokens, tanh-MLP reparameterisation r=64",
+        changes_output_at_init=True,
+    )
+)
 @dataclasses.dataclass
 class PrefixTuningConfig(DeltaConfig):
     """Key/value prefixes of ``num_virtual_tokens`` on every self-attention layer.
@@ -143,7 +135,7 @@ class PrefixTuningConfig(DeltaConfig):
                 "interface; prefix tuning needs one (e.g. BERT, LLaMA, ViT)"
             )
         modules = [model.get_submodule(n) for n in names]
-        if any(hasattr(m, PREFIX_ATTR) for m in modules):
+        if hasattr(model, GENERATOR_ATTR) or any(hook_of(m, PREFIX_HOOK) is not None for m in modules):
             raise ValueError("the model already carries prefixes; detach them before attaching another")
         reference = next(model.parameters())
         # Trainable tensors stay float32 under a half-precision base (the attention casts the prefixes).
@@ -158,52 +150,44 @@ class PrefixTuningConfig(DeltaConfig):
             generator = PrefixGenerator(num, embed_dim, self.hidden_size, total, self.init_std)
             generator.to(device=reference.device, dtype=dtype)
             model.add_module(GENERATOR_ATTR, generator)
-            offset = 0
-            for module, (h, d) in zip(modules, shapes, strict=True):
-                module.add_module(PREFIX_ATTR, LayerPrefix.sliced(h, d, num, generator, offset))
+            offset, layers = 0, []
+            for h, d in shapes:
+                layers.append(LayerPrefix.sliced(h, d, num, generator, offset))
                 offset += 2 * h * d
             param_names = [f"{GENERATOR_ATTR}.{p}" for p, _ in generator.named_parameters()]
         else:
-            for module, (h, d) in zip(modules, shapes, strict=True):
-                layer = LayerPrefix.direct(h, d, num, self.init_std)
-                module.add_module(PREFIX_ATTR, layer.to(device=reference.device, dtype=dtype))
-            param_names = [f"{n}.{PREFIX_ATTR}.{p}" for n in names for p in ("key", "value")]
-        # The prefixes only take effect through the deltaspace attention: route these modules (only these),
-        # marked as routed for deltas, so detach leaves the model exactly as it found it.
+            layers = [
+                LayerPrefix.direct(h, d, num, self.init_std).to(device=reference.device, dtype=dtype)
+                for h, d in shapes
+            ]
+            param_names = [f"{n}.{PREFIX_HOOK}.{p}" for n in names for p in ("key", "value")]
+        # The prefixes only take effect through the deltaspace attention: attach_hooks routes these modules
+        # (only these), so detach leaves the model exactly as it found it.
         try:
-            enable(model, modules, for_deltas=True)
+            attach_hooks(model, PREFIX_HOOK, list(zip(modules, layers, strict=True)))
         except ValueError:
-            for module in modules:
-                delattr(module, PREFIX_ATTR)
-            if hasattr(model, GENERATOR_ATTR):
+            if self.reparameterize:
                 delattr(model, GENERATOR_ATTR)
             raise
         return AttachedPrefix(self, names, param_names)
 
 
+@dataclasses.dataclass
 class AttachedPrefix(AttachedDelta):
-    def __init__(
-        self,
-        config: PrefixTuningConfig,
-        module_names: list[str],
-        param_names: list[str],
-    ) -> None:
-        self.config = config
-        self.module_names = module_names
-        self._param_names = param_names
+    """The prefixes on ``module_names`` and the names of their trainable tensors."""
+
+    config: PrefixTuningConfig
+    module_names: list[str]
+    param_names: list[str]
 
     def parameter_names(self) -> list[str]:
-        return list(self._param_names)
+        return list(self.param_names)
 
     def detach(self, model: nn.Module) -> None:
-        modules = [model.get_submodule(name) for name in self.module_names]
-        for module in modules:
-            if hasattr(module, PREFIX_ATTR):
-                delattr(module, PREFIX_ATTR)
+        # Another attention-level delta (e.g. Coeff-Tuning) may still need the route on some of them.
+        detach_hooks(PREFIX_HOOK, [model.get_submodule(name) for name in self.module_names])
         if hasattr(model, GENERATOR_ATTR):
             delattr(model, GENERATOR_ATTR)
-        # Another attention-level delta (e.g. Coeff-Tuning) may still need the route on some of them.
-        release(model, modules)
 
     def merge_refusal(self, model: nn.Module) -> str | None:
         return "prefix keys and values are extra attention positions, not a weight of the base model"

@@ -24,7 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from deltaspace.deltas.base import AttachedDelta, DeltaConfig, register_delta
+from deltaspace.deltas.base import AttachedDelta, DeltaConfig
+from deltaspace.deltas.registry import Preset, register_delta
 
 PROMPT_ATTR = "ds_prompt"
 POSITIONS = ("auto", "after_first", "start")
@@ -47,7 +48,13 @@ def _insert(tensor: torch.Tensor, at: int, block: torch.Tensor) -> torch.Tensor:
     return torch.cat([tensor[:, :at], block, tensor[:, at:]], dim=1)
 
 
-@register_delta
+@register_delta(
+    Preset(
+        "prompt",
+        "prompt tuning, 20 soft tokens from random vocabulary embeddings",
+        changes_output_at_init=True,
+    )
+)
 @dataclasses.dataclass
 class PromptTuningConfig(DeltaConfig):
     """``num_virtual_tokens`` soft prompt vectors.

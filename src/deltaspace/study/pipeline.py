@@ -27,13 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from deltaspace.io import write_json_atomic
 from deltaspace.study.config import StudyConfig
 from deltaspace.study.records import LEARNED, Stage2Record, SubspaceRun
 from deltaspace.study.report import write_report
-from deltaspace.train.sweep import slug
+from deltaspace.train.result import DELTA_DIR, run_path, slug
 
 STAGES = ("sweep", "fit", "optimise", "landscape", "report")
 
@@ -143,20 +142,14 @@ class StudyContext:
         return DeltaModelMember(method, delta_model)
 
     def run_dir(self, task: str, method: str) -> Path:
-        return self.config.runs_dir / slug(task) / slug(method) / f"seed{self.config.seed}"
+        return run_path(self.config.runs_dir, task, method, self.config.seed)
 
     def _trained_vector(self, member, task: str) -> torch.Tensor:
-        path = self.run_dir(task, member.name) / "delta" / "delta_model.safetensors"
-        if not path.is_file():
+        path = self.run_dir(task, member.name) / DELTA_DIR
+        if not path.is_dir():
             raise FileNotFoundError(f"{path} is missing; run the study's sweep stage first")
-        tensors = load_file(str(path))
-        names = list(member.model.parameter_shapes())
-        missing = [name for name in names if name not in tensors]
-        if missing:
-            raise ValueError(
-                f"{path} lacks {missing[:3]}...; it was trained with another {member.name} config"
-            )
-        return torch.cat([tensors[name].reshape(-1).float() for name in names])
+        tensors = member.model.read_solution(path)  # checked like DeltaModel.from_pretrained
+        return torch.cat([tensor.reshape(-1).float() for tensor in tensors.values()])
 
     # -- batches
 

@@ -9,6 +9,8 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch import nn
 
+from deltaspace.rng import seeded as seeded  # re-exported: fit and optimise import it from here
+
 OPTIMIZERS = ("adafactor", "adamw")
 SCHEDULES = ("constant", "cosine")
 
@@ -48,15 +50,6 @@ def make_schedule(
             optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
         )
     raise ValueError(f"unknown lr schedule {name!r}; use {' or '.join(SCHEDULES)}")
-
-
-@contextlib.contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Run a block with torch's global RNG (CPU and CUDA) seeded, restoring the caller's state afterwards."""
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 @contextlib.contextmanager

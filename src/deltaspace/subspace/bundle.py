@@ -23,7 +23,7 @@ from torch import Tensor
 
 from deltaspace.io import read_json, sha256_file, write_json_atomic, write_safetensors_atomic
 from deltaspace.subspace.projections import UpProjection, relative_reconstruction_error
-from deltaspace.subspace.store import SolutionStore
+from deltaspace.subspace.store import SolutionStore, shared_tasks
 
 TENSORS_FILE = "bundle.safetensors"
 INDEX_FILE = "bundle.json"
@@ -66,10 +66,7 @@ class SubspaceBundle:
 
     def tasks(self) -> list[str]:
         """Tasks with a code for every member, in first-seen order."""
-        if not self.codes:
-            return []
-        first, *rest = self.codes.values()
-        return [task for task in first if all(task in other for other in rest)]
+        return shared_tasks(self.codes)
 
     def up(self, member: str) -> UpProjection:
         if member not in self.ups:

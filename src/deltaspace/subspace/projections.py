@@ -330,16 +330,38 @@ class _CodeHead(nn.Module):
 
 
 class DownProjection(nn.Module, ABC):
-    """Δ -> z. ``features`` is the fixed (parameter-free) part, so callers can cache it for fixed Δ's."""
+    """Δ -> z. ``features`` is the fixed (parameter-free) part, so callers can cache it for fixed Δ's.
+
+    The code head ``W2·tanh(W1·x + b1) + b2`` (``hidden`` units, default ``dim``) reads the features; a
+    subclass sets its fixed map up in :meth:`_fixed_map` (which draws from the seeded generator first) and
+    takes its own options through ``fixed``.
+    """
 
     kind: ClassVar[str] = ""
     head: _CodeHead
 
-    def __init__(self, in_features: int, dim: int, input_scale: float) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        dim: int,
+        *,
+        hidden: int | None = None,
+        input_scale: float = 1.0,
+        seed: int = 0,
+        train_first_layer: bool = True,
+        **fixed: Any,
+    ) -> None:
         super().__init__()
         if not math.isfinite(input_scale) or input_scale <= 0:
             raise ValueError(f"input_scale must be a positive finite number, got {input_scale}")
         self.in_features, self.dim, self.input_scale = int(in_features), int(dim), float(input_scale)
+        generator = _generator(seed)
+        width = self._fixed_map(generator, **fixed)
+        self.head = _CodeHead(width, hidden or dim, dim, generator, train_first_layer)
+
+    def _fixed_map(self, generator: torch.Generator) -> int:
+        """Set up the fixed part of :meth:`features`; returns its output width (here: Δ itself)."""
+        return self.in_features
 
     @abstractmethod
     def features(self, delta: Tensor) -> Tensor:
@@ -357,19 +379,6 @@ class MLPDown(DownProjection):
 
     kind = "mlp"
 
-    def __init__(
-        self,
-        in_features: int,
-        dim: int,
-        *,
-        hidden: int | None = None,
-        input_scale: float = 1.0,
-        seed: int = 0,
-        train_first_layer: bool = True,
-    ) -> None:
-        super().__init__(in_features, dim, input_scale)
-        self.head = _CodeHead(in_features, hidden or dim, dim, _generator(seed), train_first_layer)
-
     def features(self, delta: Tensor) -> Tensor:
         return delta.float() / self.input_scale
 
@@ -383,24 +392,13 @@ class SketchDown(DownProjection):
 
     kind = "sketch"
 
-    def __init__(
-        self,
-        in_features: int,
-        dim: int,
-        *,
-        sketch_dim: int | None = None,
-        hidden: int | None = None,
-        input_scale: float = 1.0,
-        seed: int = 0,
-        train_first_layer: bool = True,
-    ) -> None:
-        super().__init__(in_features, dim, input_scale)
-        k = next_power_of_two(sketch_dim if sketch_dim is not None else max(dim, 256))
+    def _fixed_map(self, generator: torch.Generator, sketch_dim: int | None = None) -> int:
+        """``sketch_dim`` k (a power of two, default max(dim, 256)) and the Gaussian diagonals ``g_j``."""
+        k = next_power_of_two(sketch_dim if sketch_dim is not None else max(self.dim, 256))
         self.sketch_dim = k
-        self.blocks = -(-in_features // k)
-        generator = _generator(seed)
+        self.blocks = -(-self.in_features // k)
         self.register_buffer("gauss", torch.randn(self.blocks, k, generator=generator))
-        self.head = _CodeHead(k, hidden or dim, dim, generator, train_first_layer)
+        return k
 
     def features(self, delta: Tensor) -> Tensor:
         x = delta.float() / self.input_scale
@@ -434,17 +432,10 @@ def make_up(
 
 
 def make_down(
-    kind: str,
-    in_features: int,
-    dim: int,
-    *,
-    input_scale: float,
-    seed: int,
-    hidden: int | None = None,
-    sketch_dim: int | None = None,
-    train_first_layer: bool = True,
+    kind: str, in_features: int, dim: int, *, sketch_dim: int | None = None, **options: Any
 ) -> DownProjection:
-    options = dict(hidden=hidden, input_scale=input_scale, seed=seed, train_first_layer=train_first_layer)
+    """A down-projection of ``kind``; ``options`` are :class:`DownProjection`'s (``hidden``, ``input_scale``,
+    ``seed``, ``train_first_layer``); ``sketch_dim`` applies to "sketch" only."""
     if kind == "mlp":
         return MLPDown(in_features, dim, **options)
     if kind == "sketch":

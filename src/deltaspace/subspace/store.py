@@ -17,6 +17,14 @@ from torch import Tensor
 
 from deltaspace.io import read_json, write_json_atomic, write_safetensors_atomic
 
+
+def shared_tasks(by_member: Mapping[str, Mapping[str, object]]) -> list[str]:
+    """The tasks every member has an entry for, in first-seen order."""
+    if not by_member:
+        return []
+    first, *rest = by_member.values()
+    return [task for task in first if all(task in other for other in rest)]
+
 _TENSORS = "deltas.safetensors"
 _INDEX = "store.json"
 
@@ -86,10 +94,7 @@ class SolutionStore:
         """Tasks of ``member``, or the tasks every member has a solution for (in first-seen order)."""
         if member is not None:
             return list(self._deltas.get(member, {}))
-        if not self._deltas:
-            return []
-        first, *rest = self._deltas.values()
-        return [task for task in first if all(task in other for other in rest)]
+        return shared_tasks(self._deltas)
 
     def dim(self, member: str) -> int:
         if member not in self._deltas:

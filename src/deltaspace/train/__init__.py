@@ -1,30 +1,39 @@
 """Training: the config, the Accelerate loop, evaluation of saved runs, resumable sharded sweeps, the tuned
-sweep (learning rate chosen per task on validation, then seeds) and the same-budget linear probe."""
+sweep (learning rate chosen per task on validation, then seeds) and the same-budget linear probe.
 
-from deltaspace.train.build import build_classifier
-from deltaspace.train.config import TrainConfig
-from deltaspace.train.evaluate import evaluate_model, evaluate_run
-from deltaspace.train.loop import train
-from deltaspace.train.probe import run_probe
-from deltaspace.train.result import RunResult, collect_results, is_finished, load_predictions, load_result
-from deltaspace.train.sweep import SweepConfig, run_sweep, shard_runs
-from deltaspace.train.tuned import TunedSweepConfig, run_tuned
+The names are imported lazily, so the CLI can read ``TrainConfig`` (its options) without loading torch.
+"""
 
-__all__ = [
-    "RunResult",
-    "SweepConfig",
-    "TrainConfig",
-    "TunedSweepConfig",
-    "build_classifier",
-    "collect_results",
-    "evaluate_model",
-    "evaluate_run",
-    "is_finished",
-    "load_predictions",
-    "load_result",
-    "run_probe",
-    "run_sweep",
-    "run_tuned",
-    "shard_runs",
-    "train",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "RunResult": "deltaspace.train.result",
+    "SweepConfig": "deltaspace.train.sweep",
+    "TunedSweepConfig": "deltaspace.train.tuned",
+    "TrainConfig": "deltaspace.train.config",
+    "build_classifier": "deltaspace.train.build",
+    "collect_results": "deltaspace.train.result",
+    "evaluate_model": "deltaspace.train.evaluate",
+    "evaluate_run": "deltaspace.train.evaluate",
+    "is_finished": "deltaspace.train.result",
+    "load_predictions": "deltaspace.train.result",
+    "load_result": "deltaspace.train.result",
+    "run_probe": "deltaspace.train.probe",
+    "run_sweep": "deltaspace.train.sweep",
+    "run_tuned": "deltaspace.train.tuned",
+    "shard_runs": "deltaspace.train.sweep",
+    "train": "deltaspace.train.loop",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'deltaspace.train' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value

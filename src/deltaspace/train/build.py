@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from deltaspace.heads import DEFAULT_TEMPERATURE, PrototypeClassifier
-from deltaspace.subspace._optim import seeded
+from deltaspace.rng import seeded
 from deltaspace.tasks.task import Task
 from deltaspace.train.config import HEADS
 

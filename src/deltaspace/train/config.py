@@ -17,6 +17,16 @@ MIXED_PRECISION = ("no", "bf16", "fp16")
 METRICS = ("accuracy", "macro_f1", "loss")
 
 
+def _cli(help: str, *flags: str) -> dict[str, Any]:
+    """A field's help text, which is the command line's too (``deltaspace train`` derives its options from
+    the fields); ``flags`` name the option when it is not ``--<field-name>``."""
+    return {"help": help, "flags": flags}
+
+
+def _option(default: Any = dataclasses.MISSING, *, help: str) -> Any:
+    return dataclasses.field(default=default, metadata=_cli(help))
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Everything one training run depends on; ``config.json`` in the run directory is this, resolved.
@@ -37,39 +47,49 @@ class TrainConfig:
     a run. ``method="head"`` attaches no delta and trains the task head only (the head-only baseline).
     """
 
-    task: str
-    model: str = "minilm-l6"
-    method: str = "coeff+lora"
-    method_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    seed: int = 0
-    data_seed: int = 0
-    head: str = "prototype"
-    temperature: float = 20.0
-    lr: float = 1e-3
-    lr_overrides: dict[str, float] = dataclasses.field(default_factory=dict)
-    weight_decay: float = 0.0
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    grad_accum: int = 1
-    epochs: float = 3.0
-    max_steps: int | None = None
-    warmup_ratio: float = 0.06
-    schedule: str = "linear"
-    max_grad_norm: float | None = 1.0
-    max_length: int | None = None
-    eval_every: int | None = None
-    log_every: int = 10
-    early_stopping_patience: int | None = None
-    metric_for_best: str = "accuracy"
-    mixed_precision: str = "no"
-    max_train_examples: int | None = None
-    max_eval_examples: int | None = None
-    output_dir: str = "runs/run"
-    num_workers: int = 0
-    cpu: bool = False
-    checkpoint_every: int | None = None
-    checkpoint_minutes: float | None = 5.0
-    save_delta: bool = True
+    task: str = _option(help="Suite task name or data file (CSV/JSONL).")
+    model: str = _option("minilm-l6", help="minilm-l6, minilm-l3, smollm2-135m or a checkpoint directory.")
+    method: str = _option("coeff+lora", help="Delta method preset, e.g. coeff+lora, lora, adapter.")
+    method_options: dict[str, Any] = dataclasses.field(
+        default_factory=dict, metadata=_cli("Preset option key=value (repeatable).", "--method-option", "-O")
+    )
+    seed: int = _option(0, help="Seed of the delta init (θ0), the head, data order.")
+    data_seed: int = _option(0, help="Seed of the task's splits and subsampling.")
+    head: str = _option("prototype", help="prototype (no trainable head) or linear.")
+    temperature: float = _option(20.0, help="Prototype head temperature τ.")
+    lr: float = _option(1e-3, help="Peak learning rate.")
+    lr_overrides: dict[str, float] = dataclasses.field(
+        default_factory=dict,
+        metadata=_cli(
+            "Own peak learning rate for parameters whose name contains a substring: substring=lr (repeatable).",
+            "--lr-override",
+        ),
+    )
+    weight_decay: float = _option(0.0, help="AdamW weight decay.")
+    batch_size: int = _option(32, help="Global batch size (split across processes).")
+    eval_batch_size: int = _option(64, help="Batch size of evaluation.")
+    grad_accum: int = _option(1, help="Gradient accumulation steps.")
+    epochs: float = _option(3.0, help="Passes over the training split.")
+    max_steps: int | None = _option(None, help="Optimizer steps; overrides --epochs.")
+    warmup_ratio: float = _option(0.06, help="Share of the steps spent warming the learning rate up.")
+    schedule: str = _option("linear", help="linear, cosine or constant (after warmup).")
+    max_grad_norm: float | None = _option(1.0, help="Gradient clipping norm (null: no clipping).")
+    max_length: int | None = _option(None, help="Token limit (default: the task's).")
+    eval_every: int | None = _option(None, help="Evaluate every N steps (default: every epoch).")
+    log_every: int = _option(10, help="Log the training loss every N steps.")
+    early_stopping_patience: int | None = _option(None, help="Stop after N evaluations without gain.")
+    metric_for_best: str = _option("accuracy", help="accuracy, macro_f1 or loss.")
+    mixed_precision: str = _option("no", help="no, bf16 or fp16 (GPU only).")
+    max_train_examples: int | None = _option(None, help="Keep a fixed random subset of the training split.")
+    max_eval_examples: int | None = _option(None, help="Keep fixed random subsets of validation and test.")
+    output_dir: str = dataclasses.field(default="runs/run", metadata=_cli("Run directory.", "--out", "-o"))
+    num_workers: int = _option(0, help="Data-loader worker processes.")
+    cpu: bool = _option(False, help="Force the CPU.")
+    checkpoint_every: int | None = _option(None, help="Write a resumable checkpoint every N optimizer steps.")
+    checkpoint_minutes: float | None = _option(
+        5.0, help="Write a resumable checkpoint when M minutes have passed since the last (default 5)."
+    )
+    save_delta: bool = _option(True, help="Keep the trained delta weights (false: results and predictions only).")
 
     def __post_init__(self) -> None:
         self.validate()

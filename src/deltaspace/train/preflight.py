@@ -18,34 +18,15 @@ HEAD_ONLY = "head"
 
 
 def preset_config_classes() -> dict[str, type]:
-    """The config class each method preset builds (kept in step with ``deltas.presets`` by a test)."""
-    from peft import IA3Config, LoraConfig
+    """The config class each method preset builds (from the registry each DET's file fills)."""
+    from deltaspace.deltas import registry
 
-    from deltaspace.deltas.adapter import AdapterConfig
-    from deltaspace.deltas.bitfit import BitFitConfig
-    from deltaspace.deltas.coeff import CoeffTuningConfig
-    from deltaspace.deltas.full import FullFineTuningConfig
-    from deltaspace.deltas.prefix import PrefixTuningConfig
-    from deltaspace.deltas.prompt import PromptTuningConfig
-
-    return {
-        "coeff": CoeffTuningConfig,
-        "lora": LoraConfig,
-        "ia3": IA3Config,
-        "adapter": AdapterConfig,
-        "adapter-ffn": AdapterConfig,
-        "prefix": PrefixTuningConfig,
-        "prompt": PromptTuningConfig,
-        "bitfit": BitFitConfig,
-        "full": FullFineTuningConfig,
-    }
+    return {name: preset.config_class for name, preset in registry.presets().items()}
 
 
 def check_method(method: str, options: dict[str, Any] | None = None) -> None:
     """Raise :class:`UserInputError` for an unknown preset, a repeated one, an option no component has,
     or an option value of the wrong type or out of range. Mirrors ``resolve_method``'s option routing."""
-    from deltaspace.deltas.presets import available_methods
-
     options = options or {}
     if not isinstance(method, str) or not method.strip():
         raise UserInputError(f"method must be a preset such as coeff+lora, got {method!r}")
@@ -64,7 +45,7 @@ def check_method(method: str, options: dict[str, Any] | None = None) -> None:
     unknown = [part for part in parts if part not in classes]
     if unknown:
         raise UserInputError(
-            f"unknown delta method(s) {unknown} in {method!r}; available: {', '.join(available_methods())} "
+            f"unknown delta method(s) {unknown} in {method!r}; available: {', '.join(classes)} "
             "(combine with '+', e.g. coeff+lora)"
         )
     if len(set(parts)) != len(parts):

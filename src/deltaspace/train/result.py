@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import resource
 import sys
 from pathlib import Path
@@ -19,6 +20,21 @@ RESULT_FILE = "result.json"
 PREDICTIONS_FILE = "predictions.json"
 DELTA_DIR = "delta"
 TB_DIR = "tb"
+
+
+def slug(name: str) -> str:
+    """A directory name for a task spec or method: a path becomes its file stem (options after '?' dropped);
+    odd characters become '_'."""
+    name = name.split("?", 1)[0]
+    if "/" in name or "\\" in name or Path(name).suffix in (".csv", ".jsonl", ".json", ".tsv"):
+        name = Path(name).stem if Path(name).suffix else Path(name).name
+    return re.sub(r"[^A-Za-z0-9._+=-]", "_", name).strip(".") or "_"
+
+
+def run_path(root: str | Path, task: str, method: str, seed: int) -> Path:
+    """Where a sweep puts the run of ``method`` on ``task`` with ``seed`` (and a study finds it):
+    ``<root>/<task>/<method>/seed<seed>``; the trained deltas are in its ``delta/`` (``DeltaModel`` format)."""
+    return Path(root) / slug(task) / slug(method) / f"seed{seed}"
 
 
 @dataclasses.dataclass

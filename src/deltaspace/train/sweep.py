@@ -49,7 +49,7 @@ from deltaspace.errors import (
 from deltaspace.io import read_json, write_text_atomic
 from deltaspace.tasks.task import Task
 from deltaspace.train.config import TrainConfig
-from deltaspace.train.result import CONFIG_FILE, RunResult, is_finished, load_result
+from deltaspace.train.result import CONFIG_FILE, RunResult, is_finished, load_result, run_path, slug
 from deltaspace.train.rundir import BOOKKEEPING_FIELDS
 
 _RESERVED = ("task", "method", "seed", "output_dir")
@@ -204,7 +204,7 @@ class SweepConfig:
                         if options is not None:
                             fields["method_options"] = {**fields.get("method_options", {}), **options}
                         fields.update(overrides)
-                    run_dir = Path(self.out) / slug(task) / slug(method) / f"seed{seed}"
+                    run_dir = run_path(self.out, task, method, seed)
                     config = TrainConfig.from_dict(
                         {**fields, "task": task, "method": method, "seed": seed, "output_dir": str(run_dir)}
                     )
@@ -219,15 +219,6 @@ class RunOutcome:
     result: RunResult | None = None
     error: str | None = None
     seconds: float = 0.0
-
-
-def slug(name: str) -> str:
-    """A directory name for a task spec or method: a path becomes its file stem (options after '?' dropped);
-    odd characters become '_'."""
-    name = name.split("?", 1)[0]
-    if "/" in name or "\\" in name or Path(name).suffix in (".csv", ".jsonl", ".json", ".tsv"):
-        name = Path(name).stem if Path(name).suffix else Path(name).name
-    return re.sub(r"[^A-Za-z0-9._+=-]", "_", name).strip(".") or "_"
 
 
 def parse_shard(text: str) -> tuple[int, int]:
