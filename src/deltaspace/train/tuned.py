@@ -25,6 +25,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from deltaspace.attention.hooks import COEFF_HOOK
 from deltaspace.errors import BrokenFileError, MissingFileError, UserInputError
 from deltaspace.train.config import METRICS, TrainConfig
 from deltaspace.train.probe import PROBE
@@ -88,7 +89,7 @@ class TunedSweepConfig:
     method_overrides: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     task_overrides: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     probe: dict[str, Any] | None = dataclasses.field(default_factory=dict)
-    lr_keys: dict[str, str] = dataclasses.field(default_factory=lambda: {"coeff": "ds_coeff"})
+    lr_keys: dict[str, str] = dataclasses.field(default_factory=lambda: {"coeff": COEFF_HOOK})
 
     def __post_init__(self) -> None:
         for name in ("tasks", "methods", "seeds", "lr_grid"):
