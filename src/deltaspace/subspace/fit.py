@@ -48,6 +48,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from deltaspace.best import BestCheckpoint
 from deltaspace.subspace._optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule, seeded
 from deltaspace.subspace.alignment import alignment_maps, misalignment, output_change, output_changes
 from deltaspace.subspace.batches import TaskBatches
@@ -347,13 +348,11 @@ def fit(
             mean_error = float(np.mean([e for by_task in errors.values() for e in by_task.values()]))
             return -mean_error, {"reconstruction": errors}
 
-        best: dict[str, Any] = {"score": -float("inf")}
+        best: BestCheckpoint[_FitState] = BestCheckpoint()
         validation: list[dict[str, Any]] = []
 
-        def snapshot(step: int, score: float) -> None:
-            best.update(
-                score=score,
-                step=step,
+        def snapshot() -> _FitState:
+            return _FitState(
                 ups={n: {k: v.detach().clone() for k, v in up.state_dict().items()} for n, up in ups.items()},
                 codes=current_codes(),
             )
@@ -363,8 +362,7 @@ def fit(
                 score, details = selection()
             validation.append({"step": step, "score": score, **details})
             logger.info("subspace fit step %d: validation score %.4f", step, score)
-            if "ups" not in best or score > best["score"]:  # the first checkpoint always counts
-                snapshot(step, score)
+            best.offer(step, score, snapshot)
 
         if config.eval_every and config.init == "closed_form":
             checkpoint(0)  # the exact start is a candidate like any other
@@ -372,7 +370,7 @@ def fit(
             _train(members, ups, downs, deltas, features, streams, params, rng, config, code_device,
                    task_names, checkpoint, log_path, on_step)  # fmt: skip
         if not config.eval_every:
-            snapshot(config.steps, float("nan"))
+            best.keep(config.steps, float("nan"), snapshot())  # nothing validated: the last state
 
     bundle = _bundle(best, ups, config, task_names, member_meta, validation, start)
     bundle.metadata["reconstruction"] = bundle.reconstruction_errors(store)
@@ -688,8 +686,16 @@ def _step(
     return record
 
 
+@dataclass
+class _FitState:
+    """What the fit keeps of its best checkpoint: the up-projections' weights and the source codes."""
+
+    ups: dict[str, dict[str, Tensor]]
+    codes: dict[str, dict[str, Tensor]]
+
+
 def _bundle(
-    best: dict[str, Any],
+    best: BestCheckpoint[_FitState],
     ups: dict[str, UpProjection],
     config: FitConfig,
     task_names: list[str],
@@ -698,10 +704,11 @@ def _bundle(
     start: float,
 ) -> SubspaceBundle:
     """A bundle of the best state (copies, so later training does not change it)."""
+    kept = best.state  # fit() always keeps one (the last state when nothing is validated)
     snapshot = {}
     for name, up in ups.items():
         copy = UpProjection.from_config(up.config())
-        copy.load_state_dict(best["ups"][name])
+        copy.load_state_dict(kept.ups[name])
         snapshot[name] = copy.to(up.out_device)
     metadata = {
         "stage": "fit",
@@ -709,9 +716,9 @@ def _bundle(
         "source_tasks": task_names,
         "members": {k: v for k, v in member_meta.items() if not k.startswith("_")},
         "closed_form": member_meta.get("_closed_form"),
-        "best_step": best["step"],
-        "best_score": None if math.isnan(best["score"]) else best["score"],
+        "best_step": best.step,
+        "best_score": None if math.isnan(best.value) else best.value,
         "validation": validation,
         "wall_seconds": time.perf_counter() - start,
     }
-    return SubspaceBundle(snapshot, best["codes"], metadata)
+    return SubspaceBundle(snapshot, kept.codes, metadata)

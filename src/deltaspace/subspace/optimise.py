@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from deltaspace.best import BestCheckpoint
 from deltaspace.subspace._optim import OPTIMIZERS, SCHEDULES, frozen, make_optimizer, make_schedule, seeded
 from deltaspace.subspace.batches import TaskBatches
 from deltaspace.subspace.bundle import SubspaceBundle
@@ -164,8 +165,9 @@ def optimise(
         optimizer = make_optimizer([z], config.optimizer, config.lr)
         schedule = make_schedule(optimizer, config.schedule, config.steps)
         stream = task.stream()
-        best_z, best_step, best_score = z.detach().clone(), 0, validate_at(z)[config.metric]
-        history.append({"step": 0, "eval": best_score})
+        best: BestCheckpoint[Tensor] = BestCheckpoint()
+        best.keep(0, validate_at(z)[config.metric], z.detach().clone())  # the start is a candidate too
+        history.append({"step": 0, "eval": best.value})
         bar = tqdm(
             total=config.steps,
             desc=f"z {member.name}/{task.name}",
@@ -184,8 +186,7 @@ def optimise(
                 record: dict[str, Any] = {"step": step, "loss": float(loss.detach())}
                 if (config.eval_every and step % config.eval_every == 0) or step == config.steps:
                     record["eval"] = validate_at(z)[config.metric]
-                    if record["eval"] > best_score:
-                        best_z, best_step, best_score = z.detach().clone(), step, record["eval"]
+                    best.offer(step, record["eval"], lambda: z.detach().clone())
                 history.append(record)
                 if on_step is not None:
                     on_step(record)
@@ -197,6 +198,7 @@ def optimise(
                 bar.update(1)
         finally:
             bar.close()
+    best_z = best.state  # kept at step 0 at the latest
     with torch.no_grad():
         pred, gold = predictions(member, up(best_z), task.report_batches)
     metrics = score(pred, gold, task.num_labels)
@@ -209,8 +211,8 @@ def optimise(
         z=best_z.cpu(),
         metric=value,
         metrics=metrics,
-        selection_metric=best_score,
-        best_step=best_step,
+        selection_metric=best.value,
+        best_step=best.step,
         initial_metric=history[0]["eval"],
         predictions=pred.tolist(),
         original_metric=original_metric,

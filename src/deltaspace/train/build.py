@@ -10,7 +10,8 @@ from torch import nn
 from deltaspace.heads import DEFAULT_TEMPERATURE, PrototypeClassifier
 from deltaspace.rng import seeded
 from deltaspace.tasks.task import Task
-from deltaspace.train.config import HEADS
+from deltaspace.train.config import HEADS, TrainConfig
+from deltaspace.train.preflight import HEAD_ONLY
 
 
 def build_classifier(
@@ -49,6 +50,18 @@ def build_classifier(
         model.config.label2id = {name: index for index, name in enumerate(task.label_names)}
         return model, tokenizer
     raise ValueError(f"unknown head {head!r}; use one of {', '.join(HEADS)}")
+
+
+def build_run_classifier(config: TrainConfig, task: Task) -> tuple[nn.Module, Any]:
+    """:func:`build_classifier` as ``config`` asks: training a run and scoring it later build the same."""
+    return build_classifier(
+        config.model,
+        task,
+        config.head,
+        config.seed,
+        temperature=config.temperature,
+        head_only=config.method == HEAD_ONLY,
+    )
 
 
 class PrototypeTable(nn.Module):

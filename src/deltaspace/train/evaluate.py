@@ -16,7 +16,6 @@ from deltaspace.tasks.metrics import compute_metrics
 from deltaspace.tasks.task import SPLITS, Task
 from deltaspace.train.config import TrainConfig
 from deltaspace.train.data import cap_examples, make_loader, tokenize_split
-from deltaspace.train.preflight import HEAD_ONLY
 from deltaspace.train.result import CONFIG_FILE, DELTA_DIR
 
 
@@ -68,7 +67,7 @@ def evaluate_run(
     ``task`` overrides loading the task from the config's spec (for tasks built in code).
     """
     from deltaspace.model import DeltaModel
-    from deltaspace.train.build import build_classifier
+    from deltaspace.train.build import build_run_classifier
 
     run_dir = Path(run_dir)
     if split not in SPLITS:
@@ -94,14 +93,7 @@ def evaluate_run(
     dataset = task.split(split)
     if split != "train":
         dataset = cap_examples(dataset, config.max_eval_examples, config.data_seed)
-    classifier, tokenizer = build_classifier(
-        config.model,
-        task,
-        config.head,
-        config.seed,
-        temperature=config.temperature,
-        head_only=config.method == HEAD_ONLY,
-    )
+    classifier, tokenizer = build_run_classifier(config, task)
     try:
         model = DeltaModel.from_pretrained(classifier, run_dir / DELTA_DIR)
     except Exception as error:  # a truncated or foreign file: say which, not where in safetensors it broke

@@ -23,6 +23,8 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from deltaspace.best import BestCheckpoint
 from deltaspace.errors import DeltaspaceError, UserInputError
 from deltaspace.io import append_jsonl, read_jsonl, write_text_atomic
 from deltaspace.tasks.task import Task
@@ -52,9 +55,11 @@ from deltaspace.train.result import (
     peak_rss_mb,
     save_predictions,
 )
-from deltaspace.train.rundir import plan_run_dir, recover_interrupted_swap
+from deltaspace.train.rundir import RunDirPlan, plan_run_dir, recover_interrupted_swap
 
 _SCHEDULER_NAMES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+
+Solution = dict[str, torch.Tensor]
 
 
 def train(
@@ -75,8 +80,158 @@ def train(
     and ends exactly as an uninterrupted run would; a finished one raises unless ``overwrite``, which
     trains the new run beside it and swaps it in when it has finished.
     """
-    from deltaspace.train.build import build_classifier
+    run = setup(config, task, prebuilt, overwrite)
+    config = run.config  # max_length filled in
+    state = resume(run) if run.plan.action == "resume" else LoopState.fresh(run)
+    first_epoch, resuming = state.epoch, run.plan.action == "resume"
+    state.progress = tqdm(
+        total=run.total_updates,
+        initial=state.step,
+        desc=f"{run.task.name} {config.method} seed{config.seed}",
+        disable=not run.accelerator.is_local_main_process,
+        dynamic_ncols=True,
+    )
+    state.train_start = state.last_checkpoint = time.perf_counter()
+    run.model.train()
+    for epoch in range(first_epoch, run.num_epochs):
+        for batch in epoch_batches(run, state, epoch, resumed=resuming and epoch == first_epoch):
+            if not train_step(run, state, batch):
+                continue  # gradients are still accumulating
+            if state.step % config.log_every == 0 or state.step == run.total_updates:
+                log_training(run, state)
+            if config.eval_every is not None and state.step % config.eval_every == 0:
+                validate(run, state)
+            if checkpoint_due(run, state):
+                checkpoint(run, state)
+            if finished(run, state):
+                break
+        if config.eval_every is None and state.last_eval_step != state.step:
+            validate(run, state)  # no step interval: once an epoch
+        if finished(run, state):
+            break
+    if state.last_eval_step != state.step:
+        validate(run, state)
+    return finish(run, state)
 
+
+@dataclass
+class Run:
+    """What :func:`setup` builds: fixed for the whole run."""
+
+    config: TrainConfig
+    task: Task
+    accelerator: Accelerator
+    plan: RunDirPlan
+    model: nn.Module  # as Accelerate prepared it
+    unwrapped: Any  # the DeltaModel itself
+    trainable: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    train_loader: Any
+    val_loader: Any
+    test_loader: Any
+    updates_per_epoch: int
+    total_updates: int
+    num_epochs: int
+    trainable_params: int
+    total_params: int
+    start: float  # perf_counter when train() was called
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.config.output_dir)
+
+    @property
+    def work_dir(self) -> Path:
+        """Where files are written (a staging folder while a finished run is being replaced)."""
+        return self.plan.work_dir
+
+    def epochs_at(self, step: int) -> float:
+        return round(step / self.updates_per_epoch, 4)
+
+
+@dataclass
+class LoopState:
+    """Everything the loop changes as it runs. A checkpoint saves it (:meth:`saved`) and a resume restores
+    it (:meth:`restored`), so a resumed run continues exactly where the killed one stopped."""
+
+    best: BestCheckpoint[Solution]
+    running_loss: torch.Tensor  # summed over the batches since the last training log
+    step: int = 0  # optimiser updates
+    last_eval_step: int = -1
+    epoch: int = 0
+    batches_done: int = 0  # batches of this epoch trained on
+    stopped_early: bool = False
+    running_batches: int = 0
+    trained_before: float = 0.0  # seconds of training before a resume
+    records_written: int = 0  # metrics.jsonl records (a resume truncates the file to these)
+    epoch_generator_state: torch.Tensor | None = None  # the data order's RNG at this epoch's start
+    # This process's clock and progress bar: not saved.
+    train_start: float = 0.0
+    last_checkpoint: float = 0.0
+    progress: Any = field(default=None, repr=False)
+
+    @classmethod
+    def fresh(cls, run: Run) -> LoopState:
+        return cls(
+            best=BestCheckpoint(higher_is_better=run.config.metric_for_best != "loss"),
+            running_loss=torch.zeros((), device=run.accelerator.device),
+        )
+
+    def train_time(self) -> float:
+        return self.trained_before + time.perf_counter() - self.train_start
+
+    def saved(self) -> tuple[dict[str, Any], Solution]:
+        """The checkpoint's ``train_state.json`` and its tensors (without the current solution)."""
+        tensors = {f"best.{name}": tensor for name, tensor in (self.best.state or {}).items()}
+        tensors["rng.torch"] = torch.get_rng_state()
+        if self.epoch_generator_state is not None:
+            tensors["data.generator"] = self.epoch_generator_state
+        state = {
+            "epoch": self.epoch,
+            "batches_done": self.batches_done,
+            "last_eval_step": self.last_eval_step,
+            "best_value": self.best.value if not self.best.empty else None,
+            "best_metrics": self.best.metrics,
+            "best_step": self.best.step,
+            "evals_without_improvement": self.best.evals_without_improvement,
+            "stopped_early": self.stopped_early,
+            "running_loss": float(self.running_loss.item()),
+            "running_batches": self.running_batches,
+            "train_time_s": self.train_time(),
+            "metrics_records": self.records_written,
+        }
+        return state, tensors
+
+    @classmethod
+    def restored(cls, run: Run, saved: dict[str, Any], tensors: Solution) -> LoopState:
+        """The state :meth:`saved` wrote (also restores torch's RNG, which the checkpoint holds)."""
+        state = cls.fresh(run)
+        best = _section(tensors, "best.")
+        if best:
+            state.best.keep(saved["best_step"], saved["best_value"], best, saved["best_metrics"])
+        else:
+            state.best.metrics, state.best.step = saved["best_metrics"], saved["best_step"]
+        state.best.evals_without_improvement = saved["evals_without_improvement"]
+        torch.set_rng_state(tensors["rng.torch"])
+        state.epoch_generator_state = tensors.get("data.generator")
+        state.step, state.last_eval_step = saved["step"], saved["last_eval_step"]
+        state.epoch, state.batches_done = saved["epoch"], saved["batches_done"]
+        state.stopped_early = saved["stopped_early"]
+        state.running_loss.fill_(saved["running_loss"])
+        state.running_batches, state.trained_before = saved["running_batches"], saved["train_time_s"]
+        state.records_written = saved["metrics_records"]
+        return state
+
+
+# ----------------------------------------------------------------------------------------------- setup
+
+
+def setup(
+    config: TrainConfig, task: Task | None, prebuilt: tuple[nn.Module, Any] | None, overwrite: bool
+) -> Run:
+    """Validate, build the model, data and optimiser, then (only then) open the run directory (the
+    arguments are :func:`train`'s)."""
     config.validate()
     start = time.perf_counter()
     if config.mixed_precision != "no" and (config.cpu or not torch.cuda.is_available()):
@@ -95,8 +250,7 @@ def train(
 
         with accelerator.main_process_first():
             task = load_task(config.task, seed=config.data_seed)
-    max_length = config.max_length or task.max_length
-    config = config.replace(max_length=max_length)
+    config = config.replace(max_length=config.max_length or task.max_length)
     if config.batch_size % accelerator.num_processes or config.eval_batch_size % accelerator.num_processes:
         raise UserInputError(
             f"batch_size {config.batch_size} and eval_batch_size {config.eval_batch_size} must be divisible by "
@@ -107,47 +261,17 @@ def train(
     accelerator.wait_for_everyone()
     plan = plan_run_dir(run_dir, config.to_dict(), overwrite=overwrite)
 
-    if prebuilt is None:
-        with accelerator.main_process_first():
-            classifier, tokenizer = build_classifier(
-                config.model,
-                task,
-                config.head,
-                config.seed,
-                temperature=config.temperature,
-                head_only=config.method == HEAD_ONLY,
-            )
-        delta_model = _build_delta_model(classifier, config)
-    else:
-        delta_model, tokenizer = prebuilt
+    delta_model, tokenizer = _build_model(config, task, accelerator) if prebuilt is None else prebuilt
     trainable_params, total_params = delta_model.get_nb_trainable_parameters()
     if trainable_params == 0:
         raise UserInputError(f"method {config.method!r} left no trainable parameters; check its options")
-
-    def loader(split: str, shuffle: bool) -> Any:
-        dataset = task.split(split)
-        limit = config.max_train_examples if split == "train" else config.max_eval_examples
-        dataset = cap_examples(dataset, limit, config.data_seed)
-        if len(dataset) == 0:
-            raise UserInputError(f"task {task.name!r} has an empty {split} split; every split needs examples")
-        tokenized = tokenize_split(dataset, tokenizer, is_pair=task.is_pair, max_length=max_length)
-        return make_loader(
-            tokenized,
-            tokenizer,
-            batch_size=config.batch_size if shuffle else config.eval_batch_size,
-            shuffle=shuffle,
-            seed=config.seed,
-            num_workers=config.num_workers,
-        )
-
     with accelerator.main_process_first():
-        train_loader = loader("train", shuffle=True)
-        val_loader = loader("validation", shuffle=False)
-        test_loader = loader("test", shuffle=False)
+        train_loader = _loader(config, task, tokenizer, "train", shuffle=True)
+        val_loader = _loader(config, task, tokenizer, "validation", shuffle=False)
+        test_loader = _loader(config, task, tokenizer, "test", shuffle=False)
 
     updates_per_epoch = math.ceil(len(train_loader) / config.grad_accum)
     total_updates = config.max_steps or max(1, math.ceil(config.epochs * updates_per_epoch))
-    num_epochs = math.ceil(total_updates / updates_per_epoch)
     trainable = [parameter for parameter in delta_model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(
         param_groups(delta_model, config.lr, config.weight_decay, config.lr_overrides), lr=config.lr
@@ -161,190 +285,203 @@ def train(
     model, optimizer, train_loader, val_loader, test_loader, scheduler = accelerator.prepare(
         delta_model, optimizer, train_loader, val_loader, test_loader, scheduler
     )
-    unwrapped = accelerator.unwrap_model(model)
     # Checkpoints hold the solution (saved by us, as safetensors), not the frozen base's full state dict.
     accelerator.register_save_state_pre_hook(lambda models, weights, output_dir: weights.clear())
     accelerator.register_load_state_pre_hook(lambda models, input_dir: models.clear())
-
-    # Everything is validated and built: only now is the run directory touched.
-    if accelerator.is_main_process:
-        plan.apply()
-    accelerator.wait_for_everyone()
-    work_dir = plan.work_dir
-    # TensorBoard writes under the work directory (the staging folder when replacing a finished run).
-    accelerator.project_configuration.project_dir = str(work_dir)
-    accelerator.project_configuration.logging_dir = str(work_dir)
-    if accelerator.is_main_process:
-        config.to_json(work_dir / CONFIG_FILE)
-    accelerator.init_trackers(TB_DIR, config=_hparams(config))
-    metrics_path = work_dir / METRICS_FILE
-    records_written = 0
-
-    def log(record: dict[str, Any], step: int) -> None:
-        nonlocal records_written
-        records_written += 1
-        if accelerator.is_main_process:
-            append_jsonl(
-                metrics_path, {**record, "step": step, "time_s": round(time.perf_counter() - start, 3)}
-            )
-        kind = record.get("split", "train")
-        scalars = {f"{kind}/{key}": value for key, value in record.items() if isinstance(value, (int, float))}
-        accelerator.log(
-            {key: value for key, value in scalars.items() if not isinstance(value, bool)}, step=step
-        )
-
-    higher_is_better = config.metric_for_best != "loss"
-    best_value = -math.inf if higher_is_better else math.inf
-    best_metrics: dict[str, float] = {}
-    best_solution: dict[str, torch.Tensor] | None = None
-    best_step = 0
-    evals_without_improvement = 0
-    stopped_early = False
-    step, last_eval_step = 0, -1
-    start_epoch, skip_batches = 0, 0
-    trained_before = 0.0  # seconds of training before a resume
-    running_loss = torch.zeros((), device=accelerator.device)
-    running_batches = 0
-    generator = getattr(train_loader, "generator", None)  # the data order's RNG (shared with the sampler)
-    epoch_generator_state = None
-
-    if plan.action == "resume":
-        state, tensors = load_checkpoint(accelerator, plan.checkpoint)
-        unwrapped.load_solution(_section(tensors, "current."))
-        best = _section(tensors, "best.")
-        best_solution = best or None
-        torch.set_rng_state(tensors["rng.torch"])
-        epoch_generator_state = tensors.get("data.generator")
-        step, last_eval_step = state["step"], state["last_eval_step"]
-        start_epoch, skip_batches = state["epoch"], state["batches_done"]
-        best_value = state["best_value"] if state["best_value"] is not None else best_value
-        best_metrics, best_step = state["best_metrics"], state["best_step"]
-        evals_without_improvement, stopped_early = state["evals_without_improvement"], state["stopped_early"]
-        running_loss.fill_(state["running_loss"])
-        running_batches, trained_before = state["running_batches"], state["train_time_s"]
-        records_written = state["metrics_records"]
-        if accelerator.is_main_process:
-            _truncate_jsonl(metrics_path, records_written)
-            print(f"resuming {run_dir} from step {step} ({plan.checkpoint.name})", file=sys.stderr)
-
-    def validate(step: int, epoch: float) -> None:
-        nonlocal best_value, best_metrics, best_solution, best_step, evals_without_improvement, stopped_early
-        metrics = evaluate_model(model, val_loader, task.num_labels, accelerator)
-        pause_point("eval", step, run_dir)
-        value = metrics[config.metric_for_best]
-        improved = value > best_value if higher_is_better else value < best_value
-        if improved or best_solution is None:
-            best_value, best_metrics, best_step = value, metrics, step
-            best_solution = {name: tensor.cpu() for name, tensor in unwrapped.solution().items()}
-            evals_without_improvement = 0
-        else:
-            evals_without_improvement += 1
-            patience = config.early_stopping_patience
-            stopped_early = patience is not None and evals_without_improvement >= patience
-        log({"split": "validation", "epoch": round(epoch, 4), **metrics, "best": bool(improved)}, step)
-        progress.set_postfix_str(
-            f"val {config.metric_for_best} {value:.4f} (best {best_value:.4f} @ {best_step})"
-        )
-
-    def checkpoint_due(step: int) -> bool:
-        if step >= total_updates or stopped_early:
-            return False  # the run is about to finish
-        due = config.checkpoint_every is not None and step % config.checkpoint_every == 0
-        if not due and config.checkpoint_minutes is not None:
-            due = time.perf_counter() - last_checkpoint >= 60 * config.checkpoint_minutes
-            if accelerator.num_processes > 1:  # every process must agree, or save_state deadlocks
-                flag = torch.tensor(float(due), device=accelerator.device)
-                due = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
-        return due
-
-    def checkpoint(step: int, epoch: int, batches_done: int) -> None:
-        tensors = {f"current.{name}": tensor for name, tensor in unwrapped.solution().items()}
-        tensors.update({f"best.{name}": tensor for name, tensor in (best_solution or {}).items()})
-        tensors["rng.torch"] = torch.get_rng_state()
-        if epoch_generator_state is not None:
-            tensors["data.generator"] = epoch_generator_state
-        state = {
-            "epoch": epoch,
-            "batches_done": batches_done,
-            "last_eval_step": last_eval_step,
-            "best_value": best_value if best_solution is not None else None,
-            "best_metrics": best_metrics,
-            "best_step": best_step,
-            "evals_without_improvement": evals_without_improvement,
-            "stopped_early": stopped_early,
-            "running_loss": float(running_loss.item()),
-            "running_batches": running_batches,
-            "train_time_s": trained_before + time.perf_counter() - train_start,
-            "metrics_records": records_written,
-        }
-        save_checkpoint(accelerator, work_dir, step, state, tensors)
-
-    progress = tqdm(
-        total=total_updates,
-        initial=step,
-        desc=f"{task.name} {config.method} seed{config.seed}",
-        disable=not accelerator.is_local_main_process,
-        dynamic_ncols=True,
+    run = Run(
+        config=config,
+        task=task,
+        accelerator=accelerator,
+        plan=plan,
+        model=model,
+        unwrapped=accelerator.unwrap_model(model),
+        trainable=trainable,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        test_loader=test_loader,
+        updates_per_epoch=updates_per_epoch,
+        total_updates=total_updates,
+        num_epochs=math.ceil(total_updates / updates_per_epoch),
+        trainable_params=int(trainable_params),
+        total_params=int(total_params),
+        start=start,
     )
-    train_start = last_checkpoint = time.perf_counter()
-    model.train()
-    for epoch in range(start_epoch, num_epochs):
-        batches = train_loader
-        batches_done = 0
-        if epoch == start_epoch and plan.action == "resume":
-            # Replay this epoch's data order from its start, skipping the batches already trained on.
-            if generator is not None and epoch_generator_state is not None:
-                generator.set_state(epoch_generator_state)
-            if skip_batches:
-                batches = accelerator.skip_first_batches(train_loader, skip_batches)
-            batches_done = skip_batches
-        elif generator is not None:
-            epoch_generator_state = generator.get_state()
-        for batch in batches:
-            batches_done += 1
-            with accelerator.accumulate(model):
-                loss = model(**batch).loss
-                accelerator.backward(loss)
-                pause_point("step", step + 1, run_dir)
-                if accelerator.sync_gradients and config.max_grad_norm is not None:
-                    accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            running_loss += loss.detach().float()
-            running_batches += 1
-            if not accelerator.sync_gradients:
-                continue
-            step += 1
-            progress.update(1)
-            if step % config.log_every == 0 or step == total_updates:
-                mean_loss = accelerator.reduce(running_loss / running_batches, reduction="mean").item()
-                lr = scheduler.get_last_lr()[0]
-                log({"loss": mean_loss, "lr": lr, "epoch": round(step / updates_per_epoch, 4)}, step)
-                running_loss.zero_()
-                running_batches = 0
-            if config.eval_every is not None and step % config.eval_every == 0:
-                validate(step, step / updates_per_epoch)
-                last_eval_step = step
-            if checkpoint_due(step):
-                checkpoint(step, epoch, batches_done)
-                last_checkpoint = time.perf_counter()
-            if step >= total_updates or stopped_early:
-                break
-        if config.eval_every is None and last_eval_step != step:
-            validate(step, step / updates_per_epoch)
-            last_eval_step = step
-        if step >= total_updates or stopped_early:
-            break
-    if last_eval_step != step:
-        validate(step, step / updates_per_epoch)
-    progress.close()
-    train_time = trained_before + time.perf_counter() - train_start
+    _open_run_dir(run)
+    return run
 
-    # The best checkpoint is the run's answer: restore it, score it, save it.
-    unwrapped.load_solution(best_solution)
-    val_logits, val_labels = predict(model, val_loader, accelerator)
-    test_logits, test_labels = predict(model, test_loader, accelerator)
+
+def _build_model(config: TrainConfig, task: Task, accelerator: Accelerator) -> tuple[nn.Module, Any]:
+    from deltaspace.train.build import build_run_classifier
+
+    with accelerator.main_process_first():
+        classifier, tokenizer = build_run_classifier(config, task)
+    return _build_delta_model(classifier, config), tokenizer
+
+
+def _loader(config: TrainConfig, task: Task, tokenizer: Any, split: str, *, shuffle: bool) -> Any:
+    """One split's DataLoader: capped, tokenized; the training split shuffled with the run's seed."""
+    dataset = task.split(split)
+    limit = config.max_train_examples if split == "train" else config.max_eval_examples
+    dataset = cap_examples(dataset, limit, config.data_seed)
+    if len(dataset) == 0:
+        raise UserInputError(f"task {task.name!r} has an empty {split} split; every split needs examples")
+    tokenized = tokenize_split(dataset, tokenizer, is_pair=task.is_pair, max_length=config.max_length)
+    return make_loader(
+        tokenized,
+        tokenizer,
+        batch_size=config.batch_size if shuffle else config.eval_batch_size,
+        shuffle=shuffle,
+        seed=config.seed,
+        num_workers=config.num_workers,
+    )
+
+
+def _open_run_dir(run: Run) -> None:
+    """Everything is validated and built: only now is the run directory touched."""
+    accelerator = run.accelerator
+    if accelerator.is_main_process:
+        run.plan.apply()
+    accelerator.wait_for_everyone()
+    # TensorBoard writes under the work directory (the staging folder when replacing a finished run).
+    accelerator.project_configuration.project_dir = str(run.work_dir)
+    accelerator.project_configuration.logging_dir = str(run.work_dir)
+    if accelerator.is_main_process:
+        run.config.to_json(run.work_dir / CONFIG_FILE)
+    accelerator.init_trackers(TB_DIR, config=_hparams(run.config))
+
+
+def resume(run: Run) -> LoopState:
+    """The state of the checkpoint ``run.plan`` resumes from, the solution and optimiser restored with it."""
+    saved, tensors = load_checkpoint(run.accelerator, run.plan.checkpoint)
+    run.unwrapped.load_solution(_section(tensors, "current."))
+    state = LoopState.restored(run, saved, tensors)
+    if run.accelerator.is_main_process:
+        _truncate_jsonl(run.work_dir / METRICS_FILE, state.records_written)
+        print(f"resuming {run.run_dir} from step {state.step} ({run.plan.checkpoint.name})", file=sys.stderr)
+    return state
+
+
+# ------------------------------------------------------------------------------------------------ steps
+
+
+def epoch_batches(run: Run, state: LoopState, epoch: int, *, resumed: bool) -> Iterable[Any]:
+    """This epoch's batches. The epoch a run resumes in replays its data order from the epoch's start and
+    skips the batches already trained on; any other epoch records where its data order starts."""
+    state.epoch = epoch
+    generator = getattr(run.train_loader, "generator", None)  # the data order's RNG (shared with the sampler)
+    if resumed:
+        if generator is not None and state.epoch_generator_state is not None:
+            generator.set_state(state.epoch_generator_state)
+        if state.batches_done:
+            return run.accelerator.skip_first_batches(run.train_loader, state.batches_done)
+        return run.train_loader
+    state.batches_done = 0
+    if generator is not None:
+        state.epoch_generator_state = generator.get_state()
+    return run.train_loader
+
+
+def train_step(run: Run, state: LoopState, batch: dict[str, Any]) -> bool:
+    """Forward and backward one batch; returns whether this completed an optimiser update."""
+    accelerator = run.accelerator
+    state.batches_done += 1
+    with accelerator.accumulate(run.model):
+        loss = run.model(**batch).loss
+        accelerator.backward(loss)
+        pause_point("step", state.step + 1, run.run_dir)
+        if accelerator.sync_gradients and run.config.max_grad_norm is not None:
+            accelerator.clip_grad_norm_(run.trainable, run.config.max_grad_norm)
+        run.optimizer.step()
+        run.scheduler.step()
+        run.optimizer.zero_grad()
+    state.running_loss += loss.detach().float()
+    state.running_batches += 1
+    if not accelerator.sync_gradients:
+        return False
+    state.step += 1
+    state.progress.update(1)
+    return True
+
+
+def log(run: Run, state: LoopState, record: dict[str, Any]) -> None:
+    """One record at the current step: a line of metrics.jsonl (main process) and TensorBoard scalars."""
+    state.records_written += 1
+    if run.accelerator.is_main_process:
+        elapsed = round(time.perf_counter() - run.start, 3)
+        append_jsonl(run.work_dir / METRICS_FILE, {**record, "step": state.step, "time_s": elapsed})
+    kind = record.get("split", "train")
+    scalars = {f"{kind}/{key}": value for key, value in record.items() if isinstance(value, (int, float))}
+    run.accelerator.log(
+        {key: value for key, value in scalars.items() if not isinstance(value, bool)}, step=state.step
+    )
+
+
+def log_training(run: Run, state: LoopState) -> None:
+    """The mean training loss since the last log (over every process) and the learning rate."""
+    mean_loss = run.accelerator.reduce(state.running_loss / state.running_batches, reduction="mean").item()
+    lr = run.scheduler.get_last_lr()[0]
+    log(run, state, {"loss": mean_loss, "lr": lr, "epoch": run.epochs_at(state.step)})
+    state.running_loss.zero_()
+    state.running_batches = 0
+
+
+def validate(run: Run, state: LoopState) -> None:
+    """Score the current solution on the validation split; keep it if it is the best; count patience."""
+    config = run.config
+    metrics = evaluate_model(run.model, run.val_loader, run.task.num_labels, run.accelerator)
+    pause_point("eval", state.step, run.run_dir)
+    value = metrics[config.metric_for_best]
+    solution = run.unwrapped.solution
+    improved = state.best.offer(
+        state.step, value, lambda: {name: tensor.cpu() for name, tensor in solution().items()}, metrics
+    )
+    patience = config.early_stopping_patience  # >= 1, so a kept solution (count 0) never stops the run
+    state.stopped_early = patience is not None and state.best.evals_without_improvement >= patience
+    state.last_eval_step = state.step
+    record = {"split": "validation", "epoch": run.epochs_at(state.step), **metrics, "best": bool(improved)}
+    log(run, state, record)
+    state.progress.set_postfix_str(
+        f"val {config.metric_for_best} {value:.4f} (best {state.best.value:.4f} @ {state.best.step})"
+    )
+
+
+def finished(run: Run, state: LoopState) -> bool:
+    return state.step >= run.total_updates or state.stopped_early
+
+
+def checkpoint_due(run: Run, state: LoopState) -> bool:
+    """Every ``checkpoint_every`` updates or ``checkpoint_minutes``; never just before the run finishes."""
+    config, accelerator = run.config, run.accelerator
+    if finished(run, state):
+        return False
+    due = config.checkpoint_every is not None and state.step % config.checkpoint_every == 0
+    if not due and config.checkpoint_minutes is not None:
+        due = time.perf_counter() - state.last_checkpoint >= 60 * config.checkpoint_minutes
+        if accelerator.num_processes > 1:  # every process must agree, or save_state deadlocks
+            flag = torch.tensor(float(due), device=accelerator.device)
+            due = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+    return due
+
+
+def checkpoint(run: Run, state: LoopState) -> None:
+    """A resumable checkpoint of the current solution, the best one and the loop state."""
+    tensors = {f"current.{name}": tensor for name, tensor in run.unwrapped.solution().items()}
+    saved, state_tensors = state.saved()
+    tensors.update(state_tensors)
+    save_checkpoint(run.accelerator, run.work_dir, state.step, saved, tensors)
+    state.last_checkpoint = time.perf_counter()
+
+
+def finish(run: Run, state: LoopState) -> RunResult:
+    """The best checkpoint is the run's answer: restore it, score it, save it; the run is then complete."""
+    state.progress.close()
+    train_time = state.train_time()
+    config, accelerator, task, unwrapped = run.config, run.accelerator, run.task, run.unwrapped
+    unwrapped.load_solution(state.best.state)
+    val_logits, val_labels = predict(run.model, run.val_loader, accelerator)
+    test_logits, test_labels = predict(run.model, run.test_loader, accelerator)
     validation = metrics_from_logits(val_logits, val_labels, task.num_labels)
     test = metrics_from_logits(test_logits, test_labels, task.num_labels)
     result = RunResult(
@@ -353,46 +490,49 @@ def train(
         seed=config.seed,
         model=config.model,
         head=config.head,
-        trainable_params=int(trainable_params),
-        total_params=int(total_params),
-        best_step=best_step,
-        steps=step,
-        epochs=round(step / updates_per_epoch, 4),
-        stopped_early=stopped_early,
+        trainable_params=run.trainable_params,
+        total_params=run.total_params,
+        best_step=state.best.step,
+        steps=state.step,
+        epochs=run.epochs_at(state.step),
+        stopped_early=state.stopped_early,
         validation=validation,
         test=test,
         train_time_s=round(train_time, 3),
-        total_time_s=round(time.perf_counter() - start, 3),
+        total_time_s=round(time.perf_counter() - run.start, 3),
         peak_rss_mb=round(peak_rss_mb(), 1),
         num_processes=accelerator.num_processes,
         data_seed=config.data_seed,
         method_options=dict(config.method_options),
-        best_validation_during_training=best_metrics,
+        best_validation_during_training=state.best.metrics,
         peak_gpu_memory_mb=(
             round(torch.cuda.max_memory_allocated() / 2**20, 1) if accelerator.device.type == "cuda" else None
         ),
-        run_dir=str(run_dir),
+        run_dir=str(run.run_dir),
     )
-    log({"split": "final_validation", **validation}, step)
-    log({"split": "final_test", **test}, step)
+    log(run, state, {"split": "final_validation", **validation})
+    log(run, state, {"split": "final_test", **test})
     # Not accelerator.end_training(): it also destroys the process group, which the next run of a sweep needs.
     for tracker in accelerator.trackers:
         tracker.finish()
     if accelerator.is_main_process:
         if config.save_delta:
-            unwrapped.save_pretrained(work_dir / DELTA_DIR)
+            unwrapped.save_pretrained(run.work_dir / DELTA_DIR)
         save_predictions(
-            work_dir,
+            run.work_dir,
             {
                 "validation": (val_logits.argmax(axis=-1), val_labels),
                 "test": (test_logits.argmax(axis=-1), test_labels),
             },
         )
-        result.save(work_dir)  # last: its presence marks a finished run
-        shutil.rmtree(work_dir / CHECKPOINTS_DIR, ignore_errors=True)  # a finished run needs none
-        plan.finish()
+        result.save(run.work_dir)  # last: its presence marks a finished run
+        shutil.rmtree(run.work_dir / CHECKPOINTS_DIR, ignore_errors=True)  # a finished run needs none
+        run.plan.finish()
     accelerator.wait_for_everyone()
     return result
+
+
+# ---------------------------------------------------------------------------------------------- helpers
 
 
 def _build_delta_model(classifier: nn.Module, config: TrainConfig) -> nn.Module:
