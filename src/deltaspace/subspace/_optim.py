@@ -10,9 +10,20 @@ import torch
 from torch import nn
 
 from deltaspace.rng import seeded as seeded  # re-exported: fit and optimise import it from here
+from deltaspace.subspace.evaluate import check_metric
 
 OPTIMIZERS = ("adafactor", "adamw")
 SCHEDULES = ("constant", "cosine")
+
+
+def check_step_options(optimizer: str, schedule: str, eval_every: int, metric: str) -> None:
+    """The options stage 1 and stage 2 share: a known optimiser and schedule, ``eval_every >= 0`` (0: never
+    validate) and a known validation metric."""
+    if optimizer not in OPTIMIZERS or schedule not in SCHEDULES:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS} and schedule one of {SCHEDULES}")
+    if eval_every < 0:
+        raise ValueError(f"eval_every must be >= 0, got {eval_every}")
+    check_metric(metric)
 
 
 def make_optimizer(

@@ -49,12 +49,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from deltaspace.best import BestCheckpoint
-from deltaspace.subspace._optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule, seeded
+from deltaspace.subspace._optim import check_step_options, make_optimizer, make_schedule, seeded
 from deltaspace.subspace.alignment import alignment_maps, misalignment, output_change, output_changes
 from deltaspace.subspace.batches import TaskBatches
 from deltaspace.subspace.bundle import SubspaceBundle
 from deltaspace.subspace.closed_form import closed_form_basis, complement_directions, rms_norm, shared_codes
-from deltaspace.subspace.evaluate import check_metric, evaluate, relative
+from deltaspace.subspace.evaluate import evaluate, relative
 from deltaspace.subspace.member import SubspaceMember, check_member
 from deltaspace.subspace.projections import (
     BasisUp,
@@ -162,8 +162,7 @@ class FitConfig:
             raise ValueError(f"unknown init {self.init!r}; use {' or '.join(INITS)}")
         if self.init == "random" and self.steps < 1:
             raise ValueError("a random start needs steps >= 1 (or use init: closed_form)")
-        if self.optimizer not in OPTIMIZERS or self.schedule not in SCHEDULES:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS} and schedule one of {SCHEDULES}")
+        check_step_options(self.optimizer, self.schedule, self.eval_every, self.metric)
         if self.mixing not in MIXINGS:
             raise ValueError(f"unknown mixing {self.mixing!r}; use {', '.join(MIXINGS)}")
         if self.task_order not in TASK_ORDERS:
@@ -172,8 +171,6 @@ class FitConfig:
             raise ValueError("recon_weight and task_weight must be >= 0 and not both 0")
         if self.dirichlet_alpha <= 0:
             raise ValueError(f"dirichlet_alpha must be > 0, got {self.dirichlet_alpha}")
-        if self.eval_every < 0:
-            raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
         if self.members_per_step is not None and self.members_per_step < 1:
             raise ValueError(f"members_per_step must be >= 1 or null, got {self.members_per_step}")
         if self.gradient_scale not in GRADIENT_SCALES:
@@ -186,7 +183,6 @@ class FitConfig:
             )
         if self.train_basis not in ("auto", True, False):
             raise ValueError(f"train_basis must be auto, true or false, got {self.train_basis!r}")
-        check_metric(self.metric)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -324,27 +320,27 @@ def fit(
     code_device = members[0].theta0.device
 
     with seeded(config.seed):
-        ups, downs, deltas, features, member_meta = _build_projections(
-            members, store, task_names, config, task_by_name or None
-        )
-        params = [p for m in [*ups.values(), *downs.values()] for p in m.parameters() if p.requires_grad]
+        proj, member_meta = _build_projections(members, store, task_names, config, task_by_name or None)
+        params = [
+            p for m in [*proj.ups.values(), *proj.downs.values()] for p in m.parameters() if p.requires_grad
+        ]
         rng = np.random.default_rng(config.seed)
         streams = {t.name: t.stream() for t in tasks} if tasks is not None and config.task_weight > 0 else {}
 
         def current_codes() -> dict[str, dict[str, Tensor]]:
             with torch.no_grad():
                 return {
-                    name: {t: downs[name].head(f).to(code_device) for t, f in by_task.items()}
-                    for name, by_task in features.items()
+                    name: {t: proj.downs[name].head(f).to(code_device) for t, f in by_task.items()}
+                    for name, by_task in proj.features.items()
                 }
 
         def selection() -> tuple[float, dict[str, Any]]:
             codes = current_codes()
             if can_validate:
                 return validate_points(
-                    members, ups, codes, [task_by_name[t] for t in task_names], store, config.metric
+                    members, proj.ups, codes, [task_by_name[t] for t in task_names], store, config.metric
                 )
-            errors = _reconstruction(ups, deltas, codes)
+            errors = _reconstruction(proj.ups, proj.deltas, codes)
             mean_error = float(np.mean([e for by_task in errors.values() for e in by_task.values()]))
             return -mean_error, {"reconstruction": errors}
 
@@ -353,7 +349,10 @@ def fit(
 
         def snapshot() -> _FitState:
             return _FitState(
-                ups={n: {k: v.detach().clone() for k, v in up.state_dict().items()} for n, up in ups.items()},
+                ups={
+                    n: {k: v.detach().clone() for k, v in up.state_dict().items()}
+                    for n, up in proj.ups.items()
+                },
                 codes=current_codes(),
             )
 
@@ -367,12 +366,12 @@ def fit(
         if config.eval_every and config.init == "closed_form":
             checkpoint(0)  # the exact start is a candidate like any other
         if config.steps:
-            _train(members, ups, downs, deltas, features, streams, params, rng, config, code_device,
-                   task_names, checkpoint, log_path, on_step)  # fmt: skip
+            _train(members, proj, streams, params, rng, config, code_device, task_names, checkpoint, log_path,
+                   on_step)  # fmt: skip
         if not config.eval_every:
             best.keep(config.steps, float("nan"), snapshot())  # nothing validated: the last state
 
-    bundle = _bundle(best, ups, config, task_names, member_meta, validation, start)
+    bundle = _bundle(best, proj.ups, config, task_names, member_meta, validation, start)
     bundle.metadata["reconstruction"] = bundle.reconstruction_errors(store)
     if output_dir is not None:
         bundle.save(output_dir)
@@ -381,10 +380,7 @@ def fit(
 
 def _train(
     members: Sequence[SubspaceMember],
-    ups: dict[str, UpProjection],
-    downs: dict[str, DownProjection],
-    deltas: dict[str, dict[str, Tensor]],
-    features: dict[str, dict[str, Tensor]],
+    proj: _Projections,
     streams: dict[str, Any],
     params: list[Tensor],
     rng: np.random.Generator,
@@ -408,10 +404,7 @@ def _train(
                 task = task_names[int(rng.integers(len(task_names)))]
             weights = sample_weights(rng, len(members), config.mixing, config.dirichlet_alpha)
             chosen = _choose_members(rng, len(members), config.members_per_step)
-            record = _step(
-                members, ups, downs, deltas, features, task, streams.get(task), weights, chosen, config,
-                code_device,
-            )  # fmt: skip
+            record = _step(members, proj, task, streams.get(task), weights, chosen, config, code_device)
             if not math.isfinite(record["loss"]):
                 raise ValueError(
                     f"stage-1 loss became {record['loss']} at step {step} (task {task}); lower the lr"
@@ -502,21 +495,26 @@ def _matched_output_scale(sensitivity: dict[str, Tensor]) -> dict[str, Tensor]:
     return {name: (target / s.clamp_min(1e-30)).float() for name, s in sensitivity.items()}
 
 
+@dataclass
+class _Projections:
+    """The joint fit's working set, per member: its up / down projections, its source deltas (on its
+    device) and their encoder features (the encoders' fixed first layer, computed once)."""
+
+    ups: dict[str, UpProjection]
+    downs: dict[str, DownProjection]
+    deltas: dict[str, dict[str, Tensor]]
+    features: dict[str, dict[str, Tensor]]
+
+
 def _build_projections(
     members: Sequence[SubspaceMember],
     store: SolutionStore,
     task_names: list[str],
     config: FitConfig,
     tasks: dict[str, TaskBatches] | None = None,
-) -> tuple[
-    dict[str, UpProjection],
-    dict[str, DownProjection],
-    dict[str, dict[str, Tensor]],
-    dict[str, dict[str, Tensor]],
-    dict[str, Any],
-]:
+) -> tuple[_Projections, dict[str, Any]]:
     """Per member: up / down projections scaled to its deltas (set in closed form for
-    ``init="closed_form"``), the deltas on its device, the cached (fixed) encoder features of each delta,
+    ``init="closed_form"``), the deltas on its device, the cached (fixed) encoder features of each delta;
     and the metadata / memory report."""
     deltas = {m.name: {t: store.delta(m.name, t).to(m.theta0.device) for t in task_names} for m in members}
     stacked = {name: torch.stack([by_task[t] for t in task_names]) for name, by_task in deltas.items()}
@@ -630,15 +628,12 @@ def _build_projections(
             "alignment": alignment,
             "gram_eigenvalues": [float(v) for v in codes.eigenvalues],
         }
-    return ups, downs, deltas, features, member_meta
+    return _Projections(ups, downs, deltas, features), member_meta
 
 
 def _step(
     members: Sequence[SubspaceMember],
-    ups: dict[str, UpProjection],
-    downs: dict[str, DownProjection],
-    deltas: dict[str, dict[str, Tensor]],
-    features: dict[str, dict[str, Tensor]],
+    proj: _Projections,
     task: str,
     stream: Any,
     weights: np.ndarray,
@@ -647,6 +642,7 @@ def _step(
     code_device: torch.device,
 ) -> dict[str, Any]:
     """One stage-1 step: accumulates gradients, returns the step record (no optimiser step)."""
+    ups, downs, deltas, features = proj.ups, proj.downs, proj.deltas, proj.features
     names = [m.name for m in members]
     codes = [downs[n].head(features[n][task]).to(code_device) for n in names]
     stacked = torch.stack(codes)  # (M, d)

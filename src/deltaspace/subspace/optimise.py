@@ -21,10 +21,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from deltaspace.best import BestCheckpoint
-from deltaspace.subspace._optim import OPTIMIZERS, SCHEDULES, frozen, make_optimizer, make_schedule, seeded
+from deltaspace.subspace._optim import check_step_options, frozen, make_optimizer, make_schedule, seeded
 from deltaspace.subspace.batches import TaskBatches
 from deltaspace.subspace.bundle import SubspaceBundle
-from deltaspace.subspace.evaluate import check_metric, evaluate, predictions, relative, score
+from deltaspace.subspace.evaluate import evaluate, predictions, relative, score
 from deltaspace.subspace.member import SubspaceMember, check_member
 
 logger = logging.getLogger(__name__)
@@ -58,13 +58,9 @@ class OptimiseConfig:
     def validate(self) -> None:
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.optimizer not in OPTIMIZERS or self.schedule not in SCHEDULES:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS} and schedule one of {SCHEDULES}")
+        check_step_options(self.optimizer, self.schedule, self.eval_every, self.metric)
         if self.init not in INITS:
             raise ValueError(f"unknown init {self.init!r}; use {' or '.join(INITS)}")
-        if self.eval_every < 0:
-            raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
-        check_metric(self.metric)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -14,6 +14,10 @@ so ``result.json`` existing means the run finished; rerunning a killed run resum
 --num_processes N $(which deltaspace) train ...`` (on CPU add ``--cpu`` to ``train``, not to ``launch``,
 whose ``--cpu`` starts a single process; ``torchrun --nproc_per_node N`` works too). Batches are split
 across processes (``split_batches``), so a run optimises the same thing whatever the process count.
+
+:func:`train` is the recipe: :func:`setup` builds a :class:`Run` (what stays fixed), :class:`LoopState`
+holds everything that changes (and is what a checkpoint saves), and the steps (:func:`train_step`,
+:func:`validate`, :func:`checkpoint`, :func:`finish`, ...) each take the two.
 """
 
 from __future__ import annotations
@@ -82,8 +86,9 @@ def train(
     """
     run = setup(config, task, prebuilt, overwrite)
     config = run.config  # max_length filled in
-    state = resume(run) if run.plan.action == "resume" else LoopState.fresh(run)
-    first_epoch, resuming = state.epoch, run.plan.action == "resume"
+    resuming = run.plan.action == "resume"
+    state = resume(run) if resuming else LoopState.fresh(run)
+    first_epoch = state.epoch
     state.progress = tqdm(
         total=run.total_updates,
         initial=state.step,

@@ -39,9 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from deltaspace.errors import (
-    BrokenFileError,
     DeltaspaceError,
-    MissingFileError,
     RunDirectoryError,
     RunMismatchError,
     UserInputError,
@@ -49,6 +47,7 @@ from deltaspace.errors import (
 from deltaspace.io import read_json, write_text_atomic
 from deltaspace.tasks.task import Task
 from deltaspace.train.config import TrainConfig
+from deltaspace.train.config_file import read_config_file
 from deltaspace.train.result import CONFIG_FILE, RunResult, is_finished, load_result, run_path, slug
 from deltaspace.train.rundir import BOOKKEEPING_FIELDS
 
@@ -130,35 +129,8 @@ class SweepConfig:
     def from_file(cls, path: str | Path, **overrides: Any) -> SweepConfig:
         """Read a YAML/JSON sweep config; non-None ``overrides`` (out, tasks, ..., train) replace its keys,
         ``train`` overrides being merged into the file's ``train`` mapping."""
-        import yaml
-
         path = Path(path)
-        if not path.is_file():
-            raise MissingFileError(f"sweep config {path} not found")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except UnicodeDecodeError:
-            raise BrokenFileError(
-                f"sweep config {path} is not UTF-8 text; pass a YAML or JSON file"
-            ) from None
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-            raise BrokenFileError(
-                f"sweep config {path} is not valid YAML ({where}{problem}); fix the file"
-            ) from None
-        if not isinstance(data, dict):
-            raise UserInputError(f"sweep config {path} must be a mapping with keys {', '.join(_SWEEP_KEYS)}")
-        unknown = sorted(set(data) - set(_SWEEP_KEYS))
-        if unknown:
-            raise UserInputError(
-                f"sweep config {path} has unknown key(s) {unknown}; valid keys: {', '.join(_SWEEP_KEYS)}"
-            )
-        for key, value in overrides.items():
-            if value is None:
-                continue
-            data[key] = {**data.get(key, {}), **value} if key == "train" else value
+        data = read_config_file(path, "sweep config", _SWEEP_KEYS, overrides)
         # Narrowing the grid (e.g. --methods) keeps the file's per-method / per-task settings for what is
         # still in it; the others belong to the full grid and are not typos.
         for key, overrides_key in (("methods", "method_overrides"), ("tasks", "task_overrides")):

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from deltaspace.attention.hooks import COEFF_HOOK
-from deltaspace.errors import BrokenFileError, MissingFileError, UserInputError
+from deltaspace.errors import UserInputError
 from deltaspace.train.config import METRICS, TrainConfig
+from deltaspace.train.config_file import read_config_file
 from deltaspace.train.probe import PROBE
 from deltaspace.train.result import is_finished, load_result
 from deltaspace.train.sweep import RunSpec, slug
@@ -171,28 +172,8 @@ class TunedSweepConfig:
     def from_file(cls, path: str | Path, **overrides: Any) -> TunedSweepConfig:
         """Read a YAML/JSON tuned sweep config; non-None ``overrides`` replace its keys (``train`` is merged).
         Narrowing ``tasks`` / ``methods`` drops the overrides and combinations that no longer apply."""
-        import yaml
-
         path = Path(path)
-        if not path.is_file():
-            raise MissingFileError(f"tuned sweep config {path} not found")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (UnicodeDecodeError, yaml.YAMLError) as error:
-            first = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise BrokenFileError(
-                f"tuned sweep config {path} is not valid YAML ({first}); fix the file"
-            ) from None
-        if not isinstance(data, dict):
-            raise UserInputError(f"tuned sweep config {path} must be a mapping with keys {', '.join(_KEYS)}")
-        unknown = sorted(set(data) - set(_KEYS))
-        if unknown:
-            raise UserInputError(
-                f"tuned sweep config {path} has unknown key(s) {unknown}; valid keys: {', '.join(_KEYS)}"
-            )
-        for key, value in overrides.items():
-            if value is not None:
-                data[key] = {**data.get(key, {}), **value} if key == "train" else value
+        data = read_config_file(path, "tuned sweep config", _KEYS, overrides)
         if overrides.get("methods") is not None:
             kept = set(overrides["methods"])
             if overrides.get("combos") is None:
