@@ -57,6 +57,10 @@ def pooled(cells: list[GainCell]) -> tuple[float | None, tuple[float, float] | N
     return pooled_gain(cells), bootstrap_interval(cells)
 
 
+def _example_counts(counts: list[int]) -> str:
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+
+
 def _with_interval(value: float | None, interval: tuple[float, float] | None) -> str:
     if value is None:
         return "–"
@@ -94,7 +98,8 @@ def _original_space(out: Path, config: dict) -> list[str]:
     methods = config["methods"]
     rows = []
     for task in config["source_tasks"] + config["heldout_tasks"]:
-        cells = [slug(task) + (" (held-out)" if task in config["heldout_tasks"] else "")]
+        fixed = config.get("heldout_mode", "fixed") == "fixed"
+        cells = [slug(task) + (" (held-out)" if fixed and task in config["heldout_tasks"] else "")]
         for method in methods:
             hit = frame[(frame.task_slug == slug(task)) & (frame.method == method)]
             cells.append(_acc(float(hit.test_accuracy.mean())) if len(hit) else "–")
@@ -185,7 +190,7 @@ def _headline(records: list[Stage2Record], methods: list[str]) -> tuple[list[str
     n_examples = sorted({len(r.gold) for r in heldout})
     lines = [
         "Gain recovered (%) = Σ (subspace − θ0 accuracy) / Σ (original − θ0 accuracy) × 100, pooled over "
-        f"the {len(heldout)} held-out task(s) ({'/'.join(map(str, n_examples))} test examples each), with a "
+        f"the {len(heldout)} held-out task(s) ({_example_counts(n_examples)} test examples each), with a "
         "paired bootstrap 95 % interval. The controls run through the same stage-2 optimiser, steps and d.",
         "",
         *_table(["DET", *(SUBSPACE_LABELS[k] for k in kinds)], rows),
@@ -349,17 +354,18 @@ def write_report(out: str | Path) -> Path:
     records = load_records(out, config)
     optimise = config.get("optimise") or {}
     mode = config.get("heldout_mode", "fixed")
+    if mode == "leave_one_out":
+        tasks = "tasks " + ", ".join(map(slug, config["source_tasks"] + config["heldout_tasks"]))
+        tasks += "; **leave-one-out**: every task held out in turn, solved in a subspace fitted on all the others"
+    else:
+        tasks = (
+            f"source tasks {', '.join(map(slug, config['source_tasks']))}; held-out tasks "
+            f"{', '.join(map(slug, config['heldout_tasks'])) or '–'}"
+        )
     lines = [
         f"# deltaspace study `{config['name']}`",
         "",
-        f"Model **{Path(config['model']).name}**; DETs {', '.join(methods)}; source tasks "
-        f"{', '.join(map(slug, config['source_tasks']))}; held-out tasks "
-        f"{', '.join(map(slug, config['heldout_tasks'])) or '–'}"
-        + (
-            "; **leave-one-out**: every task held out in turn, solved in a subspace fitted on all the others"
-            if mode == "leave_one_out"
-            else ""
-        )
+        f"Model **{Path(config['model']).name}**; DETs {', '.join(methods)}; {tasks}"
         + f"; seed {config['seed']}. Stage 2: {optimise.get('steps', '?')} steps of "
         f"{optimise.get('optimizer', '?')} (lr {optimise.get('lr', '?')}), start {optimise.get('init', '?')}. "
         f"Regenerate with `deltaspace study {out / 'config.json'}`.",
