@@ -91,7 +91,9 @@ def test_the_best_validation_rate_is_chosen_per_task_and_the_seeds_phase_uses_it
     # Seed 0 of a method alone is its grid run at the chosen rate.
     final = {(t, m, s): d for t, m, s, d in config.final_runs(chosen)}
     assert final[("a", "bitfit", 0)] == config.grid_dir("a", "bitfit", 1e-3)
-    assert final[("a", "bitfit", 1)] == config.seed_dir("a", "bitfit", 1)
+    assert final[("a", "bitfit", 1)] == config.seed_dir("a", "bitfit", 1, {"bitfit": 1e-3})
+    assert final[("a", "bitfit", 1)].parent.name == "lr0.001"
+    assert final[("b", "coeff+bitfit", 1)].parent.name == "lr0.01-coeff0.005"
     assert final[("a", "probe", 0)] == config.probe_dir("a")
 
 
@@ -166,7 +168,8 @@ def test_two_phases_end_to_end_with_shards_and_resume(tmp_path, tiny_model_dir, 
         chosen[("tiny", "bitfit")].lr,
         {"ds_coeff": chosen[("tiny", "coeff")].lr},
     )
-    saved = json.loads((config.seed_dir("tiny", "coeff+bitfit", 1) / "config.json").read_text())
+    combo_rates = {m: chosen[("tiny", m)].lr for m in ("coeff", "bitfit")}
+    saved = json.loads((config.seed_dir("tiny", "coeff+bitfit", 1, combo_rates) / "config.json").read_text())
     assert saved["lr_overrides"] == {"ds_coeff": chosen[("tiny", "coeff")].lr}
     selection = json.loads((out / "selection.json").read_text())
     assert {(c["method"], c["lr"]) for c in selection["chosen"]} == {
@@ -185,7 +188,7 @@ def test_two_phases_end_to_end_with_shards_and_resume(tmp_path, tiny_model_dir, 
     assert {o.status for o in again} == {"skipped"} and len(again) == len(stamps)
     assert {p: os.stat(p).st_mtime_ns for p in out.rglob("result.json")} == stamps
     # A killed seeds-phase run is redone, with the same result.
-    killed = config.seed_dir("tiny", "coeff+bitfit", 0)
+    killed = config.seed_dir("tiny", "coeff+bitfit", 0, combo_rates)
     before = json.loads((killed / "result.json").read_text())["test"]
     (killed / "result.json").unlink()
     redone = run_tuned(config, "seeds", task_loader=load, show=False)

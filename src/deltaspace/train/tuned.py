@@ -8,10 +8,12 @@ killed one resumes; ``shard=(i, n)`` takes every n-th run of the phase's sorted 
            probe per task (its C chosen on validation the same way) into <out>/probe/<task>/
     seeds  per task, each method at the rate whose grid run scored best on validation (``select``; ties:
            lower validation loss, then the rate nearer the preset), for the other seeds, into
-           <out>/seeds/<task>/<method>/seed<k>/ (the seed-0 grid run at that rate is seed 0, not rerun);
+           <out>/seeds/<task>/<method>/lr<rate>/seed<k>/ (the seed-0 grid run at that rate is seed 0, not
+           rerun);
            and every combination "A+B" (e.g. coeff+lora) for all seeds, with B's chosen rate as its rate
            and A's chosen rate for A's parameters (``lr_overrides``, e.g. ``{ds_coeff: rate}``), so each
-           part of a combination is tuned exactly as it is alone.
+           part of a combination is tuned exactly as it is alone. A seeds folder names its rate(s), so a
+           choice that changes (a wider grid) gets new runs beside the old ones, not a settings mismatch.
 
 The seeds phase reads the grid's results from the run folder, so it may run on other machines or later;
 run before the grid phase has finished it stops with one line saying how many grid runs are missing.
@@ -234,8 +236,11 @@ class TunedSweepConfig:
     def probe_dir(self, task: str) -> Path:
         return Path(self.out) / PROBE / slug(task)
 
-    def seed_dir(self, task: str, method: str, seed: int) -> Path:
-        return Path(self.out) / "seeds" / slug(task) / slug(method) / f"seed{seed}"
+    def seed_dir(self, task: str, method: str, seed: int, rates: dict[str, float]) -> Path:
+        """A seeds-phase run of ``method`` ("A" or "A+B") at the chosen ``rates`` of its parts."""
+        *firsts, last = method.split("+")
+        rate = f"lr{rates[last]:.3g}" + "".join(f"-{slug(first)}{rates[first]:.3g}" for first in firsts)
+        return Path(self.out) / "seeds" / slug(task) / slug(method) / rate / f"seed{seed}"
 
     # --- the phases -------------------------------------------------------------------------------------
 
@@ -281,9 +286,8 @@ class TunedSweepConfig:
                     if (task, method) not in rates:
                         continue
                     for seed in self.seeds[1:]:
-                        config = self._config(
-                            task, method, seed, self.seed_dir(task, method, seed), lr=rates[(task, method)]
-                        )
+                        run_dir = self.seed_dir(task, method, seed, {method: rates[(task, method)]})
+                        config = self._config(task, method, seed, run_dir, lr=rates[(task, method)])
                         specs.append(
                             RunSpec(
                                 task,
@@ -302,7 +306,7 @@ class TunedSweepConfig:
                             task,
                             combo,
                             seed,
-                            self.seed_dir(task, combo, seed),
+                            self.seed_dir(task, combo, seed, {p: rates[(task, p)] for p in (first, second)}),
                             lr=rates[(task, second)],
                             lr_overrides={self.lr_keys[first]: rates[(task, first)]},
                         )
@@ -364,11 +368,13 @@ class TunedSweepConfig:
             for method in self.methods:
                 if (task, method) not in selections:
                     continue
+                chosen = {method: selections[(task, method)].lr}
                 runs.append((task, method, self.seeds[0], Path(selections[(task, method)].run_dir)))
-                runs += [(task, method, seed, self.seed_dir(task, method, seed)) for seed in self.seeds[1:]]
+                runs += [(task, method, seed, self.seed_dir(task, method, seed, chosen)) for seed in self.seeds[1:]]
             for combo in self.combos:
                 if all((task, part) in selections for part in combo.split("+")):
-                    runs += [(task, combo, seed, self.seed_dir(task, combo, seed)) for seed in self.seeds]
+                    chosen = {part: selections[(task, part)].lr for part in combo.split("+")}
+                    runs += [(task, combo, seed, self.seed_dir(task, combo, seed, chosen)) for seed in self.seeds]
             if self.probe is not None:
                 runs.append((task, PROBE, 0, self.probe_dir(task)))
         return runs
