@@ -6,6 +6,7 @@
 #
 #   SHARDS=12 bench/tuned_sweep_parallel.sh          # run (or resume) everything, then pack
 #   PACK_ONLY=1 bench/tuned_sweep_parallel.sh        # only the report and the archive of what has finished
+#   SKIP_PACK=1 bench/tuned_sweep_parallel.sh        # only the runs (e.g. a run folder holding result files only)
 #
 # Environment: SHARDS (12), CONFIG (configs/sweep_tuned.yaml), RUNS (the config's out), LOGS (runs/tuned-logs),
 # REPORT (runs/tuned-results.md), TAR (runs/tuned-results.tgz), PYTHON (python3); DELTASPACE_CACHE: the assets.
@@ -39,6 +40,7 @@ if [ -z "${PACK_ONLY:-}" ]; then
     [ "$failed" -eq 0 ] || status=1
   done
 fi
+[ -n "${SKIP_PACK:-}" ] && exit $status
 "$PY" -m deltaspace.cli report results --config "$CONFIG" "${OUT_ARGS[@]}" --output "$REPORT" || status=1
 find "$RUNS" "$LOGS" "$REPORT" \( -name tb -o -name delta -o -name checkpoints \) -prune -o -type f \
   ! -name '*.tmp' -print 2>/dev/null | tar -czf "$TAR" -T - || status=1
