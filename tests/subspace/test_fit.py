@@ -342,3 +342,40 @@ def test_aligned_descent_directions_keep_each_span_and_agree_across_members(toy_
 def test_gradient_align_needs_gradient_directions():
     with pytest.raises(ValueError, match="gradient_directions"):
         FitConfig(gradient_align=True).validate()
+
+
+def test_a_pool_of_candidates_aligns_closer_than_a_change_of_coordinates(toy_study):
+    config = FitConfig(
+        dim=7,
+        steps=0,
+        gradient_directions=True,
+        gradient_batches=2,
+        gradient_per_batch=True,
+        gradient_align=True,
+        progress=False,
+    )
+    plain = fit(toy_study.members, toy_study.store, toy_study.sources, config)
+    pooled = fit(
+        toy_study.members,
+        toy_study.store,
+        toy_study.sources,
+        dataclasses.replace(config, gradient_align_pool=3),
+    )
+    before = plain.metadata["closed_form"]["alignment"]
+    after = pooled.metadata["closed_form"]["alignment"]
+    assert after["after"] < before["after"], (before, after)
+    errors = pooled.reconstruction_errors(toy_study.store)  # the solutions keep their exact codes
+    assert max(e for by_task in errors.values() for e in by_task.values()) < 1e-6
+    for member in toy_study.members:
+        assert pooled.up(member.name).delta(torch.eye(7)).shape[0] == 7
+
+
+def test_alignment_options_are_checked():
+    with pytest.raises(ValueError, match="set gradient_align: true too"):
+        FitConfig(gradient_directions=True, gradient_align_pool=2).validate()
+    with pytest.raises(ValueError, match="gradient_align_pool needs gradient_per_batch"):
+        FitConfig(gradient_directions=True, gradient_align=True, gradient_align_pool=2).validate()
+    with pytest.raises(ValueError, match="gradient_align_space must be one of logits, embedding"):
+        FitConfig(gradient_directions=True, gradient_align=True, gradient_align_space="hidden").validate()
+    with pytest.raises(ValueError, match="gradient_align_pool must be >= 1"):
+        FitConfig(gradient_directions=True, gradient_align=True, gradient_align_pool=0).validate()

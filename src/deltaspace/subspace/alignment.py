@@ -58,19 +58,40 @@ def output_changes(member: SubspaceMember, columns: Tensor, batches: Sequence[An
     )
 
 
+def embedding_batch(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """``batch`` with its label prototypes replaced by the identity, so a prototype head's "logits" are the
+    (temperature-scaled) unit sentence embedding itself: output changes then cover every direction a task's
+    labels could read, not only the source task's."""
+    prototypes = batch.get("prototypes") if isinstance(batch, Mapping) else None
+    if not isinstance(prototypes, Tensor) or prototypes.dim() != 2:
+        raise ValueError(
+            "gradient_align_space: embedding needs batches with a (labels, hidden) 'prototypes' tensor "
+            "(a prototype head); use gradient_align_space: logits"
+        )
+    return {**batch, "prototypes": torch.eye(prototypes.shape[1], dtype=prototypes.dtype)}
+
+
 def alignment_maps(
-    changes: Mapping[str, Tensor], *, iterations: int = 5, ridge: float = 1e-3
+    changes: Mapping[str, Tensor],
+    *,
+    columns: int | None = None,
+    iterations: int = 5,
+    ridge: float = 1e-3,
 ) -> dict[str, Tensor]:
-    """Per DET the n × n map ``M_m`` minimising ``Σ_m ||F_m M_m − F||²`` over a consensus ``F`` (alternating:
+    """Per DET the P × n map ``M_m`` minimising ``Σ_m ||F_m M_m − F||²`` over a consensus ``F`` (alternating:
     ridge least squares for each ``M_m``, then ``F`` = the mean of the ``F_m M_m``, kept at the mean
-    column norm of the unaligned ones so it cannot shrink to zero)."""
+    column norm of the unaligned ones so it cannot shrink to zero). ``columns`` (n, default P): fewer
+    aligned directions than candidates; the consensus starts from the mean of the first n candidates."""
     if not changes:
         raise ValueError("alignment needs the output changes of at least one member")
     shapes = {tuple(f.shape) for f in changes.values()}
     if len(shapes) != 1:
         raise ValueError(f"every member's output changes must have one shape, got {sorted(shapes)}")
-    consensus = torch.stack(list(changes.values())).mean(0)
-    target_norm = torch.stack([f.norm(dim=0) for f in changes.values()]).mean(0)
+    n = next(iter(shapes))[1] if columns is None else columns
+    if not 1 <= n <= next(iter(shapes))[1]:
+        raise ValueError(f"columns must be between 1 and the {next(iter(shapes))[1]} candidates, got {n}")
+    consensus = torch.stack([f[:, :n] for f in changes.values()]).mean(0)
+    target_norm = torch.stack([f[:, :n].norm(dim=0) for f in changes.values()]).mean(0)
     maps: dict[str, Tensor] = {}
     for _ in range(iterations):
         for name, f in changes.items():

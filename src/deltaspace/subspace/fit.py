@@ -50,7 +50,13 @@ from tqdm.auto import tqdm
 
 from deltaspace.best import BestCheckpoint
 from deltaspace.subspace._optim import check_step_options, make_optimizer, make_schedule, seeded
-from deltaspace.subspace.alignment import alignment_maps, misalignment, output_change, output_changes
+from deltaspace.subspace.alignment import (
+    alignment_maps,
+    embedding_batch,
+    misalignment,
+    output_change,
+    output_changes,
+)
 from deltaspace.subspace.batches import TaskBatches
 from deltaspace.subspace.bundle import SubspaceBundle
 from deltaspace.subspace.closed_form import closed_form_basis, complement_directions, rms_norm, shared_codes
@@ -73,6 +79,7 @@ MIXINGS = ("dirichlet", "paper", "none")
 TASK_ORDERS = ("round_robin", "random")
 INITS = ("closed_form", "random")
 GRADIENT_SCALES = ("unit", "loss", "output")
+ALIGN_SPACES = ("logits", "embedding")
 
 
 @dataclass
@@ -110,6 +117,12 @@ class FitConfig:
         gradient_align: re-express each DET's descent directions inside their span so the same code
             changes every DET's outputs on the source batches alike, to first order
             (:mod:`~deltaspace.subspace.alignment`); aims at transfer, not in the paper.
+        gradient_align_space: what the alignment matches: ``logits`` (the source tasks' label scores) or
+            ``embedding`` (the unit sentence embedding the prototype head reads: label-free, so it also
+            covers the directions a held-out task's labels read; needs batches with ``prototypes``).
+        gradient_align_pool: candidate descent directions per aligned one: ``k`` > 1 computes k times as
+            many (``gradient_batches`` × k per task) and each DET's aligned directions are combinations
+            of all of them, which can match the consensus more closely than a change of coordinates.
         gradient_per_batch: one descent direction per batch (T · gradient_batches of them, which also
             span how the direction varies within a task) instead of one per task.
         train_encoder_first_layer: train the encoders' first layer (the paper) or keep it fixed.
@@ -144,6 +157,8 @@ class FitConfig:
     gradient_per_batch: bool = False
     gradient_scale: str = "unit"
     gradient_align: bool = False
+    gradient_align_space: str = "logits"
+    gradient_align_pool: int = 1
     train_encoder_first_layer: bool = False
     max_dense_elements: int = 1 << 27
     encoder_hidden: int | None = None
@@ -180,6 +195,20 @@ class FitConfig:
         if self.gradient_align and not self.gradient_directions:
             raise ValueError(
                 "gradient_align aligns the descent directions: set gradient_directions: true too"
+            )
+        if self.gradient_align_space not in ALIGN_SPACES:
+            raise ValueError(
+                f"gradient_align_space must be one of {', '.join(ALIGN_SPACES)}, got {self.gradient_align_space!r}"
+            )
+        if self.gradient_align_pool < 1:
+            raise ValueError(f"gradient_align_pool must be >= 1, got {self.gradient_align_pool}")
+        if (self.gradient_align_space != "logits" or self.gradient_align_pool > 1) and not self.gradient_align:
+            raise ValueError(
+                "gradient_align_space / gradient_align_pool shape the alignment: set gradient_align: true too"
+            )
+        if self.gradient_align_pool > 1 and not self.gradient_per_batch:
+            raise ValueError(
+                "gradient_align_pool needs gradient_per_batch: true (one candidate direction per batch)"
             )
         if self.train_basis not in ("auto", True, False):
             raise ValueError(f"train_basis must be auto, true or false, got {self.train_basis!r}")
@@ -529,13 +558,14 @@ def _build_projections(
         bases = {name: closed_form_basis(x, codes) for name, x in stacked.items()}
         if config.gradient_directions and tasks is not None and config.dim > codes.rank:
             descent, sensitivity, names, probe = {}, {}, [], []
+            pool = config.gradient_align_pool if config.gradient_align else 1
             for m in members:
                 with seeded(config.seed):  # every DET's gradients on the same batches
                     descent[m.name], names, sensitivity[m.name], probe = _descent_directions(
                         m,
                         tasks,
                         task_names,
-                        config.gradient_batches,
+                        config.gradient_batches * pool,
                         config.gradient_per_batch,
                         config.gradient_scale,
                     )
@@ -544,16 +574,21 @@ def _build_projections(
                 descent = {
                     name: rows * factors[name][:, None].to(rows.device) for name, rows in descent.items()
                 }
-            extra = complement_directions(bases, descent, names, config.dim - codes.rank)
+            wanted = config.dim - codes.rank
+            extra = complement_directions(bases, descent, names, wanted * pool)
             if config.gradient_align and len(members) > 1:
+                if config.gradient_align_space == "embedding":
+                    probe = [embedding_batch(batch) for batch in probe]
                 changes = {m.name: output_changes(m, extra[m.name], probe) for m in members}
-                maps = alignment_maps(changes)
-                alignment = {"before": misalignment(changes), "after": misalignment(changes, maps)}
+                maps = alignment_maps(changes, columns=min(wanted, next(iter(changes.values())).shape[1]))
+                before = misalignment({name: f[:, :wanted] for name, f in changes.items()})
+                alignment = {"before": before, "after": misalignment(changes, maps)}
                 logger.info(
                     "descent directions aligned across DETs: misalignment %(before).3f -> %(after).3f",
                     alignment,
                 )
                 extra = {name: columns @ maps[name].to(columns) for name, columns in extra.items()}
+            extra = {name: columns[:, :wanted] for name, columns in extra.items()}  # unaligned pool: the first
             bases = {name: torch.cat([basis, extra[name]], dim=1) for name, basis in bases.items()}
     ups: dict[str, UpProjection] = {}
     downs: dict[str, DownProjection] = {}
