@@ -6,7 +6,6 @@ from deltaspace.subspace.alignment import alignment_maps, embedding_batch, misal
 
 
 def test_the_identity_as_prototypes_makes_the_head_output_the_unit_embedding():
-    encoder = torch.nn.Module()
     hidden = torch.randn(3, 5, 8)
 
     class Encoder(torch.nn.Module):

@@ -97,8 +97,8 @@ def _original_space(out: Path, config: dict) -> list[str]:
     frame["task_slug"] = frame.task.map(slug)
     methods = config["methods"]
     rows = []
+    fixed = config.get("heldout_mode", "fixed") == "fixed"
     for task in config["source_tasks"] + config["heldout_tasks"]:
-        fixed = config.get("heldout_mode", "fixed") == "fixed"
         cells = [slug(task) + (" (held-out)" if fixed and task in config["heldout_tasks"] else "")]
         for method in methods:
             hit = frame[(frame.task_slug == slug(task)) & (frame.method == method)]

@@ -558,7 +558,7 @@ def _build_projections(
         bases = {name: closed_form_basis(x, codes) for name, x in stacked.items()}
         if config.gradient_directions and tasks is not None and config.dim > codes.rank:
             descent, sensitivity, names, probe = {}, {}, [], []
-            pool = config.gradient_align_pool if config.gradient_align else 1
+            pool = config.gradient_align_pool  # > 1 only with gradient_align (validate)
             for m in members:
                 with seeded(config.seed):  # every DET's gradients on the same batches
                     descent[m.name], names, sensitivity[m.name], probe = _descent_directions(
@@ -579,16 +579,18 @@ def _build_projections(
             if config.gradient_align and len(members) > 1:
                 if config.gradient_align_space == "embedding":
                     probe = [embedding_batch(batch) for batch in probe]
+                n = min(wanted, next(iter(extra.values())).shape[1])
                 changes = {m.name: output_changes(m, extra[m.name], probe) for m in members}
-                maps = alignment_maps(changes, columns=min(wanted, next(iter(changes.values())).shape[1]))
-                before = misalignment({name: f[:, :wanted] for name, f in changes.items()})
+                maps = alignment_maps(changes, columns=n)
+                before = misalignment({name: f[:, :n] for name, f in changes.items()})
                 alignment = {"before": before, "after": misalignment(changes, maps)}
                 logger.info(
                     "descent directions aligned across DETs: misalignment %(before).3f -> %(after).3f",
                     alignment,
                 )
                 extra = {name: columns @ maps[name].to(columns) for name, columns in extra.items()}
-            extra = {name: columns[:, :wanted] for name, columns in extra.items()}  # unaligned pool: the first
+            else:  # nothing to align with: the first `wanted` candidates of the pool
+                extra = {name: columns[:, :wanted] for name, columns in extra.items()}
             bases = {name: torch.cat([basis, extra[name]], dim=1) for name, basis in bases.items()}
     ups: dict[str, UpProjection] = {}
     downs: dict[str, DownProjection] = {}
