@@ -5,8 +5,8 @@ embeddings) does.
 """
 
 from deltaspace.assets.cache import MissingAssetError, cache_dir
-from deltaspace.assets.download import ChecksumError
-from deltaspace.assets.fetcher import FetchEvent, StepResult, fetch
+from deltaspace.assets.download import ChecksumError, DownloadError
+from deltaspace.assets.fetcher import FetchError, FetchEvent, FetchFailure, StepResult, fetch
 from deltaspace.assets.manifest import PackageSpec, get_package, load_manifest
 from deltaspace.assets.models import MODEL_KINDS, MODEL_NAMES, load_model, resolve_model_dir
 from deltaspace.assets.status import AssetStatus, asset_status
@@ -16,7 +16,10 @@ __all__ = [
     "MODEL_NAMES",
     "AssetStatus",
     "ChecksumError",
+    "DownloadError",
+    "FetchError",
     "FetchEvent",
+    "FetchFailure",
     "MissingAssetError",
     "PackageSpec",
     "StepResult",

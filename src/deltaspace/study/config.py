@@ -20,7 +20,7 @@ from deltaspace.subspace.controls import CONTROLS
 from deltaspace.subspace.fit import FitConfig
 from deltaspace.subspace.optimise import OptimiseConfig
 
-SHIPPED = ("default", "full_suite", "full_suite_loo")
+SHIPPED = ("default", "full_suite", "full_suite_loo", "full_suite_v1", "full_suite_loo_v1")
 HELDOUT_MODES = ("fixed", "leave_one_out")
 
 
@@ -150,7 +150,7 @@ class StudyConfig:
     def _check_names(self) -> None:
         """Method presets and suite tasks exist (task files given by path are checked when loaded)."""
         from deltaspace.deltas.presets import available_methods
-        from deltaspace.tasks import SUITE_TASKS
+        from deltaspace.tasks import SUITE, SUITE_TASKS
         from deltaspace.train.config import TrainConfig
 
         fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -173,7 +173,7 @@ class StudyConfig:
                     f"unknown method {method!r}; use presets ({', '.join(sorted(presets))}) joined with '+'"
                 )
         for task in self.tasks:
-            if task not in SUITE_TASKS and not Path(task.split("?")[0]).exists():
+            if task not in SUITE and not Path(task.split("?")[0]).exists():
                 raise UserInputError(
                     f"unknown task {task!r}: not a suite task ({', '.join(SUITE_TASKS)}) nor an existing file"
                 )

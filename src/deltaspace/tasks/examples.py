@@ -17,7 +17,7 @@ from deltaspace.errors import UserInputError
 
 @dataclass(frozen=True)
 class PreparedExamples:
-    frame: pd.DataFrame  # columns text, [text_pair], label (int)
+    frame: pd.DataFrame  # columns text, [text_pair], label (int), [group: the source document]
     label_names: list[str]
     stats: dict[str, int]
 
@@ -29,6 +29,8 @@ def _key_columns(frame: pd.DataFrame) -> list[str]:
 def clean(frame: pd.DataFrame) -> pd.DataFrame:
     """Strip the text columns and drop rows with an empty text or a missing label."""
     frame = frame.dropna(subset=[*_key_columns(frame), "label"]).copy()
+    if "group" in frame.columns:
+        frame["group"] = frame["group"].astype(str)
     for column in _key_columns(frame):
         frame[column] = frame[column].astype(str).str.strip()
         frame = frame[frame[column] != ""]
@@ -104,7 +106,7 @@ def prepare(
         )
     if len(frame) < 10:
         raise UserInputError(f"task {name!r} has only {len(frame)} usable examples; at least 10 are needed")
-    columns = [*_key_columns(frame), "label"]
+    columns = [*_key_columns(frame), "label"] + (["group"] if "group" in frame.columns else [])
     stats = {
         "n_raw": raw,
         "n_examples": len(frame),

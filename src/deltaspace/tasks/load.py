@@ -16,7 +16,7 @@ from deltaspace.errors import MissingFileError, UserInputError
 from deltaspace.tasks.examples import PreparedExamples, prepare
 from deltaspace.tasks.files import read_user_table, split_spec
 from deltaspace.tasks.registry import SUITE, SUITE_TASKS
-from deltaspace.tasks.splits import stratified_split
+from deltaspace.tasks.splits import grouped_split, stratified_split
 from deltaspace.tasks.suite import suite_examples
 from deltaspace.tasks.task import Task
 
@@ -34,6 +34,7 @@ def suggest_max_length(frame: pd.DataFrame) -> int:
 
 
 def _dataset(frame: pd.DataFrame, label_names: list[str]) -> Dataset:
+    """The split as a ``datasets.Dataset`` (text, [text_pair], label); the group column stays behind."""
     columns = {"text": Value("string")}
     if "text_pair" in frame.columns:
         columns["text_pair"] = Value("string")
@@ -55,13 +56,11 @@ def build_task(
 ) -> Task:
     """Split prepared examples (stratified, seeded) into a :class:`Task`."""
     frame = prepared.frame
-    indices = stratified_split(
-        frame["label"].to_numpy(),
-        seed=seed,
-        max_train=max_train,
-        max_validation=max_validation,
-        max_test=max_test,
-    )
+    sizes = {"max_train": max_train, "max_validation": max_validation, "max_test": max_test}
+    if "group" in frame.columns:
+        indices = grouped_split(frame["label"].to_numpy(), frame["group"].to_numpy(), seed=seed, **sizes)
+    else:
+        indices = stratified_split(frame["label"].to_numpy(), seed=seed, **sizes)
     splits = {split: _dataset(frame.iloc[idx], prepared.label_names) for split, idx in indices.items()}
     metadata = {
         **metadata,

@@ -82,3 +82,54 @@ def stratified_split(
         used += take
         remaining -= take
     return {split: rng.permutation(np.concatenate(parts)) for split, parts in chosen.items()}
+
+
+def grouped_split(
+    labels: np.ndarray,
+    groups: np.ndarray,
+    *,
+    seed: int,
+    max_train: int = 2000,
+    max_validation: int = 500,
+    max_test: int = 1000,
+) -> dict[str, np.ndarray]:
+    """Like :func:`stratified_split`, but every group (a source document) lies in one split only.
+
+    Passages of one speech share its speaker, topic and phrasing: split by passage, a test passage's
+    neighbours would sit in training. Stratified by group: each group counts for its most frequent label
+    (a speech has one party), each split's examples are allocated over those labels in proportion, and
+    each label's quota is filled with whole groups drawn in a seeded order. The group that crosses a
+    quota is cut and its other examples are left out of every split, so test and validation have the
+    sizes of :func:`split_sizes` and train gets what remains, up to ``max_train``.
+    """
+    labels = np.asarray(labels)
+    groups = np.asarray(groups)
+    if len(groups) != len(labels):
+        raise ValueError(f"{len(labels)} labels but {len(groups)} groups")
+    sizes = split_sizes(len(labels), max_train=max_train, max_validation=max_validation, max_test=max_test)
+    rng = np.random.default_rng(seed)
+    _, inverse = np.unique(groups, return_inverse=True)
+    members = [rng.permutation(np.flatnonzero(inverse == g)) for g in range(inverse.max() + 1)]
+    classes = np.unique(labels)
+    group_class = np.array([np.searchsorted(classes, _most_frequent(labels[m])) for m in members])
+    pools = [list(rng.permutation(np.flatnonzero(group_class == c))) for c in range(len(classes))]
+    remaining = np.array([sum(len(members[g]) for g in pool) for pool in pools], dtype=np.int64)
+    chosen: dict[str, list[np.ndarray]] = {"test": [], "validation": [], "train": []}
+    for split, size in (("test", sizes.test), ("validation", sizes.validation), ("train", sizes.train)):
+        for c, quota in enumerate(allocate(remaining, size)):
+            filled = 0
+            while filled < quota and pools[c]:
+                group = members[pools[c].pop(0)]
+                take = group[: quota - filled]
+                chosen[split].append(take)
+                filled += len(take)
+                remaining[c] -= len(group)
+    return {
+        split: rng.permutation(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+        for split, parts in chosen.items()
+    }
+
+
+def _most_frequent(values: np.ndarray):
+    found, counts = np.unique(values, return_counts=True)
+    return found[np.argmax(counts)]

@@ -14,12 +14,12 @@ from pathlib import Path
 import pandas as pd
 
 from deltaspace.assets.cache import is_complete, missing_asset, packages_root, tasks_root
-from deltaspace.assets.manifest import get_package
+from deltaspace.assets.manifest import PackageSpec, get_package
 from deltaspace.io import atomic_write, write_json_atomic
 from deltaspace.tasks.examples import PreparedExamples, prepare
 from deltaspace.tasks.registry import SUITE, SuiteTask
 
-PARSER_VERSION = 1
+PARSER_VERSION = 2  # 2: suite v2 (group column; e-mail and news cleaning)
 
 
 def source_path(task: SuiteTask, root: Path) -> Path:
@@ -27,8 +27,20 @@ def source_path(task: SuiteTask, root: Path) -> Path:
     spec = get_package(task.package)
     package_dir = packages_root(root) / spec.key
     if not is_complete(package_dir):
-        raise missing_asset(f"task {task.name!r} (package {spec.requirement})", root)
+        raise missing_asset(f"task {task.name!r} (package {spec.requirement})", root, _fetch_hint(spec))
     return package_dir / task.member
+
+
+def _fetch_hint(spec: PackageSpec) -> str:
+    if spec.name == "bigbench":
+        # PyPI no longer serves bigbench==1.0.0: a checkout or the old sdist is the only way in.
+        return (
+            "deltaspace fetch --bigbench-dir CHECKOUT` with a BIG-bench checkout, or `deltaspace fetch "
+            f"--with bigbench --packages-dir DIR` with the old {spec.filename} in DIR; then `deltaspace fetch"
+        )
+    if spec.extra:
+        return f"deltaspace fetch --with {spec.extra}"
+    return "deltaspace fetch"
 
 
 def _cache_file(task: SuiteTask, root: Path) -> Path:
