@@ -165,3 +165,16 @@ def test_runs_scored_on_other_examples_are_refused(tmp_path):
         tuned_report(config, "cmd", resamples=10)
     with pytest.raises(ValueError, match="no finished runs of the tuned sweep"):
         tuned_report(_config(tmp_path / "empty"), "cmd")
+
+
+def test_the_report_names_the_suite_it_measured():
+    from deltaspace.report.tuned_report import suite_line
+    from deltaspace.tasks import SUITE_TASKS, V1_TASKS
+
+    v1 = suite_line(list(V1_TASKS))
+    assert v1.startswith("**Suite:** v1 (10 tasks; 6 from BIG-bench") and "--bigbench-dir" in v1
+    assert (
+        suite_line(list(SUITE_TASKS[:3]))
+        == f"**Suite:** v2 (3 of its {len(SUITE_TASKS)} tasks; `docs/tasks.md`)."
+    )
+    assert suite_line(["mine.csv"]) == "**Tasks:** mine.csv."

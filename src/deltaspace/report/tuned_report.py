@@ -375,6 +375,23 @@ def _budget(results: Results) -> str:
     )
 
 
+def suite_line(tasks: list[str]) -> str:
+    """Which task suite a report measured, and how to get it back where it is no longer fetched by default."""
+    from deltaspace.tasks import BIGBENCH_TASKS, SUITE_TASKS
+
+    bigbench = [t for t in tasks if t in BIGBENCH_TASKS]
+    if bigbench:
+        return (
+            f"**Suite:** v1 ({len(tasks)} tasks; {len(bigbench)} from BIG-bench, which PyPI no longer serves, so "
+            "a default `deltaspace fetch` does not get them). To reproduce: `deltaspace fetch --bigbench-dir "
+            "CHECKOUT` with a BIG-bench checkout (or `--with bigbench --packages-dir DIR` with the old "
+            "bigbench-1.0.0.tar.gz), then the command above. Suite v2: `configs/sweep_tuned_v2.yaml`."
+        )
+    if all(t in SUITE_TASKS for t in tasks):
+        return f"**Suite:** v2 ({len(tasks)} of its {len(SUITE_TASKS)} tasks; `docs/tasks.md`)."
+    return f"**Tasks:** {', '.join(tasks)}."
+
+
 def tuned_report(
     config: TunedSweepConfig, command: str, *, full_probe: str | Path | None = None, resamples: int = 2000
 ) -> str:
@@ -429,6 +446,8 @@ def tuned_report(
         f"Produced by: `{command}`, from {found} of the {results.expected} runs of `{config.out}` "
         f"({'all' if found == results.expected else 'a sweep still under way: missing runs are left out'}; "
         f"{hours:.2f} h of training time in all).",
+        "",
+        suite_line(config.tasks),
         "",
         _budget(results),
         "",
