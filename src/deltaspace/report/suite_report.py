@@ -55,11 +55,11 @@ def _paired_gain(frame: pd.DataFrame, with_coeff: str, without: str, tasks: list
 
 def _reference_rows(tasks: list[str], path: Path | None) -> list[str]:
     """Majority baseline and the frozen linear probe (bench/linear_probe.py), when its results are given."""
-    import json
+    from deltaspace.report.tuned_report import probe_rows
 
-    if path is None or not path.is_file():
+    by_task = probe_rows(path)
+    if by_task is None:
         return []
-    by_task = {row["task"]: row for row in json.loads(path.read_text())["results"]}
     cells = {
         key: [f"{100 * by_task[t][key]:.1f}" if t in by_task else "–" for t in tasks]
         for key in ("majority", "probe_accuracy")

@@ -52,6 +52,17 @@ BUDGET_FIELDS = (
 FULL_PROBE_RESULTS = Path("bench") / "results" / "linear_probe.json"
 
 
+def probe_rows(path: str | Path | None) -> dict[str, dict] | None:
+    """The probe's rows by task from ``path``, plus suite v1's (``suite_v1/`` beside it) for tasks it lacks."""
+    if path is None or not Path(path).is_file():
+        return None
+    rows: dict[str, dict] = {}
+    for file in (Path(path).parent / "suite_v1" / Path(path).name, Path(path)):
+        if file.is_file():
+            rows.update({row["task"]: row for row in json.loads(file.read_text())["results"]})
+    return rows
+
+
 @dataclasses.dataclass
 class Run:
     accuracy: float
@@ -397,9 +408,7 @@ def tuned_report(
 ) -> str:
     """The markdown of docs/results.md (without the hand-written reading, see :func:`write_tuned_report`)."""
     results = load_results(config)
-    probe_rows = None
-    if full_probe is not None and Path(full_probe).is_file():
-        probe_rows = {row["task"]: row for row in json.loads(Path(full_probe).read_text())["results"]}
+    full_probe_rows = probe_rows(full_probe)
     found = sum(len(seeds) for seeds in results.runs.values())
     grid = ", ".join(f"×{m:g}" for m in sorted(config.lr_grid))
     seeds = ", ".join(map(str, config.seeds))
@@ -475,7 +484,7 @@ def tuned_report(
         "",
         "## Test accuracy",
         "",
-        *_metric_table(results, "accuracy", rows, resamples, probe_rows),
+        *_metric_table(results, "accuracy", rows, resamples, full_probe_rows),
         "",
     ]
     if combos:
@@ -491,7 +500,7 @@ def tuned_report(
     lines += [
         "## Test macro-F1",
         "",
-        *_metric_table(results, "macro_f1", rows, resamples, probe_rows),
+        *_metric_table(results, "macro_f1", rows, resamples, full_probe_rows),
         "",
         "## Chosen learning rates",
         "",

@@ -1,4 +1,4 @@
-"""Tasks: suite v2 (21 tasks) and the optional BIG-bench tasks of suite v1, user CSV / JSONL / ``datasets``
+"""Tasks: suite v2 (20 tasks) and the optional BIG-bench tasks of suite v1, user CSV / JSONL / ``datasets``
 loaders, seeded (grouped) splits, metrics."""
 
 from deltaspace.tasks.load import load_task
