@@ -12,8 +12,9 @@ import torch
 from transformers import BertConfig, BertModel, BertTokenizer
 
 from deltaspace.study import StudyConfig, run_study
-from deltaspace.study.config import load_study_config
+from deltaspace.study.config import SHIPPED, load_study_config
 from deltaspace.study.records import Stage2Record
+from deltaspace.tasks import HELDOUT_TASKS, SOURCE_TASKS, V1_TASKS
 
 WORDS = {
     "positive": ["good", "great", "nice"],
@@ -156,7 +157,13 @@ def test_shipped_configs_load_and_validate() -> None:
     default = load_study_config()
     assert default.model == "minilm-l6" and len(default.methods) >= 2
     full = load_study_config("full_suite")
-    assert len(full.source_tasks) == 6 and len(full.heldout_tasks) == 4 and "full" in full.methods
+    # suite v2's fixed split is the registry's; suite v1's configs keep its 6 / 4
+    assert tuple(full.source_tasks) == SOURCE_TASKS and tuple(full.heldout_tasks) == HELDOUT_TASKS
+    assert "full" in full.methods
+    v1 = load_study_config("full_suite_v1")
+    assert len(v1.source_tasks) == 6 and len(v1.heldout_tasks) == 4 and set(v1.tasks) == set(V1_TASKS)
+    for name in SHIPPED:
+        load_study_config(name).validate()
 
 
 def test_bad_configs_give_one_line_errors(tmp_path: Path) -> None:
