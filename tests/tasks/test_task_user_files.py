@@ -82,7 +82,7 @@ def test_datasets_directory_with_classlabel_and_unlabelled_rows(tmp_path):
     DatasetDict({"train": train, "test": test}).save_to_disk(tmp_path / "glue_like")
     task = load_task(tmp_path / "glue_like")
     assert task.label_names == ["neg", "pos"] and task.metadata["n_examples"] == 30
-    assert task.metadata["columns"] == {"text": "sentence", "text_pair": None, "label": "label"}
+    assert task.metadata["columns"] == {"text": "sentence", "text_pair": None, "label": "label", "group": None}
     train.save_to_disk(tmp_path / "single")
     assert load_task(tmp_path / "single").metadata["n_examples"] == 30
 
@@ -127,3 +127,21 @@ def test_label_names_fix_the_order(tmp_path):
     assert task.label_names == ["pos", "neg"]
     for row in task.train:
         assert row["label"] == int(row["text"][1:]) % 2  # even rows are "pos" = 0
+
+
+def test_a_group_column_keeps_each_document_in_one_split(tmp_path):
+    frame = _reviews(120).assign(product=[f"p{i // 6}" for i in range(120)])  # 20 products, 6 reviews each
+    frame.loc[0, "product"] = None  # a row without a document is its own group
+    path = tmp_path / "reviews.csv"
+    frame.to_csv(path, index=False)
+    task = load_task(f"{path}?text=review&label=stars&group=product")
+    assert task.train.column_names == ["text", "label"]  # the group column stays behind
+    product = dict(zip(frame["review"], frame["product"].fillna("none"), strict=True))
+    owners = {
+        split: {product[t] for t in task.split(split)["text"]} for split in ("train", "validation", "test")
+    }
+    assert not owners["train"] & owners["test"] and not owners["train"] & owners["validation"]
+    assert not owners["validation"] & owners["test"]
+    assert len(task.test) == 36 and len(task.validation) == 18  # as split_sizes: quotas are exact
+    with pytest.raises(ValueError, match="group column 'shop' is not in"):
+        load_task(f"{path}?text=review&label=stars&group=shop")

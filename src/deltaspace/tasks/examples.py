@@ -30,7 +30,9 @@ def clean(frame: pd.DataFrame) -> pd.DataFrame:
     """Strip the text columns and drop rows with an empty text or a missing label."""
     frame = frame.dropna(subset=[*_key_columns(frame), "label"]).copy()
     if "group" in frame.columns:
-        frame["group"] = frame["group"].astype(str)
+        # a row without a document is its own group
+        missing = frame["group"].isna()
+        frame["group"] = frame["group"].astype(str).where(~missing, "row-" + frame.index.astype(str))
     for column in _key_columns(frame):
         frame[column] = frame[column].astype(str).str.strip()
         frame = frame[frame[column] != ""]

@@ -25,7 +25,14 @@ import pandas as pd
 
 from deltaspace.errors import BrokenFileError, MissingFileError, UserInputError
 
-SPEC_KEYS = {"text": "text", "text_pair": "text_pair", "pair": "text_pair", "label": "label", "name": "name"}
+SPEC_KEYS = {
+    "text": "text",
+    "text_pair": "text_pair",
+    "pair": "text_pair",
+    "label": "label",
+    "group": "group",
+    "name": "name",
+}
 _SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
 _COMPRESSION = (".gz", ".bz2", ".xz", ".zst", ".zip")
 TEXT_DEFAULTS = ("text", "sentence", "sentence1", "premise", "question")
@@ -197,8 +204,13 @@ def read_user_table(
     text_column: str | None = None,
     text_pair_column: str | None = None,
     label_column: str | None = None,
+    group_column: str | None = None,
 ) -> UserTable:
-    """Read and concatenate ``paths`` (files of one format, or one ``datasets`` directory)."""
+    """Read and concatenate ``paths`` (files of one format, or one ``datasets`` directory).
+
+    ``group_column``: the document each row comes from (a review's product, a passage's article); rows of
+    one document then stay in one split.
+    """
     paths = [Path(p).expanduser() for p in paths]
     for path in paths:
         if not path.exists():
@@ -230,9 +242,12 @@ def read_user_table(
     out = pd.DataFrame({"text": frame[text], "label": frame[label]})
     if pair is not None:
         out.insert(1, "text_pair", frame[pair])
+    group = _pick(columns, group_column, (), "group", source)
+    if group is not None:
+        out["group"] = frame[group]
     if features is not None and hasattr(features.get(label), "names"):
         label_names = list(features[label].names)
         out = out[out["label"] >= 0]  # ClassLabel -1 marks unlabelled rows (e.g. GLUE test splits)
         out = out.assign(label=out["label"].map(lambda i: label_names[int(i)]))
     name = paths[0].name.split(".")[0] if paths[0].is_file() else paths[0].name
-    return UserTable(out, label_names, name, {"text": text, "text_pair": pair, "label": label})
+    return UserTable(out, label_names, name, {"text": text, "text_pair": pair, "label": label, "group": group})

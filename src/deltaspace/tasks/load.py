@@ -90,6 +90,7 @@ def load_task(
     text_column: str | None = None,
     text_pair_column: str | None = None,
     label_column: str | None = None,
+    group_column: str | None = None,
     label_names: Sequence[str] | None = None,
     name: str | None = None,
     max_length: int | None = None,
@@ -99,15 +100,16 @@ def load_task(
 
     ``spec``: a suite task name (see ``SUITE_TASKS``; needs ``deltaspace fetch``), or a path to a CSV /
     TSV / JSONL / JSON file (or a list of them), or a directory saved with ``datasets``' ``save_to_disk``.
-    Paths may carry options, ``"data.csv?text=review&label=stars&text_pair=..."``, equivalent to
-    ``text_column`` / ``text_pair_column`` / ``label_column``. ``label_names`` fixes the class order for
-    user data (default: sorted labels). Texts are de-duplicated before splitting, so no text is in two
-    splits. Sizes: test ``min(max_test, 30% of N)``, validation ``min(max_validation, 15% of N)``, train
+    Paths may carry options, ``"data.csv?text=review&label=stars&text_pair=...&group=doc"``, equivalent to
+    ``text_column`` / ``text_pair_column`` / ``label_column`` / ``group_column`` (the document a row comes
+    from: rows of one document stay in one split, see :func:`~deltaspace.tasks.splits.grouped_split`).
+    ``label_names`` fixes the class order for user data (default: sorted labels). Texts are de-duplicated
+    before splitting, so no text is in two splits. Sizes: test ``min(max_test, 30% of N)``, validation ``min(max_validation, 15% of N)``, train
     ``min(max_train, rest)``.
     """
     sizes = {"max_train": max_train, "max_validation": max_validation, "max_test": max_test}
     if isinstance(spec, str) and spec in SUITE:
-        column_options = (text_column, text_pair_column, label_column, label_names)
+        column_options = (text_column, text_pair_column, label_column, group_column, label_names)
         if any(option is not None for option in column_options):
             raise UserInputError(
                 f"{spec!r} is a suite task; column options and label_names only apply to user data"
@@ -135,6 +137,7 @@ def load_task(
         text_column=text_column or options.get("text"),
         text_pair_column=text_pair_column or options.get("text_pair"),
         label_column=label_column or options.get("label"),
+        group_column=group_column or options.get("group"),
     )
     task_name = name or options.get("name") or table.name
     prepared = prepare(table.frame, label_names or table.label_names, name=task_name)
