@@ -50,6 +50,17 @@ def _panels(plan: BlockedPlan, batch: int, heads: int) -> list[tuple[int, int]]:
     return [(start, min(start + rows, plan.layout.q_len)) for start in range(0, plan.layout.q_len, rows)]
 
 
+def full_precision(tensor: torch.Tensor) -> torch.autocast:
+    """A context that turns autocast off on ``tensor``'s device.
+
+    The attention maths here runs in float32 on purpose (C = I + ΔC rounded to bf16 swallows a small ΔC);
+    under ``torch.autocast`` the products inside a custom ``autograd.Function`` would otherwise drop to
+    bf16 in forward only (backward runs outside the autocast region), and forward and backward would
+    disagree in dtype.
+    """
+    return torch.autocast(device_type=tensor.device.type, enabled=False)
+
+
 def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
     """float32, or float64 for float64 inputs: half precision never holds scores, maps or the mix."""
     return torch.promote_types(tensor.dtype, torch.float32)
@@ -124,6 +135,11 @@ def _mix(probs: torch.Tensor, coefficients: torch.Tensor | None) -> torch.Tensor
 class _BlockedAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, query, key, value, coefficients, plan):  # type: ignore[override]
+        with full_precision(query):
+            return _BlockedAttention._forward(ctx, query, key, value, coefficients, plan)
+
+    @staticmethod
+    def _forward(ctx, query, key, value, coefficients, plan):
         batch, heads, q_len = query.shape[:3]
         kv_heads = key.shape[1]
         dtype = compute_dtype(query)
@@ -149,6 +165,11 @@ class _BlockedAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):  # type: ignore[override]
+        with full_precision(grad_output):
+            return _BlockedAttention._backward(ctx, grad_output)
+
+    @staticmethod
+    def _backward(ctx, grad_output):
         query, key, value, coefficients = ctx.saved_tensors
         plan: BlockedPlan = ctx.plan
         need_q, need_k, need_v, need_c = ctx.needs_input_grad[:4]

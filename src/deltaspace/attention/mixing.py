@@ -59,6 +59,12 @@ class _MixedValues(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, probs, coefficients, value, keep, keep_scale):  # type: ignore[override]
+        # autocast off: the products stay in the inputs' dtype, as in backward (which autocast never reaches)
+        with torch.autocast(device_type=probs.device.type, enabled=False):
+            return _MixedValues._forward(ctx, probs, coefficients, value, keep, keep_scale)
+
+    @staticmethod
+    def _forward(ctx, probs, coefficients, value, keep, keep_scale):
         mixed = probs if coefficients is None else mix_heads(probs, coefficients)
         if keep is not None:
             mixed = mixed * keep * keep_scale
@@ -69,6 +75,11 @@ class _MixedValues(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out, _grad_weights):  # type: ignore[override]
+        with torch.autocast(device_type=grad_out.device.type, enabled=False):
+            return _MixedValues._backward(ctx, grad_out.to(ctx.saved_tensors[2].dtype))
+
+    @staticmethod
+    def _backward(ctx, grad_out):
         probs, coefficients, value, keep = ctx.saved_tensors
         mixed = probs if coefficients is None else mix_heads(probs, coefficients)
         if keep is not None:
