@@ -46,12 +46,14 @@ def _checkpoint(directory: Path) -> Path:
     return directory
 
 
-def _task_csv(path: Path, labels: list[str], seed: int, n: int = 160) -> str:
+def _task_csv(
+    path: Path, labels: list[str], seed: int, n: int = 160, fillers: tuple[int, int] = (4, 4)
+) -> str:
     rng = random.Random(seed)
     lines = ["text,label"]
     for index in range(n):
         label = labels[index % len(labels)]
-        words = rng.sample(FILLER, 4)
+        words = rng.sample(FILLER, rng.randint(*fillers))
         words.insert(rng.randrange(5), rng.choice(WORDS[label]))
         lines.append(f"{' '.join(words)},{label}")
     path.write_text("\n".join(lines) + "\n")
@@ -199,3 +201,24 @@ def test_leave_one_out_never_fits_on_the_task_it_solves(tiny_study: StudyConfig)
         record = Stage2Record.from_dict(json.loads((out / "stage2" / f"{name}.json").read_text()))
         assert record.heldout and name not in record.source_tasks
     assert "leave-one-out" in (out / "report.md").read_text()
+
+
+def test_evaluation_batches_hold_examples_of_similar_length(tiny_study: StudyConfig) -> None:
+    from deltaspace.study.pipeline import StudyContext
+
+    folder = Path(tiny_study.out).parent
+    varied = [  # texts of 2 to 8 words, so padding matters
+        _task_csv(folder / f"varied{i}.csv", ["negative", "positive"], 10 + i, fillers=(1, 7))
+        for i in range(3)
+    ]
+    config = dataclasses.replace(tiny_study, source_tasks=varied[:2], heldout_tasks=varied[2:])
+    run_study(config, stages=("sweep",))
+    context = StudyContext(config)
+    for name, batches in context.batches.items():
+        for split in (batches.eval_batches, batches.report_batches):
+            lengths = torch.cat([batch["attention_mask"].sum(-1) for batch in split]).tolist()
+            assert lengths == sorted(lengths), name  # so each batch pads to little more than its own texts
+        train_lengths = torch.cat([b["attention_mask"].sum(-1) for b in batches.train_batches()]).tolist()
+        assert (
+            train_lengths != sorted(train_lengths) or len(set(train_lengths)) == 1
+        )  # training stays shuffled

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from deltaspace.io import write_json_atomic
@@ -163,6 +164,12 @@ class StudyContext:
         # The same cut as the original-space runs, so their solutions are scored on the inputs they saw.
         max_length = self.config.train.get("max_length") or task.max_length
         encoded = tokenize_split(dataset, self.tokenizer, is_pair=task.is_pair, max_length=max_length)
+        if not shuffle:
+            # Evaluation batches hold examples of similar length, so each pads to little more than its own
+            # texts: evaluation is most of stages 2-4's time. The order is fixed and every evaluation of a
+            # task (θ0, originals, stage 2, transfer) reads the same batches, so predictions stay paired.
+            lengths = np.array([len(ids) for ids in encoded["input_ids"]])
+            encoded = encoded.select(np.argsort(lengths, kind="stable"))
         loader = make_loader(
             encoded, self.tokenizer, batch_size=batch_size, shuffle=shuffle, seed=self.config.seed
         )
