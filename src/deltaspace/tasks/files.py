@@ -250,4 +250,6 @@ def read_user_table(
         out = out[out["label"] >= 0]  # ClassLabel -1 marks unlabelled rows (e.g. GLUE test splits)
         out = out.assign(label=out["label"].map(lambda i: label_names[int(i)]))
     name = paths[0].name.split(".")[0] if paths[0].is_file() else paths[0].name
-    return UserTable(out, label_names, name, {"text": text, "text_pair": pair, "label": label, "group": group})
+    return UserTable(
+        out, label_names, name, {"text": text, "text_pair": pair, "label": label, "group": group}
+    )

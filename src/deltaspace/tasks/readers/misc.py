@@ -37,27 +37,23 @@ def read_donotanswer(directory: Path, *, areas: Mapping[str, str]) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
+def _decode(data: bytes, charset: str | None) -> str:
+    try:
+        return data.decode(charset or "latin-1", errors="replace")
+    except LookupError:  # charsets such as "unknown-8bit"
+        return data.decode("latin-1")
+
+
 def _decoded(part: email.message.Message) -> str:
     payload = part.get_payload(decode=True)
-    if not isinstance(payload, bytes):
-        return ""
-    try:
-        return payload.decode(part.get_content_charset() or "latin-1", errors="replace")
-    except LookupError:  # charsets such as "unknown-8bit"
-        return payload.decode("latin-1")
+    return _decode(payload, part.get_content_charset()) if isinstance(payload, bytes) else ""
 
 
 def _subject(message: email.message.Message) -> str:
     """The Subject header, RFC 2047 words (``=?iso-8859-1?q?...?=``) decoded."""
-    parts = []
-    for value, charset in email.header.decode_header(message.get("Subject", "")):
-        if isinstance(value, bytes):
-            try:
-                value = value.decode(charset or "latin-1", errors="replace")
-            except LookupError:
-                value = value.decode("latin-1")
-        parts.append(value)
-    return " ".join("".join(parts).split())
+    words = email.header.decode_header(message.get("Subject", ""))
+    text = "".join(_decode(value, charset) if isinstance(value, bytes) else value for value, charset in words)
+    return " ".join(text.split())
 
 
 def _html_text(markup: str) -> str:
