@@ -25,6 +25,17 @@ from transformers import (
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _baselines_outside_the_user_cache(tmp_path_factory):
+    """Probes that runs cache (train.baselines) go to a temp folder, never into the user's cache."""
+    from deltaspace.train.baselines import BASELINES_ENV
+
+    patch = pytest.MonkeyPatch()
+    patch.setenv(BASELINES_ENV, str(tmp_path_factory.mktemp("baselines")))
+    yield
+    patch.undo()
+
+
 def _build(model_cls, config_cls, defaults: dict, overrides: dict, seed: int = 0):
     torch.manual_seed(seed)
     return model_cls(config_cls(**{**defaults, **overrides})).eval()

@@ -130,6 +130,7 @@ def train_command(
     _print_metrics(
         f"{result.task} / {result.method} / seed {result.seed}",
         {"validation": result.validation, "test": result.test},
+        result.baselines,
     )
     typer.echo(f"run directory: {result.run_dir}")
 
@@ -253,7 +254,10 @@ def _parse_seeds(values: list[str] | None) -> list[int] | None:
         raise UserInputError(f"--seed takes integers, e.g. --seed 0,1,2; got {', '.join(parts)}") from None
 
 
-def _print_metrics(title: str, splits: dict[str, dict[str, float]]) -> None:
+def _print_metrics(
+    title: str, splits: dict[str, dict[str, float]], baselines: dict[str, Any] | None = None
+) -> None:
+    """The run's metrics per split; with ``baselines``, majority and the frozen probe on the same split below."""
     from rich.console import Console
     from rich.table import Table
 
@@ -264,4 +268,22 @@ def _print_metrics(title: str, splits: dict[str, dict[str, float]]) -> None:
         table.add_row(
             split, *(f"{metrics.get(name, float('nan')):.4f}" for name in ("accuracy", "macro_f1", "loss"))
         )
+    rows = baseline_rows(baselines or {})
+    if rows:
+        table.add_section()
+        for label, metrics in rows:
+            table.add_row(
+                label,
+                *(f"{metrics[n]:.4f}" if n in metrics else "-" for n in ("accuracy", "macro_f1", "loss")),
+            )
     Console().print(table)
+
+
+def baseline_rows(baselines: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
+    """``(label, test metrics)`` of the majority class and the frozen probe, for a result table."""
+    rows = []
+    if "majority" in baselines:
+        rows.append((f"test, majority ({baselines['majority']['label']})", baselines["majority"]["test"]))
+    if "probe" in baselines:
+        rows.append((f"test, frozen probe (C={baselines['probe']['C']:g})", baselines["probe"]["test"]))
+    return rows

@@ -44,6 +44,9 @@ def _load(
 
 
 _CONFIG = typer.Option(help="Tuned sweep config (YAML/JSON); the options below override it.")
+_TUNE_CONFIG = typer.Option(
+    help="A tuned sweep config (YAML/JSON: many tasks, combinations, shards); without it, tune --task for one task."
+)
 _OUT = typer.Option("--out", "-o", help="Sweep directory (overrides the config's out).")
 _TASKS = typer.Option("--task", "--tasks", help="Only these tasks (repeat or comma-separate).")
 _METHODS = typer.Option("--method", "--methods", help="Only these methods alone (combinations of them stay).")
@@ -54,7 +57,7 @@ _SET = typer.Option("--set", help="TrainConfig field for every run, key=value (r
 
 @app.command("tune")
 def tune_command(
-    config: Annotated[Path, _CONFIG] = DEFAULT_CONFIG,
+    config: Annotated[Path | None, _TUNE_CONFIG] = None,
     phase: Annotated[str, typer.Option(help="grid, seeds or all (grid, then seeds).")] = "all",
     shard: Annotated[str, typer.Option(help="i/n: run only shard i (from 0) of n of each phase.")] = "0/1",
     out: Annotated[str | None, _OUT] = None,
@@ -66,11 +69,21 @@ def tune_command(
     isolate: Annotated[bool, typer.Option(help="Each run in its own Python process.")] = False,
     fail_fast: Annotated[bool, typer.Option(help="Stop at the first failed run.")] = False,
     plan: Annotated[bool, typer.Option(help="Print how many runs each phase has, and stop.")] = False,
+    grid: Annotated[
+        str, typer.Option(help="One task: multiples of each method's preset rate to try (comma-separated).")
+    ] = "0.316,1,3.16",
 ) -> None:
-    """The tuned sweep: every method's learning rate chosen per task on validation, then seeds at it.
+    """Learning rates chosen on validation, then seeds at the chosen rate; resumable (rerun the same command).
 
-    Resumable (rerun the same command) and shardable (--shard i/n); with several shards run --phase grid on
-    all of them before --phase seeds. Uses the GPU when there is one."""
+    One task: `deltaspace tune --task mine.csv --method lora,coeff+lora`: each method's preset rate times
+    --grid, the best on validation, seeds 0,1,2 there; a table beside majority and the frozen probe
+    (<out>/results.md, default out runs/tune/<task>).
+
+    Many tasks: `deltaspace tune --config configs/sweep_tuned_v2.yaml` (the tuned comparison; shardable with
+    --shard i/n: run --phase grid on every shard before --phase seeds). Uses the GPU when there is one."""
+    if config is None:
+        _tune_one_task(task, method, combo, seed, out, set_, grid, phase, shard, plan)
+        return
     from deltaspace.train.sweep import is_main_process, parse_shard
     from deltaspace.train.tuned import PHASES, run_tuned
 
@@ -90,6 +103,55 @@ def tune_command(
     sweep.check()
     outcomes = run_tuned(sweep, phase, shard=shard_spec, isolate=isolate, fail_fast=fail_fast)
     if is_main_process() and any(o.status == "failed" for o in outcomes):
+        raise typer.Exit(code=1)
+
+
+def _tune_one_task(
+    task: list[str] | None,
+    method: list[str] | None,
+    combo: list[str] | None,
+    seed: list[str] | None,
+    out: str | None,
+    set_: list[str] | None,
+    grid: str,
+    phase: str,
+    shard: str,
+    plan: bool,
+) -> None:
+    from deltaspace.errors import UserInputError
+    from deltaspace.train.tune_task import DEFAULT_SEEDS, tune
+
+    tasks, methods = _split_list(task), _split_list(method)
+    if not tasks or not methods:
+        raise UserInputError(
+            "give --task and --method (e.g. --task mine.csv --method lora,coeff+lora), or --config for a tuned sweep"
+        )
+    if len(tasks) > 1:
+        raise UserInputError(f"tune --task takes one task (got {len(tasks)}); for several use --config")
+    unused = [name for name, value in (("--combo", combo), ("--plan", plan)) if value]
+    unused += [
+        name
+        for name, value, default in (("--phase", phase, "all"), ("--shard", shard, "0/1"))
+        if value != default
+    ]
+    if unused:
+        raise UserInputError(
+            f"{', '.join(unused)} belong to tuned sweeps (--config); name combinations in --method"
+        )
+    try:
+        multiples = [float(part) for part in _split_list([grid]) or []]
+    except ValueError:
+        raise UserInputError(f"--grid takes numbers, e.g. --grid 0.316,1,3.16; got {grid!r}") from None
+    result = tune(
+        tasks[0],
+        methods,
+        out=out,
+        grid=multiples,
+        seeds=_parse_seeds(seed) or list(DEFAULT_SEEDS),
+        train=parse_assignments(set_, "--set"),
+    )
+    typer.echo(f"wrote {result.out}/results.md and tune.json")
+    if result.failed:
         raise typer.Exit(code=1)
 
 

@@ -68,3 +68,28 @@ def resolve_method(name: str, model: nn.Module, **overrides: Any) -> list[AnyCon
     if unclaimed:
         raise ValueError(f"option(s) {unclaimed} match no field of the configs for {name!r}")
     return configs
+
+
+def default_rates(name: str) -> tuple[float, dict[str, float]]:
+    """The default peak learning rate of preset ``name`` (or ``"a+b"``) and its ``lr_overrides``.
+
+    Alone, a preset's own ``lr``. In a combination, every part that has an ``lr_key`` keeps its
+    ``combined_lr`` for its own parameters (an override); the rest share the smallest of their rates (the safe
+    side: a rate too high for one part diverges, one too low only trains it more slowly).
+    """
+    known = presets()
+    parts = [p.strip() for p in name.split("+")]
+    unknown = [p for p in parts if p not in known]
+    if unknown:
+        raise ValueError(f"unknown delta method(s) {unknown}; available: {', '.join(known)}")
+    missing = [p for p in parts if known[p].lr is None]
+    if missing:
+        raise ValueError(f"preset(s) {missing} carry no default learning rate; pass --lr")
+    if len(parts) == 1:
+        return known[parts[0]].lr, {}
+    keyed = [known[p] for p in parts if known[p].lr_key is not None]
+    shared = [known[p].lr for p in parts if known[p].lr_key is None]
+    overrides = {p.lr_key: p.combined_lr or p.lr for p in keyed}
+    if not shared:  # every part keeps its own rate; the base rate then reaches nothing else
+        return min(overrides.values()), overrides
+    return min(shared), overrides

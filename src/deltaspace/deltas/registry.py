@@ -40,11 +40,20 @@ class Preset:
     changes_output_at_init: bool = False  # extra inputs or positions move outputs before training (prompt)
     seeded_init: bool = True  # θ0 depends on the seed (False: it starts at identity / pretrained values)
     needs_bias: bool = False  # only for base models that have bias parameters (BitFit)
+    # Default peak learning rate alone (``train`` without ``--lr``); ``combined_lr``: its rate beside another
+    # method in "a+b" (default ``lr``), kept through ``lr_key``, a substring of its parameters' names.
+    lr: float | None = None
+    combined_lr: float | None = None
+    lr_key: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name or "+" in self.name or "." in self.name or "__" in self.name:
             raise ValueError(f"preset name {self.name!r} must be non-empty without '+', '.' or '__'")
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+        for name in ("lr", "combined_lr"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, float) and value > 0):
+                raise ValueError(f"preset {self.name!r}: {name} must be a positive float, got {value!r}")
 
     def config_for(self, model: nn.Module) -> Any:
         """The config of this preset for ``model``."""

@@ -1,5 +1,6 @@
-"""Training: the config, the Accelerate loop, evaluation of saved runs, resumable sharded sweeps, the tuned
-sweep (learning rate chosen per task on validation, then seeds) and the same-budget linear probe.
+"""Training: the config and its defaults, the Accelerate loop, evaluation of saved runs, resumable sharded
+sweeps, the tuned sweep (learning rate chosen per task on validation, then seeds), ``tune`` (the same for one
+task), and the baselines every run is read against (majority, the same-budget linear probe).
 
 The names are imported lazily, so the CLI can read ``TrainConfig`` (its options) without loading torch.
 """
@@ -26,6 +27,8 @@ _EXPORTS = {
     "run_tuned": "deltaspace.train.tuned",
     "shard_runs": "deltaspace.train.sweep",
     "train": "deltaspace.train.loop",
+    "tune": "deltaspace.train.tune_task",
+    "TuneResult": "deltaspace.train.tune_task",
 }
 
 __all__ = sorted(_EXPORTS)

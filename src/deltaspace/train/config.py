@@ -35,6 +35,9 @@ class TrainConfig:
     the same batch, so a run's optimisation does not depend on how many processes run it. The effective
     batch per optimizer step is ``batch_size * grad_accum``. ``eval_every`` counts optimizer steps; ``None``
     evaluates at the end of every epoch. ``early_stopping_patience`` counts evaluations without improvement.
+    Left unset, ``lr`` is the method's preset rate and the length is a step budget sized by the data, evaluated
+    10 times and early-stopped (:mod:`deltaspace.train.defaults`); the run's ``config.json`` holds the
+    resolved values.
     ``seed`` draws the delta's θ0 (and a linear head), dropout and the data order; ``data_seed`` the task's
     splits and the fixed random subsets kept by ``max_train_examples`` (train) and ``max_eval_examples``
     (validation and test), so every seed of a sweep sees the same data. A resumable checkpoint is written
@@ -57,11 +60,12 @@ class TrainConfig:
     data_seed: int = _option(0, help="Seed of the task's splits and subsampling.")
     head: str = _option("prototype", help="prototype (no trainable head) or linear.")
     temperature: float = _option(20.0, help="Prototype head temperature τ.")
-    lr: float = _option(1e-3, help="Peak learning rate.")
+    lr: float | None = _option(None, help="Peak learning rate (default: the method's preset rate).")
     lr_overrides: dict[str, float] = dataclasses.field(
         default_factory=dict,
         metadata=_cli(
-            "Own peak learning rate for parameters whose name contains a substring: substring=lr (repeatable).",
+            "Own peak learning rate for parameters whose name contains a substring: substring=lr (repeatable; "
+            "default with no --lr: Coeff keeps its own rate in a combination).",
             "--lr-override",
         ),
     )
@@ -69,15 +73,21 @@ class TrainConfig:
     batch_size: int = _option(32, help="Global batch size (split across processes).")
     eval_batch_size: int = _option(64, help="Batch size of evaluation.")
     grad_accum: int = _option(1, help="Gradient accumulation steps.")
-    epochs: float = _option(3.0, help="Passes over the training split.")
+    epochs: float | None = _option(
+        None, help="Passes over the training split (default: a step budget sized by the data, early-stopped)."
+    )
     max_steps: int | None = _option(None, help="Optimizer steps; overrides --epochs.")
     warmup_ratio: float = _option(0.06, help="Share of the steps spent warming the learning rate up.")
     schedule: str = _option("linear", help="linear, cosine or constant (after warmup).")
     max_grad_norm: float | None = _option(1.0, help="Gradient clipping norm (null: no clipping).")
     max_length: int | None = _option(None, help="Token limit (default: the task's).")
-    eval_every: int | None = _option(None, help="Evaluate every N steps (default: every epoch).")
+    eval_every: int | None = _option(
+        None, help="Evaluate every N steps (default: 10 times a run with the step budget, else every epoch)."
+    )
     log_every: int = _option(10, help="Log the training loss every N steps.")
-    early_stopping_patience: int | None = _option(None, help="Stop after N evaluations without gain.")
+    early_stopping_patience: int | None = _option(
+        None, help="Stop after N evaluations without gain (default: 3 with the step budget, else off)."
+    )
     metric_for_best: str = _option("accuracy", help="accuracy, macro_f1 or loss.")
     mixed_precision: str = _option("no", help="no, bf16 or fp16 (GPU only).")
     max_train_examples: int | None = _option(None, help="Keep a fixed random subset of the training split.")
@@ -89,7 +99,12 @@ class TrainConfig:
     checkpoint_minutes: float | None = _option(
         5.0, help="Write a resumable checkpoint when M minutes have passed since the last (default 5)."
     )
-    save_delta: bool = _option(True, help="Keep the trained delta weights (false: results and predictions only).")
+    save_delta: bool = _option(
+        True, help="Keep the trained delta weights (false: results and predictions only)."
+    )
+    baselines: bool = _option(
+        True, help="Score majority and the frozen probe on the same split (the probe is cached per task)."
+    )
 
     def __post_init__(self) -> None:
         self.validate()
@@ -136,8 +151,8 @@ class TrainConfig:
             )
         if not _is_int(self.num_workers) or self.num_workers < 0:
             raise UserInputError(f"num_workers must be an integer >= 0, got {self.num_workers!r}")
-        if not _is_number(self.lr) or not self.lr > 0:
-            raise UserInputError(f"lr must be a positive number, got {self.lr!r}")
+        if self.lr is not None and (not _is_number(self.lr) or not self.lr > 0):
+            raise UserInputError(f"lr must be a positive number (or null: the preset's), got {self.lr!r}")
         if not isinstance(self.lr_overrides, dict) or not all(
             isinstance(key, str) and key and _is_number(value) and value > 0
             for key, value in self.lr_overrides.items()
@@ -158,15 +173,21 @@ class TrainConfig:
             raise UserInputError(
                 f"max_grad_norm must be a positive number or null (no clipping), got {self.max_grad_norm!r}"
             )
-        if self.max_steps is None and (not _is_number(self.epochs) or not self.epochs > 0):
-            raise UserInputError(f"epochs must be a positive number (or set max_steps), got {self.epochs!r}")
+        if (
+            self.max_steps is None
+            and self.epochs is not None
+            and (not _is_number(self.epochs) or not self.epochs > 0)
+        ):
+            raise UserInputError(
+                f"epochs must be a positive number (or null: a step budget sized by the data), got {self.epochs!r}"
+            )
         if self.checkpoint_minutes is not None and (
             not _is_number(self.checkpoint_minutes) or not self.checkpoint_minutes > 0
         ):
             raise UserInputError(
                 f"checkpoint_minutes must be a positive number or null (off), got {self.checkpoint_minutes!r}"
             )
-        for name in ("cpu", "save_delta"):
+        for name in ("cpu", "save_delta", "baselines"):
             if not isinstance(getattr(self, name), bool):
                 raise UserInputError(f"{name} must be true or false, got {getattr(self, name)!r}")
 

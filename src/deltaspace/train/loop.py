@@ -44,9 +44,11 @@ from deltaspace.best import BestCheckpoint
 from deltaspace.errors import DeltaspaceError, UserInputError
 from deltaspace.io import append_jsonl, read_jsonl, write_text_atomic
 from deltaspace.tasks.task import Task
+from deltaspace.train.baselines import task_baselines
 from deltaspace.train.checkpoint import CHECKPOINTS_DIR, load_checkpoint, save_checkpoint
 from deltaspace.train.config import TrainConfig
 from deltaspace.train.data import cap_examples, make_loader, tokenize_split
+from deltaspace.train.defaults import resolve_defaults
 from deltaspace.train.evaluate import evaluate_model, metrics_from_logits, predict
 from deltaspace.train.faults import pause_point
 from deltaspace.train.preflight import HEAD_ONLY, check_method, check_model
@@ -141,6 +143,7 @@ class Run:
     trainable_params: int
     total_params: int
     start: float  # perf_counter when train() was called
+    baselines: dict[str, Any]  # majority and the frozen probe on this split (train.baselines)
 
     @property
     def run_dir(self) -> Path:
@@ -256,6 +259,10 @@ def setup(
         with accelerator.main_process_first():
             task = load_task(config.task, seed=config.data_seed)
     config = config.replace(max_length=config.max_length or task.max_length)
+    train_examples = len(task.split("train"))
+    if config.max_train_examples is not None:
+        train_examples = min(train_examples, config.max_train_examples)
+    config = resolve_defaults(config, train_examples)  # the preset's rate, a step budget sized by the data
     if config.batch_size % accelerator.num_processes or config.eval_batch_size % accelerator.num_processes:
         raise UserInputError(
             f"batch_size {config.batch_size} and eval_batch_size {config.eval_batch_size} must be divisible by "
@@ -271,12 +278,15 @@ def setup(
     if trainable_params == 0:
         raise UserInputError(f"method {config.method!r} left no trainable parameters; check its options")
     with accelerator.main_process_first():
+        baselines = task_baselines(config, task) if config.baselines else {}  # the main process caches it
         train_loader = _loader(config, task, tokenizer, "train", shuffle=True)
         val_loader = _loader(config, task, tokenizer, "validation", shuffle=False)
         test_loader = _loader(config, task, tokenizer, "test", shuffle=False)
 
     updates_per_epoch = math.ceil(len(train_loader) / config.grad_accum)
-    total_updates = config.max_steps or max(1, math.ceil(config.epochs * updates_per_epoch))
+    total_updates = config.max_steps or max(
+        1, math.ceil(config.epochs * updates_per_epoch)
+    )  # resolve_defaults set one
     trainable = [parameter for parameter in delta_model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(
         param_groups(delta_model, config.lr, config.weight_decay, config.lr_overrides), lr=config.lr
@@ -312,6 +322,7 @@ def setup(
         trainable_params=int(trainable_params),
         total_params=int(total_params),
         start=start,
+        baselines=baselines,
     )
     _open_run_dir(run)
     return run
@@ -513,6 +524,7 @@ def finish(run: Run, state: LoopState) -> RunResult:
         peak_gpu_memory_mb=(
             round(torch.cuda.max_memory_allocated() / 2**20, 1) if accelerator.device.type == "cuda" else None
         ),
+        baselines=run.baselines,
         run_dir=str(run.run_dir),
     )
     log(run, state, {"split": "final_validation", **validation})

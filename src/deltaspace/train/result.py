@@ -62,6 +62,7 @@ class RunResult:
     method_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     best_validation_during_training: dict[str, float] = dataclasses.field(default_factory=dict)
     peak_gpu_memory_mb: float | None = None
+    baselines: dict[str, Any] = dataclasses.field(default_factory=dict)  # train.baselines
     run_dir: str = ""
 
     def to_dict(self) -> dict[str, Any]:

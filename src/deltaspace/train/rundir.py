@@ -44,6 +44,7 @@ BOOKKEEPING_FIELDS = (
     "checkpoint_every",
     "checkpoint_minutes",
     "save_delta",
+    "baselines",
 )
 
 _TMP = re.compile(r"^\..+\.tmp$")  # deltaspace.io.atomic_write's temporary files

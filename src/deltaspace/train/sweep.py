@@ -244,8 +244,10 @@ def run_specs(
     isolate: bool = False,
     fail_fast: bool = False,
     task_loader: Callable[[str, int], Task] | None = None,
+    progress: str | None = None,
 ) -> list[RunOutcome]:
-    """Run (or skip, if finished) each of ``specs`` in order; the options are :func:`run_sweep`'s."""
+    """Run (or skip, if finished) each of ``specs`` in order; the options are :func:`run_sweep`'s.
+    ``progress``: the title of a bar over the runs (its ETA counts trained runs only)."""
     from deltaspace.train.loop import train
     from deltaspace.train.probe import run_probe
 
@@ -255,6 +257,13 @@ def run_specs(
         )
     tasks: dict[tuple[str, int], Task] = {}
     outcomes = []
+    finished_before = [spec for spec in specs if is_finished(spec.run_dir)]
+    bar = None
+    if progress is not None and specs:
+        from tqdm.auto import tqdm
+
+        # Finished runs are counted up front (initial), so the rate and the ETA come from runs trained now.
+        bar = tqdm(total=len(specs), initial=len(finished_before), desc=progress, unit="run", position=0)
     for spec in specs:
         if is_finished(spec.run_dir):
             check_same_settings(spec)
@@ -287,6 +296,11 @@ def run_specs(
                 spec.run_dir.mkdir(parents=True, exist_ok=True)
                 write_text_atomic(spec.run_dir / "error.txt", traceback.format_exc())
             outcomes.append(RunOutcome(spec, "failed", error=message, seconds=time.perf_counter() - started))
+        finally:
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
     return outcomes
 
 
@@ -370,7 +384,7 @@ def print_summary(outcomes: list[RunOutcome], shard: tuple[int, int] = (0, 1), w
             outcome.spec.method
             + (
                 f" lr {outcome.spec.config.lr:.3g}"
-                if outcome.spec.name and outcome.spec.kind == "train"
+                if outcome.spec.name and outcome.spec.kind == "train" and outcome.spec.config.lr is not None
                 else ""
             ),
             str(outcome.spec.seed),

@@ -77,7 +77,7 @@ class Selection:
 class TunedSweepConfig:
     """What the tuned sweep runs (see the module docstring); ``train`` / ``method_overrides`` /
     ``task_overrides`` are :class:`~deltaspace.train.sweep.SweepConfig`'s. A method's preset rate (the grid's
-    centre) is its ``method_overrides`` ``lr``, else ``train.lr``. ``probe``: the same-budget probe's
+    centre) is its ``method_overrides`` ``lr``, else ``train.lr``, else the preset's rate. ``probe``: the same-budget probe's
     options (``{C: [...]}``), or ``None`` for no probe. ``lr_keys`` maps the first part A of a combination
     to the parameter-name substring that gets A's rate."""
 
@@ -214,8 +214,10 @@ class TunedSweepConfig:
 
     def preset_rates(self) -> dict[str, float]:
         """Each method's preset rate: the grid's centre."""
-        default = self.train.get("lr", TrainConfig.__dataclass_fields__["lr"].default)
-        rates = {m: self.method_overrides.get(m, {}).get("lr", default) for m in self.methods}
+        rates = {
+            m: self.method_overrides.get(m, {}).get("lr", self.train.get("lr")) or _preset_rate(m)
+            for m in self.methods
+        }
         bad = {
             m: r
             for m, r in rates.items()
@@ -370,11 +372,15 @@ class TunedSweepConfig:
                     continue
                 chosen = {method: selections[(task, method)].lr}
                 runs.append((task, method, self.seeds[0], Path(selections[(task, method)].run_dir)))
-                runs += [(task, method, seed, self.seed_dir(task, method, seed, chosen)) for seed in self.seeds[1:]]
+                runs += [
+                    (task, method, seed, self.seed_dir(task, method, seed, chosen)) for seed in self.seeds[1:]
+                ]
             for combo in self.combos:
                 if all((task, part) in selections for part in combo.split("+")):
                     chosen = {part: selections[(task, part)].lr for part in combo.split("+")}
-                    runs += [(task, combo, seed, self.seed_dir(task, combo, seed, chosen)) for seed in self.seeds]
+                    runs += [
+                        (task, combo, seed, self.seed_dir(task, combo, seed, chosen)) for seed in self.seeds
+                    ]
             if self.probe is not None:
                 runs.append((task, PROBE, 0, self.probe_dir(task)))
         return runs
@@ -401,6 +407,13 @@ class TunedSweepConfig:
 
         for task, data_seed in sorted({(spec.task, spec.config.data_seed) for spec in specs}):
             load_task(task, seed=data_seed)
+
+
+def _preset_rate(method: str) -> float:
+    """The rate ``train`` gives ``method`` when none is set (its preset's)."""
+    from deltaspace.train.defaults import resolve_rates
+
+    return resolve_rates(TrainConfig(task="-", method=method)).lr
 
 
 def _rank(score: tuple[float, float], lr: float, preset: float, metric: str) -> tuple[float, float, float]:

@@ -1,0 +1,91 @@
+"""Majority and the frozen probe beside every run: scored on the run's own split, the probe cached per task."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from datasets import Dataset
+
+from deltaspace.train import baselines
+from deltaspace.train.config import TrainConfig
+from deltaspace.train.evaluate import metrics_from_logits
+
+
+def _config(model_dir, tmp_path, **changes) -> TrainConfig:
+    return TrainConfig(
+        task="tiny", model=str(model_dir), method="lora", batch_size=8, max_steps=2, cpu=True,
+        output_dir=str(tmp_path / "run"), save_delta=False, **changes,
+    )  # fmt: skip
+
+
+def test_majority_is_the_training_splits_commonest_label_scored_like_a_run(tmp_path, make_tiny_task):
+    task = make_tiny_task(n_train=40, n_val=20, n_test=30)
+    task.train = Dataset.from_dict({"text": ["x"] * 5, "label": [1, 1, 1, 0, 0]})
+    result = baselines.majority_baseline(TrainConfig(task="tiny"), task)
+    assert result["label"] == "positive"
+    for split in ("validation", "test"):
+        labels = np.asarray(task.split(split)["label"])
+        constant = np.tile([0.0, 1.0], (len(labels), 1))  # always "positive"
+        expected = metrics_from_logits(constant, labels, task.num_labels)
+        assert result[split]["accuracy"] == pytest.approx(expected["accuracy"])
+        assert result[split]["macro_f1"] == pytest.approx(expected["macro_f1"])
+
+
+def test_the_probe_is_fitted_once_per_task_and_budget(tmp_path, tiny_model_dir, make_tiny_task, monkeypatch):
+    task = make_tiny_task()
+    config = _config(tiny_model_dir, tmp_path)
+    first = baselines.probe_baseline(config, task, cache=tmp_path / "cache")
+    assert first["C"] > 0 and 0 <= first["test"]["accuracy"] <= 1
+
+    def refit(*args, **kwargs):
+        raise AssertionError("the cached probe was fitted again")
+
+    monkeypatch.setattr("deltaspace.train.probe.fit_logistic", refit)
+    assert baselines.probe_baseline(config, task, cache=tmp_path / "cache") == first
+    # Another budget or other data is another probe.
+    assert baselines.probe_dir(config.replace(max_train_examples=10), task, tmp_path) != baselines.probe_dir(
+        config, task, tmp_path
+    )
+    other = make_tiny_task(seed=1)
+    assert baselines.task_digest(other) != baselines.task_digest(task)
+    assert baselines.task_digest(make_tiny_task()) == baselines.task_digest(task)
+
+
+def test_a_run_records_where_it_stands(tmp_path, tiny_model_dir, make_tiny_task):
+    from deltaspace.train.loop import train
+
+    task = make_tiny_task()
+    result = train(_config(tiny_model_dir, tmp_path), task=task)
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())["baselines"]
+    assert saved == result.baselines
+    assert saved["majority"] == baselines.majority_baseline(_config(tiny_model_dir, tmp_path), task)
+    assert set(saved["probe"]) == {"C", "validation", "test"}
+
+
+def test_cli_train_prints_the_baselines_under_the_run(tmp_path, tiny_model_dir):
+    from typer.testing import CliRunner
+
+    import deltaspace.cli.train  # noqa: F401  (registers `train`)
+    from deltaspace.cli.app import app
+
+    fillers = ["the", "a", "movie", "film", "plot", "cast", "story", "very"]
+    rows = [
+        {
+            "text": f"{first} {second} was {word}",
+            "label": "positive" if word in ("good", "great") else "negative",
+        }
+        for first in fillers
+        for second in fillers[:4]
+        for word in ("good", "bad", "great")
+    ]
+    data = tmp_path / "mine.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    done = CliRunner().invoke(
+        app,
+        ["train", "--task", str(data), "--model", str(tiny_model_dir), "--method", "lora", "--max-steps", "2",
+         "--batch-size", "8", "--cpu", "--out", str(tmp_path / "run")],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert "test, majority (positive)" in done.output and "test, frozen probe (C=" in done.output
