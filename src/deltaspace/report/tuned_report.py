@@ -23,6 +23,7 @@ from deltaspace.errors import UserInputError
 from deltaspace.io import write_text_atomic
 from deltaspace.report.numbers import human
 from deltaspace.report.stats import Interval, bootstrap_average, paired_differences
+from deltaspace.report.user_tasks import user_task_section
 from deltaspace.train.config import TrainConfig
 from deltaspace.train.probe import PROBE
 from deltaspace.train.result import CONFIG_FILE, is_finished, load_predictions, load_result
@@ -509,6 +510,7 @@ def tuned_report(
         *_rates_table(results),
         "",
     ]
+    lines += user_task_section() or []  # bench/user_tasks/measure.py's, kept across regenerations
     return "\n".join(lines) + "\n"
 
 

@@ -86,7 +86,8 @@ def sweep_config(config: StudyConfig):
         tasks=config.tasks,
         methods=list(config.methods),
         seeds=[config.seed],
-        train={"model": config.model, "head": "prototype", **config.train},
+        # No majority / probe per run: the study reads its runs against θ0 and its own controls.
+        train={"model": config.model, "head": "prototype", "baselines": False, **config.train},
         method_overrides=dict(config.method_overrides),
     )
 
