@@ -145,3 +145,16 @@ def test_a_group_column_keeps_each_document_in_one_split(tmp_path):
     assert len(task.test) == 36 and len(task.validation) == 18  # as split_sizes: quotas are exact
     with pytest.raises(ValueError, match="group column 'shop' is not in"):
         load_task(f"{path}?text=review&label=stars&group=shop")
+
+
+def test_a_relative_data_path_is_recorded_absolute(tmp_path, monkeypatch):
+    from deltaspace.tasks.files import absolute_spec
+    from deltaspace.train.config import TrainConfig
+
+    (tmp_path / "mine.csv").write_text("text,label\na,x\n")
+    monkeypatch.chdir(tmp_path)
+    wanted = f"{tmp_path / 'mine.csv'}?text=text&label=label"
+    assert absolute_spec("mine.csv?text=text&label=label") == wanted
+    assert TrainConfig(task="mine.csv?text=text&label=label").task == wanted  # run folders evaluate anywhere
+    for unchanged in ("rt_sentiment", "missing.csv?text=t", wanted):
+        assert absolute_spec(unchanged) == unchanged

@@ -48,6 +48,16 @@ class UserTable:
     columns: dict[str, str | None]  # which source columns were used
 
 
+def absolute_spec(spec: str) -> str:
+    """``spec`` with a relative data-file path made absolute (its options kept), so a run folder that
+    records it can be evaluated from any directory; suite names and missing paths come back unchanged."""
+    path, sep, query = (spec, "", "") if Path(spec).exists() else spec.partition("?")
+    expanded = Path(path).expanduser()
+    if expanded.is_absolute() or not expanded.exists():
+        return spec
+    return str(expanded.absolute()) + sep + query
+
+
 def split_spec(spec: str) -> tuple[str, dict[str, str]]:
     """``"data.csv?text=review"`` -> (``"data.csv"``, ``{"text": "review"}``); unknown keys raise."""
     if "?" not in spec or Path(spec).exists():

@@ -107,6 +107,10 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        if isinstance(self.task, str) and self.task:
+            from deltaspace.tasks.files import absolute_spec
+
+            self.task = absolute_spec(self.task)  # a run folder then evaluates from any directory
         self.validate()
 
     def validate(self) -> None:
