@@ -7,6 +7,7 @@ import torch
 from peft import LoraConfig
 
 from deltaspace import CoeffTuningConfig, DeltaModel, PeftDeltaConfig, get_delta_model
+from deltaspace.errors import UserInputError
 from deltaspace.model import CONFIG_FILE, WEIGHTS_FILE
 
 LORA_BERT = dict(r=2, target_modules=["query", "value"])
@@ -176,6 +177,22 @@ def test_save_load_round_trip_exact(make_bert, text_batch, tmp_path):
     assert not any(p.requires_grad for p in fresh.parameters()) and not loaded.training
     trainable = DeltaModel.from_pretrained(make_bert(), tmp_path, is_trainable=True)
     assert all(tensor.requires_grad for tensor in trainable._params().values())
+
+
+def test_from_pretrained_names_the_argument_order(make_bert, tmp_path):
+    get_delta_model(make_bert(), CoeffTuningConfig()).save_pretrained(tmp_path)
+    base = make_bert()
+    for folder in (tmp_path, str(tmp_path)):
+        with pytest.raises(
+            UserInputError,
+            match=r"^DeltaModel\.from_pretrained takes the base model first, then the folder: "
+            r"DeltaModel\.from_pretrained\(base_model, '.*'\)$",
+        ):
+            DeltaModel.from_pretrained(folder, base)
+    with pytest.raises(UserInputError, match=r"needs the base model \(an nn\.Module\) first, got str"):
+        DeltaModel.from_pretrained("minilm-l6", tmp_path)
+    assert not any(n.startswith("ds_") or ".ds_" in n for n, _ in base.named_modules())
+    DeltaModel.from_pretrained(base, tmp_path)  # the right order works
 
 
 def test_save_load_timm_style(tiny_timm_vit, pixel_batch, tmp_path):

@@ -9,16 +9,20 @@ the head), names relative to the base model.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from peft import PeftMixedModel, PeftModel
+from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file
 from torch import nn
+from transformers.integrations.peft import PeftAdapterMixin
 
 from deltaspace import attention
 from deltaspace.architectures import TASK_HEAD_NAMES
@@ -37,6 +41,45 @@ _FINGERPRINT_CHECKS = {
     "num_attention_heads": "attention heads per layer",
     "hidden_size": "hidden size",
 }
+
+
+# transformers' PEFT integration on the base model (PeftAdapterMixin) manages adapters of its own and, reached
+# through DeltaModel.__getattr__, would answer that PEFT is too old or find no adapter: say what to use instead.
+_HAS_NO_NAMED_ADAPTERS = (
+    "a DeltaModel has no named adapters: all its deltas are always on; switch them off together with "
+    "`with model.disable_adapter():`"
+)
+_PEFT_MIXIN_HINTS = {
+    "add_adapter": "a DeltaModel's deltas are fixed when it is built: pass every config to "
+    "get_delta_model(base, *configs)",
+    "load_adapter": "load saved deltas with DeltaModel.from_pretrained(base_model, directory)",
+    "set_adapter": _HAS_NO_NAMED_ADAPTERS,
+    "active_adapters": _HAS_NO_NAMED_ADAPTERS,
+    "active_adapter": _HAS_NO_NAMED_ADAPTERS,
+    "enable_adapters": "the deltas are on except inside `with model.disable_adapter():`",
+    "disable_adapters": "switch the deltas off with `with model.disable_adapter():`",
+    "delete_adapter": "remove the deltas with unload() (the base model back) or merge_and_unload()",
+    "get_adapter_state_dict": "the deltas' tensors are model.solution(); save_pretrained(directory) writes them",
+    "enable_peft_hotswap": "to swap in other trained deltas, use load_solution() or DeltaModel.from_pretrained",
+}
+
+
+def _refuse_peft_wrapped(model: nn.Module) -> None:
+    """A base that already carries PEFT adapters would have them frozen like any base weight: say what to do."""
+    if isinstance(model, PeftModel | PeftMixedModel):
+        adapter = next(iter(getattr(model, "peft_config", {}) or {"default": None}))
+        raise UserInputError(
+            f"get_delta_model got a peft.{type(model).__name__}, whose adapters it would freeze; pass "
+            "model.merge_and_unload() to build on its trained adapters, or the plain base and the adapter's config "
+            f"to train a fresh one here: get_delta_model(model.unload(), model.peft_config[{adapter!r}], ...)"
+        )
+    layer = next((n for n, m in model.named_modules() if isinstance(m, BaseTunerLayer)), None)
+    if layer is not None:
+        raise UserInputError(
+            f"{type(model).__name__} already carries PEFT adapter layers (e.g. {layer!r}), which get_delta_model "
+            "would freeze; merge them into the base weights first, or pass the plain base and the adapter's "
+            "config to get_delta_model to train it here"
+        )
 
 
 def _as_delta_config(config: Any) -> DeltaConfig:
@@ -85,6 +128,7 @@ class DeltaModel(nn.Module):
         head_modules: list[str] | None = None,
     ) -> None:
         super().__init__()
+        _refuse_peft_wrapped(base_model)
         self.base_model = base_model
         self.delta_configs: list[DeltaConfig] = [_as_delta_config(c) for c in configs]
         self.seed = int(seed)
@@ -96,6 +140,7 @@ class DeltaModel(nn.Module):
         self._original_requires_grad = {n: p.requires_grad for n, p in base_model.named_parameters()}
         self._enabled_attention = False
         self._unloaded = False
+        self._switched_off = False  # inside disable_adapter()
         was_enabled = attention.is_enabled(base_model)
         try:
             for config in self.delta_configs:
@@ -150,7 +195,72 @@ class DeltaModel(nn.Module):
         except AttributeError:
             if name == "base_model" or "base_model" not in self._modules:
                 raise
-            return getattr(self._modules["base_model"], name)
+        base = self._modules["base_model"]
+        if isinstance(base, PeftAdapterMixin) and not name.startswith("_") and name in vars(PeftAdapterMixin):
+            hint = _PEFT_MIXIN_HINTS.get(
+                name,
+                "transformers' PEFT integration does not manage a DeltaModel's deltas; use get_delta_model, "
+                "DeltaModel.from_pretrained, disable_adapter(), unload() or merge_and_unload()",
+            )
+            # AttributeError, so hasattr() (as Trainer uses it) answers False.
+            raise AttributeError(f"DeltaModel has no {name!r}: {hint}")
+        try:
+            return getattr(base, name)
+        except AttributeError:
+            raise AttributeError(
+                f"'DeltaModel' object has no attribute {name!r} (nor has its base model, {type(base).__name__})"
+            ) from None
+
+    def get_base_model(self) -> nn.Module:
+        """The base model, with the deltas inside it (as PEFT's ``PeftModel.get_base_model``); ``unload()`` takes
+        them out."""
+        self._check_loaded()
+        return self.base_model
+
+    @contextlib.contextmanager
+    def disable_adapter(self) -> Iterator[None]:
+        """Inside the block the model computes exactly what its base computed before the deltas were attached
+        (PEFT's ``disable_adapter``, e.g. for a DPO reference pass); on exit every delta is back, bit for bit.
+
+        The task head is part of the base model and stays as trained (``unload()`` keeps it too). Nested use is
+        harmless: only the outermost block switches. A delta that cannot be switched off (full fine-tuning
+        without its pretrained copy) is named in a one-line UserInputError, nothing switched.
+        """
+        self._check_loaded()
+        if self._switched_off:
+            yield
+            return
+        refusals = [
+            f"{delta.config.method} ({reason})"
+            for delta in self.deltas
+            if (reason := delta.disable_refusal(self.base_model)) is not None
+        ]
+        if refusals:
+            raise UserInputError(f"cannot switch the deltas off: {'; '.join(refusals)}")
+        # PEFT's switch sets requires_grad itself; the flags are put back as they were.
+        requires_grad = {n: p.requires_grad for n, p in self.base_model.named_parameters()}
+        switched: list[AttachedDelta] = []
+        self._switched_off = True
+        try:
+            # Off in reverse attach order, on again in attach order: hook modules return to their places.
+            for delta in reversed(self.deltas):
+                delta.set_enabled(self.base_model, False)
+                switched.append(delta)
+            yield
+        finally:
+            for delta in reversed(switched):
+                delta.set_enabled(self.base_model, True)
+            self._switched_off = False
+            for name, param in self.base_model.named_parameters():
+                if name in requires_grad:
+                    param.requires_grad_(requires_grad[name])
+
+    def _check_switched_on(self, what: str) -> None:
+        if self._switched_off:
+            raise UserInputError(
+                f"{what} is not available inside disable_adapter() (the deltas are switched off); call it after "
+                "the with block"
+            )
 
     # ------------------------------------------------------------------------------------------- running
     def _check_loaded(self) -> None:
@@ -185,6 +295,8 @@ class DeltaModel(nn.Module):
 
     # ----------------------------------------------------------------------------------------- solutions
     def _params(self) -> dict[str, nn.Parameter]:
+        # Switched off, BitFit / full fine-tuning's names point at stand-ins holding the pretrained values.
+        self._check_switched_on("the deltas' parameters (solution, load_solution, functional_call)")
         params = dict(self.base_model.named_parameters())
         return {name: params[name] for name in self._trainable}
 
@@ -264,6 +376,7 @@ class DeltaModel(nn.Module):
     def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
         """Write ``delta_config.json`` and ``delta_model.safetensors`` (deltas + head only), each atomically."""
         self._check_loaded()
+        self._check_switched_on("save_pretrained")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         weights_path = write_safetensors_atomic(
@@ -286,6 +399,7 @@ class DeltaModel(nn.Module):
         cls, base_model: nn.Module, directory: str | os.PathLike[str], is_trainable: bool = False
     ) -> DeltaModel:
         """Attach the deltas saved in ``directory`` to ``base_model`` and load their values (and the head's)."""
+        _check_from_pretrained_arguments(base_model, directory)
         meta, tensors = _read_saved(directory, base_model)
         configs = [DeltaConfig.from_dict(d) for d in meta["deltas"]]
         try:
@@ -329,6 +443,7 @@ class DeltaModel(nn.Module):
     def unload(self) -> nn.Module:
         """Detach every delta, restore the attention implementation and ``requires_grad``; return the base."""
         self._check_loaded()
+        self._check_switched_on("unload")
         self._restore_base()
         base = self._modules.pop("base_model")
         self._unloaded = True
@@ -342,6 +457,7 @@ class DeltaModel(nn.Module):
         the model is left as it was. The trained head stays in the base model.
         """
         self._check_loaded()
+        self._check_switched_on("merge_and_unload")
         refusals = [
             f"{delta.config.method} ({reason})"
             for delta in self.deltas
@@ -371,6 +487,19 @@ def get_delta_model(
     ``head`` and ``classification_head`` (BART-style).
     """
     return DeltaModel(model, configs, seed=seed, head_modules=head_modules)
+
+
+def _check_from_pretrained_arguments(base_model: Any, directory: Any) -> None:
+    if isinstance(base_model, str | os.PathLike) and isinstance(directory, nn.Module):
+        raise UserInputError(
+            "DeltaModel.from_pretrained takes the base model first, then the folder: "
+            f"DeltaModel.from_pretrained(base_model, {str(base_model)!r})"
+        )
+    if not isinstance(base_model, nn.Module):
+        raise UserInputError(
+            f"DeltaModel.from_pretrained needs the base model (an nn.Module) first, got {type(base_model).__name__}; "
+            "load the base (e.g. deltaspace.load_model) and call DeltaModel.from_pretrained(base_model, directory)"
+        )
 
 
 def _get_submodule(model: nn.Module, name: str) -> nn.Module | None:

@@ -4,7 +4,9 @@ import pytest
 import torch
 from peft import IA3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig
 
-from deltaspace import DeltaConfig, PeftDeltaConfig
+from deltaspace import DeltaConfig, PeftDeltaConfig, get_delta_model
+from deltaspace.deltas.presets import resolve_method
+from deltaspace.errors import UserInputError
 
 
 def _state(model):
@@ -103,3 +105,54 @@ def test_unsupported_options_are_refused(peft_config, message):
 def test_not_a_peft_config():
     with pytest.raises(ValueError, match=r"peft\.PeftConfig"):
         PeftDeltaConfig({"r": 8})
+
+
+def _untouched(model):
+    """What a refused attach must leave: no PEFT layer, no peft_config, the same parameters and flags."""
+    return (
+        [(n, p.requires_grad) for n, p in model.named_parameters()],
+        [n for n, _ in model.named_modules()],
+        "peft_config" in model.__dict__,
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            dict(r=2, target_modules=["q_proj"]),
+            r"^LoraConfig\(target_modules=\['q_proj'\]\) matches no module of BertForSequenceClassification; its "
+            r"linear layers end in query, key, value, dense, classifier \(e\.g\. 'bert\.encoder\.layer\.0\.attention"
+            r"\.self\.query'\); pass some of those as target_modules$",
+        ),
+        (
+            dict(r=2, target_modules=["query"], layers_to_transform=[5], layers_pattern="layer"),
+            r"^LoraConfig\(target_modules=\['query'\], layers_to_transform=\[5\], layers_pattern='layer'\) matches "
+            r"no module",
+        ),
+        # PEFT stops after wrapping layer 0's query (LayerNorm is not a layer LoRA supports): undone.
+        (
+            dict(r=2, target_modules=["query", "LayerNorm"]),
+            r"^PEFT refused LoraConfig: .*LayerNorm.*; fix that option$",
+        ),
+        (dict(r=0, target_modules=["query"]), r"^PEFT refused LoraConfig: `r` should be a positive integer"),
+    ],
+)
+def test_peft_errors_are_one_line_and_leave_the_model_untouched(tiny_bert, text_batch, options, message):
+    before, expected = _untouched(tiny_bert), tiny_bert(**text_batch).logits
+    with pytest.raises(UserInputError, match=message) as caught:
+        get_delta_model(tiny_bert, LoraConfig(**options))
+    assert "\n" not in str(caught.value)
+    assert _untouched(tiny_bert) == before
+    assert torch.equal(tiny_bert(**text_batch).logits, expected)
+
+
+def test_preset_overrides_peft_refuses_are_one_line(tiny_bert):
+    with pytest.raises(
+        UserInputError,
+        match=r"^LoraConfig\(target_modules='.\*query', layers_to_transform=\[0\]\) is refused: `layers_to_transform` cannot be used",
+    ):
+        resolve_method("lora", tiny_bert, target_modules=".*query", layers_to_transform=[0])
+    # A preset resolved with targets the model lacks fails at attach in the same one line.
+    with pytest.raises(UserInputError, match=r"^LoraConfig\(target_modules=\['q_proj'\]\) matches no module"):
+        get_delta_model(tiny_bert, *resolve_method("lora", tiny_bert, target_modules=["q_proj"]))

@@ -30,6 +30,7 @@ from deltaspace.attention.discovery import (
     learn_attention_classes,
 )
 from deltaspace.attention.hooks import carries_hook, check_hook_name
+from deltaspace.errors import UserInputError
 
 ATTENTION_NAME = "deltaspace"
 
@@ -60,6 +61,13 @@ def route(module: nn.Module) -> bool:
         raise ValueError(
             f"{type(module).__name__} has no transformers config to read its attention implementation from, "
             "so it cannot be routed to the deltaspace attention"
+        )
+    if getattr(config, "_attn_implementation", None) == "flex_attention":
+        # The model would build flex attention's BlockMask for every layer, which the deltaspace attention
+        # cannot read: refuse now rather than at the first forward.
+        raise UserInputError(
+            f"{type(module).__name__} uses attn_implementation='flex_attention', which attention-level deltas "
+            "(Coeff-Tuning, prefix) cannot hook; load the model with attn_implementation='sdpa' or 'eager'"
         )
     own = copy.copy(config)  # shallow: everything shared but the implementation name
     own._attn_implementation_internal = ATTENTION_NAME

@@ -78,9 +78,12 @@ def _delta_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def _adapter_hook(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+def _adapter_hook(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor | None:
     # Module-level function (not a closure) so deep copies and pickles of the model keep working.
-    return output + getattr(module, ADAPTER_ATTR)(output)
+    adapter = getattr(module, ADAPTER_ATTR)
+    if getattr(adapter, "switched_off", False):  # DeltaModel.disable_adapter: the projection's own output
+        return None
+    return output + adapter(output)
 
 
 @register_delta(
@@ -185,3 +188,11 @@ class AttachedAdapter(AttachedDelta):
 
     def merge_refusal(self, model: nn.Module) -> str | None:
         return "a bottleneck adapter adds a nonlinear layer, not a weight of the base model"
+
+    def disable_refusal(self, model: nn.Module) -> str | None:
+        return None
+
+    def set_enabled(self, model: nn.Module, enabled: bool) -> None:
+        # A flag the hook reads, not removing the hooks: re-registering would change their order and ids.
+        for name in self.module_names:
+            getattr(model.get_submodule(name), ADAPTER_ATTR).switched_off = not enabled

@@ -93,6 +93,19 @@ class AttachedDelta(ABC):
         # merge_and_unload checks merge_refusal first; this guards direct callers
         raise UserInputError(f"{type(self).__name__} cannot be merged: {self.merge_refusal(model)}")
 
+    # Switching off (DeltaModel.disable_adapter): a method that can be set aside and put back exactly overrides both.
+    def disable_refusal(self, model: nn.Module) -> str | None:
+        """Why this delta cannot be switched off now, or None when :meth:`set_enabled` can."""
+        return "it does not say how to switch itself off (AttachedDelta.set_enabled)"
+
+    def set_enabled(self, model: nn.Module, enabled: bool) -> None:
+        """Switch the delta off (the model then computes what it computed before ``attach``) or back on, exactly
+        as it was: same parameter objects, values and module order. Called only when ``disable_refusal`` is None,
+        off and on in turn."""
+        raise UserInputError(
+            f"{type(self).__name__} cannot be switched off: {self.disable_refusal(model)}; use unload() instead"
+        )
+
 
 class InPlaceAttached(AttachedDelta):
     """A delta that trains existing base parameters in place (BitFit, full fine-tuning): no module is added.
@@ -107,6 +120,8 @@ class InPlaceAttached(AttachedDelta):
         self.config = config
         self._names = list(names)
         self._originals = originals
+        # While switched off: name -> the trained Parameter set aside (the frozen originals stand in for it).
+        self._parked: dict[str, nn.Parameter] | None = None
 
     @classmethod
     def capture(
@@ -133,6 +148,43 @@ class InPlaceAttached(AttachedDelta):
 
     def merge(self, model: nn.Module) -> None:
         return None  # the trained values already are the base parameters
+
+    def disable_refusal(self, model: nn.Module) -> str | None:
+        if self._originals is None:
+            return (
+                f"{self.config.method} keeps no copy of the pretrained values (restore_on_detach=False); "
+                "attach it with restore_on_detach=True"
+            )
+        return None
+
+    def set_enabled(self, model: nn.Module, enabled: bool) -> None:
+        # Swap Parameter objects rather than copying values: nothing is copied, the trained Parameters (which an
+        # optimiser holds) are never written, and a graph built while switched off keeps the pretrained values.
+        if enabled:
+            if self._parked is not None:
+                stand_ins = dict(model.named_parameters())
+                _swap_parameters(model, {id(stand_ins[n]): p for n, p in self._parked.items()})
+                self._parked = None
+            return
+        if self._parked is not None or self._originals is None:
+            return
+        params = dict(model.named_parameters())
+        self._parked = {name: params[name] for name in self._originals}
+        _swap_parameters(
+            model,
+            {
+                id(self._parked[name]): nn.Parameter(value, requires_grad=False)
+                for name, value in self._originals.items()
+            },
+        )
+
+
+def _swap_parameters(model: nn.Module, replacements: dict[int, nn.Parameter]) -> None:
+    """Replace parameters (keyed by ``id`` of the one to replace) in every module holding them (tied ones too)."""
+    for module in model.modules():
+        for key, param in module._parameters.items():
+            if param is not None and id(param) in replacements:
+                module._parameters[key] = replacements[id(param)]
 
 
 def matches_target(name: str, target_modules: str | list[str]) -> bool:

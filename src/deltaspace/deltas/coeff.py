@@ -181,6 +181,21 @@ class CoeffAttached(AttachedDelta):
     def __init__(self, config: CoeffTuningConfig, module_names: list[str]) -> None:
         self.config = config
         self.module_names = module_names
+        self._parked: list[nn.Module] | None = None  # the mixers, while switched off
+
+    def disable_refusal(self, model: nn.Module) -> str | None:
+        return None
+
+    def set_enabled(self, model: nn.Module, enabled: bool) -> None:
+        # Off = the hooks taken off (and their modules unrouted, back on their own attention implementation), the
+        # very same mixers put back on: exactly the base's computation, nothing reallocated.
+        modules = [model.get_submodule(name) for name in self.module_names]
+        if not enabled and self._parked is None:
+            self._parked = [hook_of(m, COEFF_HOOK) for m in modules]
+            detach_hooks(COEFF_HOOK, modules)
+        elif enabled and self._parked is not None:
+            attach_hooks(model, COEFF_HOOK, list(zip(modules, self._parked, strict=True)))
+            self._parked = None
 
     def parameter_names(self) -> list[str]:
         return [f"{name}.{COEFF_HOOK}.delta" if name else f"{COEFF_HOOK}.delta" for name in self.module_names]

@@ -14,13 +14,15 @@ import warnings
 from typing import Any, ClassVar
 
 from peft import IA3Config, LoraConfig, PeftConfig, inject_adapter_in_model
-from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.tuners.tuners_utils import BaseTunerLayer, cast_adapter_dtype
+from peft.utils.error import NoMatchingPeftModuleError
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from deltaspace.architectures import FAMILIES, family_of, projection_names, sublayer_outputs
 from deltaspace.deltas.base import AttachedDelta, DeltaConfig
 from deltaspace.deltas.registry import Preset, register_delta
+from deltaspace.errors import UserInputError
 
 _EXACT_LORA_INITS = (True, False, "gaussian")
 _MISSING = object()
@@ -148,12 +150,21 @@ class PeftDeltaConfig(DeltaConfig):
         requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
         # PEFT keeps a {adapter: config} dict on the model and would extend an existing one in place.
         previous = model.__dict__.pop("peft_config", _MISSING)
-        inject_adapter_in_model(config, model, adapter_name=adapter)
+        try:
+            inject_adapter_in_model(config, model, adapter_name=adapter)
+        except ValueError as error:
+            # Undo whatever PEFT injected before it stopped, then say which option to fix in one line.
+            PeftAttached(
+                self, adapter, list(_adapter_layers(model, adapter)), [], requires_grad, previous
+            ).detach(model)
+            raise UserInputError(_peft_error(config, model, error)) from error
         if isinstance(previous, dict):
             model.__dict__["peft_config"] = {**previous, **model.__dict__.get("peft_config", {})}
-        layers = {
-            n: m for n, m in _tuner_layers(model).items() if adapter in m._all_available_adapter_names()
-        }
+        # On a half-precision base PEFT creates the adapter in that precision; PeftModel then upcasts it to
+        # float32 (autocast_adapter_dtype=True) so small updates are not rounded away: do the same. The LoRA and
+        # IA3 layers cast their input to the adapter's dtype and the result back.
+        cast_adapter_dtype(model, adapter_name=adapter)
+        layers = _adapter_layers(model, adapter)
         for layer in layers.values():
             # A layer PEFT already wrapped keeps only its newest adapter active; every delta must stay on.
             _activate_all(layer)
@@ -176,6 +187,33 @@ def _activate_all(layer: BaseTunerLayer) -> None:
 
 def _tuner_layers(model: nn.Module) -> dict[str, BaseTunerLayer]:
     return {n: m for n, m in model.named_modules() if isinstance(m, BaseTunerLayer)}
+
+
+def _adapter_layers(model: nn.Module, adapter: str) -> dict[str, BaseTunerLayer]:
+    return {n: m for n, m in _tuner_layers(model).items() if adapter in m._all_available_adapter_names()}
+
+
+def _peft_error(config: PeftConfig, model: nn.Module, error: ValueError) -> str:
+    """PEFT's refusal as one line naming the option; for unmatched targets, the module names there are."""
+    name = type(config).__name__
+    lines = str(error).strip().splitlines()
+    if not isinstance(error, NoMatchingPeftModuleError):
+        return f"PEFT refused {name}: {lines[0] if lines else type(error).__name__}; fix that option"
+    targets = getattr(config, "target_modules", None)
+    targets = sorted(targets) if isinstance(targets, (set, frozenset)) else targets
+    options = f"target_modules={targets!r}"
+    for option in ("exclude_modules", "layers_to_transform", "layers_pattern"):
+        if getattr(config, option, None) is not None:
+            options += f", {option}={getattr(config, option)!r}"
+    layers = [n for n, m in model.named_modules() if n and isinstance(m, nn.Linear | Conv1D)]
+    if not layers:
+        return f"{name}({options}) matches no module of {type(model).__name__}, which has no linear layer"
+    suffixes = list(dict.fromkeys(n.rpartition(".")[2] for n in layers))
+    shown = ", ".join(suffixes[:12]) + (" ..." if len(suffixes) > 12 else "")
+    return (
+        f"{name}({options}) matches no module of {type(model).__name__}; its linear layers end in {shown} "
+        f"(e.g. {layers[0]!r}); pass some of those as target_modules"
+    )
 
 
 class PeftAttached(AttachedDelta):
@@ -218,6 +256,15 @@ class PeftAttached(AttachedDelta):
         for name, param in model.named_parameters():
             if name in self._requires_grad:
                 param.requires_grad_(self._requires_grad[name])
+
+    def disable_refusal(self, model: nn.Module) -> str | None:
+        return None
+
+    def set_enabled(self, model: nn.Module, enabled: bool) -> None:
+        # PEFT's own switch (what PeftModel.disable_adapter uses): a disabled tuner layer returns its base layer's
+        # output untouched. It also sets requires_grad; DeltaModel puts the flags back afterwards.
+        for layer_name in self.layer_names:
+            model.get_submodule(layer_name).enable_adapters(enabled)
 
     def merge_refusal(self, model: nn.Module) -> str | None:
         for layer_name in self.layer_names:

@@ -181,9 +181,24 @@ class AttachedPrefix(AttachedDelta):
     config: PrefixTuningConfig
     module_names: list[str]
     param_names: list[str]
+    _parked: list[nn.Module] | None = dataclasses.field(default=None, init=False, repr=False)
 
     def parameter_names(self) -> list[str]:
         return list(self.param_names)
+
+    def disable_refusal(self, model: nn.Module) -> str | None:
+        return None
+
+    def set_enabled(self, model: nn.Module, enabled: bool) -> None:
+        # Off = the layer hooks taken off (modules back on their own attention); the shared generator stays on
+        # the root, unused, so the same objects go back on.
+        modules = [model.get_submodule(name) for name in self.module_names]
+        if not enabled and self._parked is None:
+            self._parked = [hook_of(m, PREFIX_HOOK) for m in modules]
+            detach_hooks(PREFIX_HOOK, modules)
+        elif enabled and self._parked is not None:
+            attach_hooks(model, PREFIX_HOOK, list(zip(modules, self._parked, strict=True)))
+            self._parked = None
 
     def detach(self, model: nn.Module) -> None:
         # Another attention-level delta (e.g. Coeff-Tuning) may still need the route on some of them.

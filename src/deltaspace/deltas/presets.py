@@ -18,6 +18,7 @@ from torch import nn
 
 from deltaspace.deltas.base import DeltaConfig
 from deltaspace.deltas.registry import presets
+from deltaspace.errors import UserInputError
 
 AnyConfig = DeltaConfig | PeftConfig
 
@@ -31,8 +32,16 @@ def _apply_overrides(config: AnyConfig, overrides: dict[str, Any]) -> AnyConfig:
     names = {f.name for f in dataclasses.fields(config) if f.init}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise ValueError(f"{type(config).__name__} has no option(s) {unknown}")
-    return dataclasses.replace(config, **overrides)
+        raise UserInputError(f"{type(config).__name__} has no option(s) {unknown}")
+    try:
+        return dataclasses.replace(config, **overrides)
+    except (ValueError, TypeError) as error:
+        # The config's own check (PEFT's __post_init__ included) as one line naming the options given.
+        lines = str(error).strip().splitlines()
+        given = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+        raise UserInputError(
+            f"{type(config).__name__}({given}) is refused: {lines[0] if lines else type(error).__name__}"
+        ) from error
 
 
 def resolve_method(name: str, model: nn.Module, **overrides: Any) -> list[AnyConfig]:

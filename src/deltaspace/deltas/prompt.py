@@ -132,6 +132,7 @@ class AttachedPrompt(AttachedDelta):
         self.config = config
         self.position = position
         self.pack_left = pack_left
+        self.enabled = True  # False inside DeltaModel.disable_adapter: inputs pass through untouched
 
     def parameter_names(self) -> list[str]:
         return [f"{PROMPT_ATTR}.embedding"]
@@ -143,7 +144,15 @@ class AttachedPrompt(AttachedDelta):
     def merge_refusal(self, model: nn.Module) -> str | None:
         return "soft prompt tokens are extra inputs, not a weight of the base model"
 
+    def disable_refusal(self, model: nn.Module) -> str | None:
+        return None
+
+    def set_enabled(self, model: nn.Module, enabled: bool) -> None:
+        self.enabled = enabled
+
     def prepare_inputs(self, inputs: dict[str, Any], model: nn.Module) -> dict[str, Any]:
+        if not self.enabled:
+            return inputs
         inputs = dict(inputs)
         if inputs.get("past_key_values") is not None:
             raise ValueError("prompt tuning rewrites whole inputs; call it without past_key_values")
