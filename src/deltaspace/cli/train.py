@@ -132,6 +132,10 @@ def train_command(
         {"validation": result.validation, "test": result.test},
         result.baselines,
     )
+    stopped = ", then stopped early (no gain on validation)" if result.stopped_early else ""
+    typer.echo(
+        f"{result.steps} optimizer steps; the best validation score came at step {result.best_step}{stopped}"
+    )
     typer.echo(f"run directory: {result.run_dir}")
 
 
