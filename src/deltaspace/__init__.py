@@ -16,6 +16,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "DeltaConfig": "deltaspace.deltas.base",
     "DeltaModel": "deltaspace.model",
+    "DeltaTrainer": "deltaspace.integrations.hf_trainer",
+    "DeltaTrainerMixin": "deltaspace.integrations.hf_trainer",
     "Preset": "deltaspace.deltas.registry",
     "available_methods": "deltaspace.deltas.presets",
     "get_delta_model": "deltaspace.model",
@@ -24,6 +26,7 @@ _EXPORTS = {
     "register_delta": "deltaspace.deltas.registry",
     "resolve_method": "deltaspace.deltas.presets",
 }
+
 
 def _config_exports() -> dict[str, Any]:
     # Importing deltaspace.deltas registers every method, so saved configs of any method load.

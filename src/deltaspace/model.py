@@ -13,6 +13,8 @@ import contextlib
 import inspect
 import json
 import os
+import types
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,8 +30,17 @@ from deltaspace import attention
 from deltaspace.architectures import TASK_HEAD_NAMES
 from deltaspace.deltas.base import AttachedDelta, DeltaConfig
 from deltaspace.deltas.peft_delta import PeftAttached, PeftDeltaConfig
-from deltaspace.errors import UserInputError
+from deltaspace.errors import MissingFileError, UserInputError
 from deltaspace.io import read_json, sha256_file, write_json_atomic, write_safetensors_atomic
+from deltaspace.peft_interop import (
+    ADAPTER_CONFIG_FILE,
+    load_peft_tensors,
+    peft_head_modules,
+    peft_tensors,
+    read_peft_folder,
+    split_head_tensors,
+    write_peft_folder,
+)
 from deltaspace.rng import seeded
 
 CONFIG_FILE = "delta_config.json"
@@ -116,6 +127,54 @@ def _first_line(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
+# ------------------------------------------------------------------------------------ the forward's signature
+# Hugging Face's Trainer reads a model's forward signature twice: `inspect.signature(model.forward)` to keep the
+# dataset columns the model accepts (remove_unused_columns), and `find_labels(type(model))`, which reads the
+# *class's* forward, for the label names without which evaluate() reports no loss. `forward(*args, **inputs)`
+# shows neither, so each DeltaModel becomes an instance of a subclass made once per (DeltaModel class, base
+# class) whose forward carries the base class's signature, and whose name holds the base class's name
+# (find_labels also reads "QuestionAnswering" in the name).
+_SIGNATURE_SOURCE = "_forward_signature_of"
+_SPECIALISED: dict[tuple[type, type], type] = {}
+
+
+def _unspecialised(cls: type) -> type:
+    """The DeltaModel class ``cls`` was made from (``cls`` itself when it is not a specialised one)."""
+    while _SIGNATURE_SOURCE in vars(cls):
+        cls = cls.__bases__[0]
+    return cls
+
+
+def _specialised(cls: type, base_class: type) -> type:
+    root = _unspecialised(cls)
+    key = (root, base_class)
+    if key not in _SPECIALISED:
+        try:
+            signature = inspect.signature(base_class.forward)
+        except (TypeError, ValueError, AttributeError):
+            return root  # a forward Python cannot describe: keep (*args, **inputs)
+        forward = root.forward
+        copy = types.FunctionType(
+            forward.__code__, forward.__globals__, forward.__name__, forward.__defaults__, forward.__closure__
+        )
+        copy.__kwdefaults__ = forward.__kwdefaults__
+        copy.__qualname__ = forward.__qualname__
+        copy.__doc__ = forward.__doc__
+        copy.__signature__ = signature  # the unbound signature, `self` first, as find_labels expects
+        _SPECIALISED[key] = type(
+            f"{root.__name__}[{base_class.__name__}]",
+            (root,),
+            {"forward": copy, _SIGNATURE_SOURCE: base_class, "__module__": root.__module__},
+        )
+    return _SPECIALISED[key]
+
+
+def _rebuild_specialised(root: type, base_class: type) -> DeltaModel:
+    """Unpickling / deepcopy: an empty instance of the specialised class (its state is set afterwards)."""
+    cls = _specialised(root, base_class)
+    return cls.__new__(cls)
+
+
 class DeltaModel(nn.Module):
     """A frozen base model with deltas attached; see :func:`get_delta_model`."""
 
@@ -129,6 +188,7 @@ class DeltaModel(nn.Module):
     ) -> None:
         super().__init__()
         _refuse_peft_wrapped(base_model)
+        self.__class__ = _specialised(type(self), type(base_model))
         self.base_model = base_model
         self.delta_configs: list[DeltaConfig] = [_as_delta_config(c) for c in configs]
         self.seed = int(seed)
@@ -155,6 +215,14 @@ class DeltaModel(nn.Module):
         trainable = set(self._trainable)
         for name, param in base_model.named_parameters():
             param.requires_grad_(name in trainable)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # The specialised class is made at run time and cannot be found by name: rebuild it from its sources.
+        reduced = super().__reduce_ex__(protocol)
+        base_class = vars(type(self)).get(_SIGNATURE_SOURCE)
+        if base_class is None or not isinstance(reduced, tuple):
+            return reduced
+        return (_rebuild_specialised, (_unspecialised(type(self)), base_class), *reduced[2:])
 
     # ----------------------------------------------------------------------------------------- structure
     def _collect_trainable(self) -> list[str]:
@@ -417,10 +485,104 @@ class DeltaModel(nn.Module):
                 f"the deltas saved in {directory} do not fit this base model: {error}"
             ) from error
         if not is_trainable:
-            for param in model._params().values():
-                param.requires_grad_(False)
-            model.eval()
+            model._freeze_for_inference()
         return model
+
+    def _freeze_for_inference(self) -> None:
+        for param in self._params().values():
+            param.requires_grad_(False)
+        self.eval()
+
+    # --------------------------------------------------------------------------------------- PEFT folders
+    @classmethod
+    def from_peft(
+        cls,
+        base_model: nn.Module,
+        directory: str | os.PathLike[str],
+        *configs: Any,
+        seed: int = 0,
+        is_trainable: bool = False,
+    ) -> DeltaModel:
+        """A DeltaModel holding the adapter that ``peft`` saved in ``directory`` (``PeftModel.save_pretrained``:
+        ``adapter_config.json`` + ``adapter_model.safetensors``), then ``configs`` (e.g. ``CoeffTuningConfig()``)
+        attached after it from ``seed``. Alone, it computes exactly what ``PeftModel.from_pretrained(base_model,
+        directory)`` computes. The adapter's ``modules_to_save`` (e.g. a classifier PEFT trained) become the
+        task head, with their saved values; without them the usual head is detected. ``is_trainable=False``
+        (PEFT's default): everything frozen, eval mode.
+        """
+        _check_from_pretrained_arguments(base_model, directory, "from_peft")
+        saved = read_peft_folder(directory)
+        heads = peft_head_modules(base_model, saved.modules_to_save) if saved.modules_to_save else None
+        try:
+            peft_delta = PeftDeltaConfig(saved.config)
+        except ValueError as error:
+            raise UserInputError(
+                f"the PEFT adapter in {directory} uses an option deltaspace cannot attach: {_first_line(error)}"
+            ) from error
+        model = cls(base_model, [peft_delta, *configs], seed=seed, head_modules=heads)
+        try:
+            head_tensors, adapter_tensors = split_head_tensors(saved.tensors, model.head_modules)
+            attached = model.deltas[0]
+            load_peft_tensors(model.base_model, attached.adapter, attached.parameter_names(), adapter_tensors)
+            model._check_solution(head_tensors, complete=False)
+            with torch.no_grad():
+                params = model._params()
+                for name, tensor in head_tensors.items():
+                    params[name].copy_(tensor)
+        except ValueError as error:
+            model.unload()
+            raise UserInputError(
+                f"the PEFT adapter in {directory} does not fit this {type(base_model).__name__}: {_first_line(error)}"
+            ) from error
+        if not is_trainable:
+            model._freeze_for_inference()
+        return model
+
+    def save_peft(self, directory: str | os.PathLike[str]) -> None:
+        """Write the PEFT delta (LoRA, IA3, ...) and the task head as a folder ``PeftModel.from_pretrained`` reads
+        (``adapter_config.json`` + ``adapter_model.safetensors``; the head as ``modules_to_save``).
+
+        Deltas PEFT has no equivalent for (Coeff, prompts, adapters, ...) are not exported: a warning names them,
+        and the PeftModel then computes without them (``save_pretrained`` keeps everything).
+        """
+        self._check_loaded()
+        self._check_switched_on("save_peft")
+        methods = "+".join(c.method for c in self.delta_configs) or "no deltas"
+        peft_deltas = [d for d in self.deltas if isinstance(d, PeftAttached)]
+        if not peft_deltas:
+            raise UserInputError(
+                f"save_peft exports a PEFT delta (LoRA, IA3, ...) but this model has none ({methods}); "
+                "use save_pretrained"
+            )
+        if len(peft_deltas) > 1:
+            raise UserInputError(
+                f"a PEFT folder holds one adapter but this model has {len(peft_deltas)} PEFT deltas ({methods}); "
+                "use save_pretrained, or build the model with one PEFT config"
+            )
+        left_out = [d.config.method for d in self.deltas if not isinstance(d, PeftAttached)]
+        if left_out:
+            warnings.warn(
+                f"save_peft writes the PEFT delta only; not exported: {', '.join(left_out)} (PEFT has no "
+                f"equivalent), so PeftModel.from_pretrained of {directory} computes without them; save_pretrained "
+                "keeps every delta",
+                UserWarning,
+                stacklevel=2,
+            )
+        delta = peft_deltas[0]
+        # A head module whose parameters all belong to a delta (LoRA on the classifier) is exported by that delta.
+        heads = [h for h in self.head_modules if any(n.startswith(f"{h}.") for n in self._trainable)]
+        head_tensors = {
+            name: tensor
+            for name, tensor in self.solution().items()
+            if any(name.startswith(f"{h}.") for h in heads)
+        }
+        write_peft_folder(
+            directory,
+            delta.config.peft_config,
+            modules_to_save=heads,
+            tensors={**peft_tensors(self.base_model, delta.adapter), **head_tensors},
+            base_model_name_or_path=fingerprint(self.base_model)["name_or_path"],
+        )
 
     def read_solution(self, directory: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         """The solution saved in ``directory`` (by ``save_pretrained`` of a model like this one), checked as
@@ -489,16 +651,18 @@ def get_delta_model(
     return DeltaModel(model, configs, seed=seed, head_modules=head_modules)
 
 
-def _check_from_pretrained_arguments(base_model: Any, directory: Any) -> None:
+def _check_from_pretrained_arguments(
+    base_model: Any, directory: Any, method: str = "from_pretrained"
+) -> None:
     if isinstance(base_model, str | os.PathLike) and isinstance(directory, nn.Module):
         raise UserInputError(
-            "DeltaModel.from_pretrained takes the base model first, then the folder: "
-            f"DeltaModel.from_pretrained(base_model, {str(base_model)!r})"
+            f"DeltaModel.{method} takes the base model first, then the folder: "
+            f"DeltaModel.{method}(base_model, {str(base_model)!r})"
         )
     if not isinstance(base_model, nn.Module):
         raise UserInputError(
-            f"DeltaModel.from_pretrained needs the base model (an nn.Module) first, got {type(base_model).__name__}; "
-            "load the base (e.g. deltaspace.load_model) and call DeltaModel.from_pretrained(base_model, directory)"
+            f"DeltaModel.{method} needs the base model (an nn.Module) first, got {type(base_model).__name__}; "
+            f"load the base (e.g. deltaspace.load_model) and call DeltaModel.{method}(base_model, directory)"
         )
 
 
@@ -517,6 +681,8 @@ def _read_saved(directory: str | os.PathLike[str], base_model: nn.Module) -> tup
     """(meta, tensors) of a ``save_pretrained`` directory, checked: files, format, base, checksum."""
     directory = Path(directory)
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    if not config_path.is_file():
+        _explain_foreign_folder(directory)
     for path in (config_path, weights_path):
         if not path.is_file():
             raise FileNotFoundError(
@@ -533,6 +699,26 @@ def _read_saved(directory: str | os.PathLike[str], base_model: nn.Module) -> tup
             f"{weights_path} is damaged or not a safetensors file ({_first_line(error)})"
         ) from error
     return meta, tensors
+
+
+# What a plain transformers Trainer writes for a model that is not a PreTrainedModel: the whole state dict.
+_WHOLE_MODEL_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
+
+
+def _explain_foreign_folder(directory: Path) -> None:
+    """A folder without our config that another tool wrote: say which tool and how to load or write ours."""
+    if (directory / ADAPTER_CONFIG_FILE).is_file():
+        raise MissingFileError(
+            f"{directory} is a PEFT adapter folder ({ADAPTER_CONFIG_FILE}), not a deltaspace one; load it with "
+            f"DeltaModel.from_peft(base_model, {str(directory)!r})"
+        )
+    whole = next((name for name in _WHOLE_MODEL_FILES if (directory / name).is_file()), None)
+    if whole is not None:
+        raise MissingFileError(
+            f"{directory} holds a whole model's weights ({whole}), as transformers' Trainer checkpoints a model it "
+            "does not know, not saved deltas; train with deltaspace.DeltaTrainer, whose checkpoints "
+            "DeltaModel.from_pretrained reads (a plain Trainer can still resume from this one)"
+        )
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
