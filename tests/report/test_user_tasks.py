@@ -36,8 +36,14 @@ def test_the_section_counts_the_files_where_each_beats_the_probe(tmp_path):
     section = user_task_section(path)
     assert section[0] == HEADING
     text = "\n".join(section)
-    assert "`train` lora beats it on 1 of 2 files, `train` coeff+lora on 1 of 2, `tune` lora on 2 of 2" in text
+    assert (
+        "`train` lora beats it on 1 of 2 files, `train` coeff+lora on 1 of 2, `tune` lora on 2 of 2" in text
+    )
     assert "| a | 3 | 40.0 | 60.0 | 70.0 | 50.0 | 72.0 ± 1.0 | 0.00316 (×1) | 120 (yes) | 10 min |" in text
+    assert "at or below the majority class (collapsed to one class): 0 of 4." in text
+    rows[0]["tune_lora"]["test_accuracy"] = [0.7, 0.4]
+    path.write_text(json.dumps({"command": "cmd", "machine": "2 cores", "tasks": rows}))
+    assert "collapsed to one class): 1 of 6: a (tune seed 1)." in "\n".join(user_task_section(path))
 
 
 def test_replace_section_keeps_everything_else():

@@ -49,6 +49,21 @@ def user_task_section(path: str | Path = USER_TASK_RESULTS) -> list[str] | None:
             f"{tune['lr']:.3g} (×{tune['multiple']:g}) | {default['steps']} "
             f"({'yes' if default['stopped_early'] else 'no'}) | {tune['seconds_of_runs'] / 60:.0f} min |"
         )
+    collapsed = [
+        f"{row['task']} ({label})"
+        for row in rows
+        for label, accuracy in [
+            ("train lora", row["train_lora_default"]["test_accuracy"]),
+            ("train coeff+lora", row["train_coeff_lora_default"]["test_accuracy"]),
+            *[(f"tune seed {i}", value) for i, value in enumerate(row["tune_lora"].get("test_accuracy", []))],
+        ]
+        if accuracy <= row["majority"] + 0.005
+    ]
+    runs = sum(2 + len(row["tune_lora"].get("test_accuracy", [])) for row in rows)
+    collapse = (
+        f"Runs that ended at or below the majority class (collapsed to one class): {len(collapsed)} of {runs}"
+        + (f": {', '.join(collapsed)}." if collapsed else ".")
+    )
     return [
         HEADING,
         "",
@@ -64,7 +79,7 @@ def user_task_section(path: str | Path = USER_TASK_RESULTS) -> list[str] | None:
         *table,
         "",
         f"Against the frozen probe: `train` lora beats it on {lora} of {n} files, `train` coeff+lora on "
-        f"{coeff} of {n}, `tune` lora on {tuned} of {n}.",
+        f"{coeff} of {n}, `tune` lora on {tuned} of {n}. {collapse}",
         "",
     ]
 
