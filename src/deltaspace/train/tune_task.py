@@ -102,6 +102,7 @@ class TuneResult:
     def rows(self) -> list[dict[str, str]]:
         """The result table: each method over its seeds, then majority and the frozen probe."""
         probe = self.baselines.get("probe", {}).get("test", {}).get("accuracy")
+        majority = self.baselines.get("majority", {}).get("test", {}).get("accuracy")
         rows = []
         for tuning in self.methods:
             summary = tuning.summary()
@@ -110,7 +111,7 @@ class TuneResult:
                 {
                     "method": tuning.method,
                     "lr (×preset)": _rates(tuning),
-                    "seeds": str(len(tuning.results)),
+                    "seeds": _seeds(tuning, majority),
                     "test accuracy": f"{100 * mean:.1f} ± {100 * summary['test_accuracy_sd']:.1f}",
                     "macro-F1": f"{100 * summary['test_macro_f1_mean']:.1f}",
                     "vs probe": f"{100 * (mean - probe):+.1f}" if probe is not None else "-",
@@ -147,6 +148,12 @@ class TuneResult:
         if self.failed:
             lines += ["", f"Failed runs: {', '.join(self.failed)} (their error.txt says why)."]
         return "\n".join(lines) + "\n"
+
+
+def _seeds(tuning: MethodTuning, majority: float | None) -> str:
+    """``3``, or ``3 (1 at majority)`` when seeds collapsed to predicting one class: a rate on the edge."""
+    collapsed = sum(1 for value in tuning.test() if majority is not None and value <= majority + 0.005)
+    return f"{len(tuning.results)}" + (f" ({collapsed} at majority)" if collapsed else "")
 
 
 def _rates(tuning: MethodTuning) -> str:
