@@ -119,7 +119,7 @@ CASES = [
         "option-target-missing",
         [*T, *GOOD_TASK, "--method", "lora", "-O", "target_modules=[nope]"],
         1,
-        "not found in the base model",
+        "matches no module of PrototypeClassifier",
     ),
     ("task-directory", [*T, "--task", "{ws}/notes"], 1, "is not a dataset saved with datasets"),
     ("option-syntax", [*T, *GOOD_TASK, "--method", "lora", "-O", "r8"], 2, "takes key=value"),
