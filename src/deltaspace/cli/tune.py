@@ -44,6 +44,14 @@ def _load(
 
 
 _CONFIG = typer.Option(help="Tuned sweep config (YAML/JSON); the options below override it.")
+_TUNE_TASKS = typer.Option(
+    "--task", "--tasks", help="The task to tune (suite name or data file); with --config: only these tasks."
+)
+_TUNE_METHODS = typer.Option(
+    "--method",
+    "--methods",
+    help="Methods to tune (e.g. lora,coeff+lora); with --config: only these methods alone.",
+)
 _TUNE_CONFIG = typer.Option(
     help="A tuned sweep config (YAML/JSON: many tasks, combinations, shards); without it, tune --task for one task."
 )
@@ -61,8 +69,8 @@ def tune_command(
     phase: Annotated[str, typer.Option(help="grid, seeds or all (grid, then seeds).")] = "all",
     shard: Annotated[str, typer.Option(help="i/n: run only shard i (from 0) of n of each phase.")] = "0/1",
     out: Annotated[str | None, _OUT] = None,
-    task: Annotated[list[str] | None, _TASKS] = None,
-    method: Annotated[list[str] | None, _METHODS] = None,
+    task: Annotated[list[str] | None, _TUNE_TASKS] = None,
+    method: Annotated[list[str] | None, _TUNE_METHODS] = None,
     combo: Annotated[list[str] | None, _COMBOS] = None,
     seed: Annotated[list[str] | None, _SEEDS] = None,
     set_: Annotated[list[str] | None, _SET] = None,
