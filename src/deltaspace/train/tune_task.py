@@ -218,11 +218,11 @@ def plan(
 
 def choose(method: str, grid_results: dict[float, RunResult]) -> float:
     """The multiple with the best validation accuracy; ties: lower validation loss, then nearer ×1."""
-    from deltaspace.train.tuned import _rank
+    from deltaspace.train.tuned import rank_rate
 
     def score(multiple: float) -> tuple[float, float, float]:
         validation = grid_results[multiple].validation
-        return _rank(
+        return rank_rate(
             (validation.get("accuracy", math.nan), validation.get("loss", math.inf)),
             multiple,
             1.0,

@@ -351,7 +351,7 @@ class TunedSweepConfig:
                 dirs[lr] = run_dir
             if len(scores) < len(self.grid_rates(method)):
                 continue
-            best = max(scores, key=lambda lr: _rank(scores[lr], lr, presets[method], self.select))
+            best = max(scores, key=lambda lr: rank_rate(scores[lr], lr, presets[method], self.select))
             selections[(task, method)] = Selection(
                 task, method, best, {lr: value for lr, (value, _) in scores.items()}, str(dirs[best])
             )
@@ -416,7 +416,9 @@ def _preset_rate(method: str) -> float:
     return resolve_rates(TrainConfig(task="-", method=method)).lr
 
 
-def _rank(score: tuple[float, float], lr: float, preset: float, metric: str) -> tuple[float, float, float]:
+def rank_rate(
+    score: tuple[float, float], lr: float, preset: float, metric: str
+) -> tuple[float, float, float]:
     """Best validation ``metric`` first; ties: lower validation loss, then the rate nearer the preset."""
     value, loss = score
     value = -math.inf if math.isnan(value) else (-value if metric == "loss" else value)
