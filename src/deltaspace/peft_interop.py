@@ -19,7 +19,6 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
 from peft import PeftConfig
@@ -28,7 +27,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from deltaspace.deltas.base import matches_target
-from deltaspace.deltas.peft_delta import _jsonable
+from deltaspace.deltas.peft_delta import peft_config_dict
 from deltaspace.errors import BrokenFileError, MissingFileError, UserInputError
 from deltaspace.io import read_json, write_json_atomic, write_safetensors_atomic
 
@@ -162,6 +161,6 @@ def write_peft_folder(
         config.base_model_name_or_path = base_model_name_or_path
     keyed = {key if key.startswith(PREFIX) else f"{PREFIX}{key}": value for key, value in tensors.items()}
     write_safetensors_atomic(directory / ADAPTER_WEIGHTS_FILE, keyed, metadata={"format": "pt"})
-    data: dict[str, Any] = _jsonable(config.to_dict())
+    data = peft_config_dict(config)
     data.pop("runtime_config", None)
     write_json_atomic(directory / ADAPTER_CONFIG_FILE, data)

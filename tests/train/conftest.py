@@ -6,6 +6,7 @@ words, and the label is that word's polarity.
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -106,3 +107,25 @@ def make_tiny_task():
 def write_checkpoint():
     """The :func:`write_tiny_checkpoint` writer."""
     return write_tiny_checkpoint
+
+
+def write_reviews(path: Path, words: tuple[str, ...] = ("good", "bad", "great", "awful")) -> Path:
+    """A user's JSONL data file: "<filler> <filler> was <word>", labelled positive (good, great) or negative."""
+    fillers = ["the", "a", "movie", "film", "plot", "cast", "story", "very"]
+    rows = [
+        {
+            "text": f"{first} {second} was {word}",
+            "label": "positive" if word in ("good", "great") else "negative",
+        }
+        for first in fillers
+        for second in fillers[:4]
+        for word in words
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.fixture
+def write_reviews_file():
+    """The :func:`write_reviews` writer (a user-style JSONL task file)."""
+    return write_reviews

@@ -64,24 +64,13 @@ def test_a_run_records_where_it_stands(tmp_path, tiny_model_dir, make_tiny_task)
     assert set(saved["probe"]) == {"C", "validation", "test"}
 
 
-def test_cli_train_prints_the_baselines_under_the_run(tmp_path, tiny_model_dir):
+def test_cli_train_prints_the_baselines_under_the_run(tmp_path, tiny_model_dir, write_reviews_file):
     from typer.testing import CliRunner
 
     import deltaspace.cli.train  # noqa: F401  (registers `train`)
     from deltaspace.cli.app import app
 
-    fillers = ["the", "a", "movie", "film", "plot", "cast", "story", "very"]
-    rows = [
-        {
-            "text": f"{first} {second} was {word}",
-            "label": "positive" if word in ("good", "great") else "negative",
-        }
-        for first in fillers
-        for second in fillers[:4]
-        for word in ("good", "bad", "great")
-    ]
-    data = tmp_path / "mine.jsonl"
-    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    data = write_reviews_file(tmp_path / "mine.jsonl", words=("good", "bad", "great"))  # a positive majority
     done = CliRunner().invoke(
         app,
         ["train", "--task", str(data), "--model", str(tiny_model_dir), "--method", "lora", "--max-steps", "2",

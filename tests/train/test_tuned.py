@@ -216,24 +216,13 @@ def test_head_only_trains_the_prototypes_alone(tmp_path, tiny_model_dir, tiny_ta
         check_method("head", {"r": 4})
 
 
-def test_cli_runs_both_phases_and_writes_the_report(tmp_path, tiny_model_dir):
+def test_cli_runs_both_phases_and_writes_the_report(tmp_path, tiny_model_dir, write_reviews_file):
     from typer.testing import CliRunner
 
     import deltaspace.cli.tune  # noqa: F401  (registers `tune` and `report`)
     from deltaspace.cli.app import app
 
-    fillers = ["the", "a", "movie", "film", "plot", "cast", "story", "very"]
-    rows = [
-        {
-            "text": f"{first} {second} was {word}",
-            "label": "positive" if word in ("good", "great") else "negative",
-        }
-        for first in fillers
-        for second in fillers[:4]
-        for word in ("good", "bad", "great", "awful")
-    ]
-    data = tmp_path / "reviews.jsonl"
-    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    data = write_reviews_file(tmp_path / "reviews.jsonl")
     config = tmp_path / "tuned.yaml"
     config.write_text(
         f"out: {tmp_path / 'runs'}\ntasks: ['{data}']\nmethods: [bitfit, coeff]\ncombos: [coeff+bitfit]\n"

@@ -29,7 +29,7 @@ from deltaspace.attention.discovery import (
     is_timm_style,
     learn_attention_classes,
 )
-from deltaspace.attention.hooks import carries_hook, check_hook_name
+from deltaspace.attention.hooks import carries_hook, check_hook_name, hook_of
 from deltaspace.errors import UserInputError
 
 ATTENTION_NAME = "deltaspace"
@@ -149,3 +149,19 @@ def detach_hooks(name: str, modules: Iterable[nn.Module]) -> None:
         _HOOK_USERS[module] -= 1
         if _HOOK_USERS[module] <= 0:
             unroute(module)
+
+
+def switch_hooks(
+    model: nn.Module, name: str, modules: Sequence[nn.Module], parked: list[nn.Module] | None, enabled: bool
+) -> list[nn.Module] | None:
+    """A delta's hooks switched off or on again (``disable_adapter``). Off: hook ``name`` taken off ``modules``
+    (each unrouted once it carries none, so it runs its own attention), the hook modules returned to be kept;
+    on: those ``parked`` modules put back, ``None`` returned. Switching to the current state changes nothing."""
+    if not enabled and parked is None:
+        parked = [hook_of(module, name) for module in modules]
+        detach_hooks(name, modules)
+        return parked
+    if enabled and parked is not None:
+        attach_hooks(model, name, list(zip(modules, parked, strict=True)))
+        return None
+    return parked

@@ -36,7 +36,7 @@ from deltaspace.attention.discovery import (
     num_query_heads,
 )
 from deltaspace.attention.hooks import COEFF_HOOK, hook_of
-from deltaspace.attention.routing import attach_hooks, detach_hooks
+from deltaspace.attention.routing import attach_hooks, detach_hooks, switch_hooks
 from deltaspace.deltas.base import AttachedDelta, DeltaConfig, matches_target
 from deltaspace.deltas.registry import Preset, register_delta
 
@@ -190,12 +190,7 @@ class CoeffAttached(AttachedDelta):
         # Off = the hooks taken off (and their modules unrouted, back on their own attention implementation), the
         # very same mixers put back on: exactly the base's computation, nothing reallocated.
         modules = [model.get_submodule(name) for name in self.module_names]
-        if not enabled and self._parked is None:
-            self._parked = [hook_of(m, COEFF_HOOK) for m in modules]
-            detach_hooks(COEFF_HOOK, modules)
-        elif enabled and self._parked is not None:
-            attach_hooks(model, COEFF_HOOK, list(zip(modules, self._parked, strict=True)))
-            self._parked = None
+        self._parked = switch_hooks(model, COEFF_HOOK, modules, self._parked, enabled)
 
     def parameter_names(self) -> list[str]:
         return [f"{name}.{COEFF_HOOK}.delta" if name else f"{COEFF_HOOK}.delta" for name in self.module_names]

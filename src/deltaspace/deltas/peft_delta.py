@@ -28,6 +28,11 @@ _EXACT_LORA_INITS = (True, False, "gaussian")
 _MISSING = object()
 
 
+def peft_config_dict(config: PeftConfig) -> dict[str, Any]:
+    """``config.to_dict()`` as plain JSON (sets sorted into lists): what a saved config holds."""
+    return _jsonable(config.to_dict())
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
         return sorted(value)
@@ -127,7 +132,7 @@ class PeftDeltaConfig(DeltaConfig):
         _check_supported(self.peft_config)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "peft_config": _jsonable(self.peft_config.to_dict())}
+        return {"method": self.method, "peft_config": peft_config_dict(self.peft_config)}
 
     @classmethod
     def from_fields(cls, fields: dict[str, Any]) -> PeftDeltaConfig:

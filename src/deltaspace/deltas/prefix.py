@@ -31,7 +31,7 @@ from deltaspace.attention.discovery import (
     num_query_heads,
 )
 from deltaspace.attention.hooks import PREFIX_HOOK, hook_of
-from deltaspace.attention.routing import attach_hooks, detach_hooks
+from deltaspace.attention.routing import attach_hooks, detach_hooks, switch_hooks
 from deltaspace.deltas.base import AttachedDelta, DeltaConfig
 from deltaspace.deltas.registry import Preset, register_delta
 
@@ -193,12 +193,7 @@ class AttachedPrefix(AttachedDelta):
         # Off = the layer hooks taken off (modules back on their own attention); the shared generator stays on
         # the root, unused, so the same objects go back on.
         modules = [model.get_submodule(name) for name in self.module_names]
-        if not enabled and self._parked is None:
-            self._parked = [hook_of(m, PREFIX_HOOK) for m in modules]
-            detach_hooks(PREFIX_HOOK, modules)
-        elif enabled and self._parked is not None:
-            attach_hooks(model, PREFIX_HOOK, list(zip(modules, self._parked, strict=True)))
-            self._parked = None
+        self._parked = switch_hooks(model, PREFIX_HOOK, modules, self._parked, enabled)
 
     def detach(self, model: nn.Module) -> None:
         # Another attention-level delta (e.g. Coeff-Tuning) may still need the route on some of them.
