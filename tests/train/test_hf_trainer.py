@@ -186,3 +186,61 @@ def test_delta_trainer_loads_the_best_checkpoint_at_end(tiny_model_dir, tiny_tas
         saved["classifier.weight"],
         model.read_solution(tmp_path / "best" / "checkpoint-4")["classifier.weight"],
     )
+
+
+# ------------------------------------------------------------------------------ mixed precision (item 1)
+@pytest.mark.parametrize("path", ["explicit", "blocked"])
+def test_trainer_bf16_trains_coeff_lora(tiny_model_dir, tiny_task, tmp_path, path):
+    """``Trainer(bf16=True)`` (CPU autocast) trains Coeff + LoRA on both attention paths; before the fix the
+    backward stopped with a float/bf16 dtype mismatch inside the Coeff attention."""
+    base, tokenizer = build_classifier(str(tiny_model_dir), tiny_task, "linear", seed=0)
+    model = get_delta_model(base, *resolve_method("coeff+lora", base, attention_path=path), seed=0)
+    train = tokenize_split(tiny_task.train, tokenizer, is_pair=False, max_length=16)
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    trainer = DeltaTrainer(
+        model=model,
+        args=_args(
+            tmp_path, "bf16", max_steps=12, bf16=True, learning_rate=5e-2, logging_steps=1, save_strategy="no"
+        ),
+        train_dataset=train,
+        processing_class=tokenizer,
+    )
+    assert trainer.accelerator.mixed_precision == "bf16"
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(losses) == 12 and all(np.isfinite(losses)), losses
+    after = dict(model.named_parameters())
+    moved = {n for n, p in before.items() if not torch.equal(after[n].detach(), p)}
+    assert any("ds_coeff" in n for n in moved) and any("lora_" in n for n in moved), sorted(moved)
+    assert all(
+        after[n].dtype == torch.float32 for n in before
+    )  # autocast computes in bf16, keeps fp32 weights
+
+
+def test_accelerator_bf16_trains_coeff_lora(tiny_model_dir, tiny_task):
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+
+    base, tokenizer = build_classifier(str(tiny_model_dir), tiny_task, "linear", seed=0)
+    model = get_delta_model(base, *resolve_method("coeff+lora", base), seed=0)
+    train = tokenize_split(tiny_task.train, tokenizer, is_pair=False, max_length=16)
+    loader = DataLoader(
+        train,
+        batch_size=16,
+        shuffle=True,
+        collate_fn=DataCollatorWithPadding(tokenizer),
+        generator=torch.Generator().manual_seed(0),
+    )
+    accelerator = Accelerator(mixed_precision="bf16", cpu=True)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-2)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    losses = []
+    for _ in range(3):
+        for batch in loader:
+            loss = model(**batch).loss
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append(float(loss.detach()))
+    assert all(np.isfinite(losses)), losses
+    assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4, losses
