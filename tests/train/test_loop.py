@@ -190,6 +190,10 @@ def test_early_stopping_and_grad_accumulation(tiny_model_dir, tiny_task, tmp_pat
     # 64 examples / batch 16 = 4 batches per epoch = 2 optimizer steps with grad_accum 2.
     assert result.epochs == pytest.approx(1.5)
 
+    # The same run told not to stop before step 6: patience runs out at step 3 but the run goes on to 6.
+    later = train(config.replace(output_dir=str(tmp_path / "later"), early_stopping_min_steps=6), task=tiny_task)
+    assert later.stopped_early and later.steps == 6 and later.best_step == 1
+
 
 def test_pair_task_is_encoded_as_a_pair(tiny_model_dir, make_tiny_task, tmp_path):
     task = make_tiny_task(pair=True)

@@ -88,6 +88,9 @@ class TrainConfig:
     early_stopping_patience: int | None = _option(
         None, help="Stop after N evaluations without gain (default: 3 with the step budget, else off)."
     )
+    early_stopping_min_steps: int | None = _option(
+        None, help="Early stopping ends no run before this step (default: half the step budget, else 0)."
+    )
     metric_for_best: str = _option("accuracy", help="accuracy, macro_f1 or loss.")
     mixed_precision: str = _option("no", help="no, bf16 or fp16 (GPU only).")
     max_train_examples: int | None = _option(None, help="Keep a fixed random subset of the training split.")
@@ -143,6 +146,7 @@ class TrainConfig:
             "max_train_examples",
             "max_eval_examples",
             "checkpoint_every",
+            "early_stopping_min_steps",
         ):
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or value < 1):

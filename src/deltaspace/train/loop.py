@@ -454,7 +454,11 @@ def validate(run: Run, state: LoopState) -> None:
         state.step, value, lambda: {name: tensor.cpu() for name, tensor in solution().items()}, metrics
     )
     patience = config.early_stopping_patience  # >= 1, so a kept solution (count 0) never stops the run
-    state.stopped_early = patience is not None and state.best.evals_without_improvement >= patience
+    state.stopped_early = (
+        patience is not None
+        and state.best.evals_without_improvement >= patience
+        and state.step >= (config.early_stopping_min_steps or 0)
+    )
     state.last_eval_step = state.step
     record = {"split": "validation", "epoch": run.epochs_at(state.step), **metrics, "best": bool(improved)}
     log(run, state, record)
