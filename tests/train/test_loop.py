@@ -191,7 +191,9 @@ def test_early_stopping_and_grad_accumulation(tiny_model_dir, tiny_task, tmp_pat
     assert result.epochs == pytest.approx(1.5)
 
     # The same run told not to stop before step 6: patience runs out at step 3 but the run goes on to 6.
-    later = train(config.replace(output_dir=str(tmp_path / "later"), early_stopping_min_steps=6), task=tiny_task)
+    later = train(
+        config.replace(output_dir=str(tmp_path / "later"), early_stopping_min_steps=6), task=tiny_task
+    )
     assert later.stopped_early and later.steps == 6 and later.best_step == 1
 
 
