@@ -190,11 +190,21 @@ def test_early_stopping_and_grad_accumulation(tiny_model_dir, tiny_task, tmp_pat
     # 64 examples / batch 16 = 4 batches per epoch = 2 optimizer steps with grad_accum 2.
     assert result.epochs == pytest.approx(1.5)
 
-    # The same run told not to stop before step 6: patience runs out at step 3 but the run goes on to 6.
-    later = train(
-        config.replace(output_dir=str(tmp_path / "later"), early_stopping_min_steps=6), task=tiny_task
-    )
-    assert later.stopped_early and later.steps == 6 and later.best_step == 1
+
+def test_patience_counts_only_evaluations_where_neither_metric_nor_loss_improved():
+    from deltaspace.best import BestCheckpoint
+    from deltaspace.train.loop import LoopState
+
+    state = LoopState(best=BestCheckpoint(), running_loss=torch.zeros(()))
+    # (accuracy, loss) per evaluation: accuracy flat after the first, the loss still falling until the 4th.
+    # A fall below 0.1 % (0.8 -> 0.7995) is noise, not progress.
+    evaluations = [(0.5, 1.0), (0.5, 0.9), (0.5, 0.8), (0.5, 0.85), (0.5, 0.7995), (0.5, 0.79)]
+    stale = []
+    for step, (accuracy, loss) in enumerate(evaluations, 1):
+        improved = state.best.offer(step, accuracy, dict)
+        state.count_patience(improved, loss, patience=2)
+        stale.append((state.stale_evals, state.stopped_early))
+    assert stale == [(0, False), (0, False), (0, False), (1, False), (2, True), (0, False)]
 
 
 def test_pair_task_is_encoded_as_a_pair(tiny_model_dir, make_tiny_task, tmp_path):

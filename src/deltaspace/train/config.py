@@ -11,7 +11,7 @@ from typing import Any
 from deltaspace.errors import BrokenFileError, MissingFileError, UserInputError
 from deltaspace.io import write_json_atomic
 
-HEADS = ("prototype", "linear")
+HEADS = ("prototype", "linear", "verbalizer")
 SCHEDULES = ("linear", "cosine", "constant")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 METRICS = ("accuracy", "macro_f1", "loss")
@@ -58,8 +58,20 @@ class TrainConfig:
     )
     seed: int = _option(0, help="Seed of the delta init (θ0), the head, data order.")
     data_seed: int = _option(0, help="Seed of the task's splits and subsampling.")
-    head: str = _option("prototype", help="prototype (no trainable head) or linear.")
+    head: str = _option(
+        "prototype",
+        help="prototype (no trainable head), linear, or verbalizer (a causal LM scores each label's word).",
+    )
     temperature: float = _option(20.0, help="Prototype head temperature τ.")
+    label_words: str | None = _option(
+        None,
+        help="Verbalizer head: one word a class, comma-separated, in label order (default: the label names).",
+    )
+    verbalizer_prompt: str | None = _option(
+        None,
+        help="Verbalizer head: the text after each example; {labels} stands for the comma-joined label words "
+        "(default: '\\nOptions: {labels}.\\nAnswer:').",
+    )
     lr: float | None = _option(None, help="Peak learning rate (default: the method's preset rate).")
     lr_overrides: dict[str, float] = dataclasses.field(
         default_factory=dict,
@@ -86,10 +98,9 @@ class TrainConfig:
     )
     log_every: int = _option(10, help="Log the training loss every N steps.")
     early_stopping_patience: int | None = _option(
-        None, help="Stop after N evaluations without gain (default: 3 with the step budget, else off)."
-    )
-    early_stopping_min_steps: int | None = _option(
-        None, help="Early stopping ends no run before this step (default: half the step budget, else 0)."
+        None,
+        help="Stop after N evaluations in which neither the metric nor the validation loss improved "
+        "(default: 3 with the step budget, else off).",
     )
     metric_for_best: str = _option("accuracy", help="accuracy, macro_f1 or loss.")
     mixed_precision: str = _option("no", help="no, bf16 or fp16 (GPU only).")
@@ -146,7 +157,6 @@ class TrainConfig:
             "max_train_examples",
             "max_eval_examples",
             "checkpoint_every",
-            "early_stopping_min_steps",
         ):
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or value < 1):
@@ -173,6 +183,7 @@ class TrainConfig:
             raise UserInputError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
         if not _is_number(self.temperature) or not self.temperature > 0:
             raise UserInputError(f"temperature must be a positive number, got {self.temperature!r}")
+        self._validate_verbalizer()
         if not _is_number(self.warmup_ratio) or not 0 <= self.warmup_ratio < 1:
             raise UserInputError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
         if self.max_grad_norm is not None and (
@@ -198,6 +209,40 @@ class TrainConfig:
         for name in ("cpu", "save_delta", "baselines"):
             if not isinstance(getattr(self, name), bool):
                 raise UserInputError(f"{name} must be true or false, got {getattr(self, name)!r}")
+
+    def _validate_verbalizer(self) -> None:
+        for name in ("label_words", "verbalizer_prompt"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise UserInputError(f"{name} must be text (or null), got {value!r}")
+            if value is not None and self.head != "verbalizer":
+                raise UserInputError(
+                    f"{name} is for head 'verbalizer', and this run's head is {self.head!r}; "
+                    "drop it or pass --head verbalizer"
+                )
+        words = self.label_word_list
+        if words is not None and (len(words) < 2 or not all(words)):
+            raise UserInputError(
+                "label_words must be two or more comma-separated words, none empty, e.g. 'negative,positive'; "
+                f"got {self.label_words!r}"
+            )
+        if self.verbalizer_prompt == "":
+            raise UserInputError("verbalizer_prompt is empty; give a prompt such as '\\nAnswer:' (or null)")
+        if self.head == "verbalizer":
+            from deltaspace.assets.registry import PACKAGED_MODELS
+
+            packaged = PACKAGED_MODELS.get(self.model)
+            if packaged is not None and packaged.kind != "causal-lm":
+                causal = [name for name, model in PACKAGED_MODELS.items() if model.kind == "causal-lm"]
+                raise UserInputError(
+                    f"head 'verbalizer' needs a causal LM and {self.model!r} is an encoder; pass --model "
+                    f"{' or '.join(causal)} or a causal-LM checkpoint directory"
+                )
+
+    @property
+    def label_word_list(self) -> list[str] | None:
+        """``label_words`` split at the commas (``None`` when unset: the task's label names)."""
+        return None if self.label_words is None else [word.strip() for word in self.label_words.split(",")]
 
     @property
     def run_dir(self) -> Path:

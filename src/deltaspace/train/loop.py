@@ -158,6 +158,10 @@ class Run:
         return round(step / self.updates_per_epoch, 4)
 
 
+# The relative fall in validation loss that counts as progress for early stopping (noise below it does not).
+LOSS_PROGRESS = 1e-3
+
+
 @dataclass
 class LoopState:
     """Everything the loop changes as it runs. A checkpoint saves it (:meth:`saved`) and a resume restores
@@ -170,6 +174,11 @@ class LoopState:
     epoch: int = 0
     batches_done: int = 0  # batches of this epoch trained on
     stopped_early: bool = False
+    # Early stopping's patience: evaluations since the metric or the validation loss last improved. A run
+    # still lowering its loss is still learning even when accuracy, a coarse signal on a few hundred
+    # examples, is flat (a slow starter on friends_speaker stopped at step 180 of 300 with its loss falling).
+    lowest_loss: float = math.inf
+    stale_evals: int = 0
     running_batches: int = 0
     trained_before: float = 0.0  # seconds of training before a resume
     records_written: int = 0  # metrics.jsonl records (a resume truncates the file to these)
@@ -204,12 +213,22 @@ class LoopState:
             "best_step": self.best.step,
             "evals_without_improvement": self.best.evals_without_improvement,
             "stopped_early": self.stopped_early,
+            "lowest_loss": self.lowest_loss,
+            "stale_evals": self.stale_evals,
             "running_loss": float(self.running_loss.item()),
             "running_batches": self.running_batches,
             "train_time_s": self.train_time(),
             "metrics_records": self.records_written,
         }
         return state, tensors
+
+    def count_patience(self, improved: bool, loss: float, patience: int | None) -> None:
+        """After an evaluation: reset the count if the metric improved or the loss fell, else add one; stop
+        once it reaches ``patience`` (>= 1, so an improving evaluation never stops the run)."""
+        lower_loss = loss < self.lowest_loss * (1 - LOSS_PROGRESS)
+        self.lowest_loss = min(self.lowest_loss, loss)
+        self.stale_evals = 0 if improved or lower_loss else self.stale_evals + 1
+        self.stopped_early = patience is not None and self.stale_evals >= patience
 
     @classmethod
     def restored(cls, run: Run, saved: dict[str, Any], tensors: Solution) -> LoopState:
@@ -226,6 +245,10 @@ class LoopState:
         state.step, state.last_eval_step = saved["step"], saved["last_eval_step"]
         state.epoch, state.batches_done = saved["epoch"], saved["batches_done"]
         state.stopped_early = saved["stopped_early"]
+        # Checkpoints written before the loss counted resume with the metric's count alone.
+        lowest = saved.get("lowest_loss")  # inf is saved as null
+        state.lowest_loss = math.inf if lowest is None else lowest
+        state.stale_evals = saved.get("stale_evals", saved["evals_without_improvement"])
         state.running_loss.fill_(saved["running_loss"])
         state.running_batches, state.trained_before = saved["running_batches"], saved["train_time_s"]
         state.records_written = saved["metrics_records"]
@@ -444,7 +467,8 @@ def log_training(run: Run, state: LoopState) -> None:
 
 
 def validate(run: Run, state: LoopState) -> None:
-    """Score the current solution on the validation split; keep it if it is the best; count patience."""
+    """Score the current solution on the validation split; keep it if it is the best; count patience (see
+    :attr:`LoopState.stale_evals`)."""
     config = run.config
     metrics = evaluate_model(run.model, run.val_loader, run.task.num_labels, run.accelerator)
     pause_point("eval", state.step, run.run_dir)
@@ -453,12 +477,7 @@ def validate(run: Run, state: LoopState) -> None:
     improved = state.best.offer(
         state.step, value, lambda: {name: tensor.cpu() for name, tensor in solution().items()}, metrics
     )
-    patience = config.early_stopping_patience  # >= 1, so a kept solution (count 0) never stops the run
-    state.stopped_early = (
-        patience is not None
-        and state.best.evals_without_improvement >= patience
-        and state.step >= (config.early_stopping_min_steps or 0)
-    )
+    state.count_patience(improved, metrics["loss"], config.early_stopping_patience)
     state.last_eval_step = state.step
     record = {"split": "validation", "epoch": run.epochs_at(state.step), **metrics, "best": bool(improved)}
     log(run, state, record)
