@@ -72,6 +72,30 @@ _LLAMA = dict(
 )
 _MISTRAL = {**_LLAMA, "sliding_window": 3}
 
+# A word-level vocabulary for the tiny causal LM on disk: the verbalizer's default prompt, label words, and
+# the words of tests/train's synthetic tasks (anything else reads as <unk>).
+TINY_LM_WORDS = ["<pad>", "<unk>", "<eos>", "Options", "Answer", ":", ",", "."]
+TINY_LM_WORDS += ["negative", "positive", "neutral", "not", "entailment"]
+TINY_LM_WORDS += ["good", "great", "fine", "nice", "superb", "bad", "awful", "poor", "dull", "weak"]
+TINY_LM_WORDS += ["the", "a", "movie", "film", "was", "is", "plot", "cast", "very", "quite", "and", "story"]
+
+
+def write_tiny_lm(directory, seed: int = 0):
+    """A random LLaMA causal LM (vocabulary :data:`TINY_LM_WORDS`) and its word-level tokenizer, saved to
+    ``directory`` as ``load_model(directory, kind="causal-lm")`` reads them."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(TINY_LM_WORDS)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<eos>", unk_token="<unk>", pad_token="<pad>"
+    )
+    model = _build(LlamaForCausalLM, LlamaConfig, _LLAMA, {"vocab_size": len(TINY_LM_WORDS)}, seed)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
 
 @pytest.fixture
 def make_bert():
@@ -93,6 +117,12 @@ def make_llama():
 @pytest.fixture
 def make_mistral():
     return lambda seed=0, **overrides: _build(MistralForCausalLM, MistralConfig, _MISTRAL, overrides, seed)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory):
+    """A random 2-layer LLaMA causal LM with a word-level tokenizer on disk (see :func:`write_tiny_lm`)."""
+    return write_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))
 
 
 @pytest.fixture

@@ -49,12 +49,36 @@ def test_json_round_trip(tmp_path):
         ({"max_grad_norm": 0}, "max_grad_norm must be a positive number or null"),
         ({"lr_overrides": {"ds_coeff": 0}}, "lr_overrides must map parameter-name substrings"),
         ({"lr_overrides": ["ds_coeff"]}, "lr_overrides must map parameter-name substrings"),
+        ({"label_words": "bad,good"}, "label_words is for head 'verbalizer'"),
+        ({"verbalizer_prompt": "Answer:"}, "verbalizer_prompt is for head 'verbalizer'"),
+        (
+            {"head": "verbalizer", "model": "smollm2-135m", "label_words": "good"},
+            "two or more comma-separated",
+        ),
+        ({"head": "verbalizer", "model": "smollm2-135m", "label_words": "bad,,good"}, "none empty"),
+        ({"head": "verbalizer", "model": "smollm2-135m", "label_words": ["bad", "good"]}, "must be text"),
+        (
+            {"head": "verbalizer", "model": "smollm2-135m", "verbalizer_prompt": ""},
+            "verbalizer_prompt is empty",
+        ),
+        (
+            {"head": "verbalizer"},
+            "needs a causal LM and 'minilm-l6' is an encoder; pass --model smollm2-135m",
+        ),
     ],
 )
 def test_validation_errors_are_one_line(changes, message):
     with pytest.raises(ValueError, match=message) as error:
         TrainConfig(**{"task": "rt_sentiment", **changes})
     assert "\n" not in str(error.value)
+
+
+def test_label_words_are_split_at_the_commas():
+    config = TrainConfig(
+        task="rt_sentiment", model="smollm2-135m", head="verbalizer", label_words=" bad, good "
+    )
+    assert config.label_word_list == ["bad", "good"]
+    assert TrainConfig(task="rt_sentiment").label_word_list is None
 
 
 def test_max_steps_makes_epochs_irrelevant():

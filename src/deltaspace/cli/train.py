@@ -261,7 +261,8 @@ def _parse_seeds(values: list[str] | None) -> list[int] | None:
 def _print_metrics(
     title: str, splits: dict[str, dict[str, float]], baselines: dict[str, Any] | None = None
 ) -> None:
-    """The run's metrics per split; with ``baselines``, majority and the frozen probe on the same split below."""
+    """The run's metrics per split; with ``baselines``, majority, the frozen probe (and the frozen LM's zero-shot
+    scores) on the same split below."""
     from rich.console import Console
     from rich.table import Table
 
@@ -284,10 +285,13 @@ def _print_metrics(
 
 
 def baseline_rows(baselines: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
-    """``(label, test metrics)`` of the majority class and the frozen probe, for a result table."""
+    """``(label, test metrics)`` of the majority class, the frozen probe and (verbalizer head) the frozen LM's
+    zero-shot label-word scores, for a result table."""
     rows = []
     if "majority" in baselines:
         rows.append((f"test, majority ({baselines['majority']['label']})", baselines["majority"]["test"]))
     if "probe" in baselines:
         rows.append((f"test, frozen probe (C={baselines['probe']['C']:g})", baselines["probe"]["test"]))
+    if "zero_shot" in baselines:
+        rows.append(("test, zero-shot (frozen LM)", baselines["zero_shot"]["test"]))
     return rows

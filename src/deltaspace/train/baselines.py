@@ -6,10 +6,13 @@ So every ``train`` run (``baselines=True``, the default) records beside its own 
     majority   the training split's most frequent label, scored on validation and test
     probe      the same-budget linear probe (:mod:`deltaspace.train.probe`: logistic regression on the frozen
                model's sentence embeddings, C chosen on validation), on the same examples and token limit
+    zero_shot  with the verbalizer head only: the frozen LM's own label-word scores (no delta), on the same
+               validation and test examples, prompt, label words and token limit
 
 in ``result.json`` (``baselines``) and in ``train``'s final table. The probe is fitted once per task, model
 and budget and kept in the cache (``<cache>/baselines/<task>-<key>/``, a probe run folder), keyed by the
-task's content, so a second run or a sweep pays for it once.
+task's content, so a second run or a sweep pays for it once; the zero-shot scores likewise
+(``<cache>/baselines/<task>-zero-shot-<key>.json``).
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from deltaspace.io import read_json, write_json_atomic
 from deltaspace.tasks.task import SPLITS, Task
 from deltaspace.train.config import TrainConfig
-from deltaspace.train.data import cap_examples
+from deltaspace.train.data import cap_examples, make_loader, tokenize_split
 from deltaspace.train.probe import DEFAULT_C_GRID, PROBE
 from deltaspace.train.result import slug
 
@@ -102,6 +106,59 @@ def probe_baseline(config: TrainConfig, task: Task, cache: str | Path | None = N
     return {"C": result.method_options.get("C"), "validation": result.validation, "test": result.test}
 
 
+def zero_shot_path(config: TrainConfig, task: Task, cache: str | Path | None = None) -> Path:
+    """The cached zero-shot scores of this task, model, prompt, label words and evaluation budget."""
+    from deltaspace.heads import DEFAULT_PROMPT
+    from deltaspace.train.build import verbalizer_label_words
+
+    key = {
+        "task": task_digest(task),
+        "model": config.model,
+        "prompt": config.verbalizer_prompt or DEFAULT_PROMPT,
+        "label_words": verbalizer_label_words(task, config.label_word_list),
+        "max_length": config.max_length or task.max_length,
+        "max_eval_examples": config.max_eval_examples,
+        "data_seed": config.data_seed,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return baselines_root(cache) / f"{slug(task.name)}-zero-shot-{digest}.json"
+
+
+def zero_shot_baseline(config: TrainConfig, task: Task, cache: str | Path | None = None) -> dict[str, Any]:
+    """The frozen LM's verbalizer metrics (no delta) on validation and test, with its label words and prompt
+    (scored once, then cached)."""
+    import torch
+
+    from deltaspace.train.build import build_classifier
+    from deltaspace.train.evaluate import evaluate_model
+
+    path = zero_shot_path(config, task, cache)
+    if path.is_file():
+        return read_json(path)
+    classifier, tokenizer = build_classifier(
+        config.model,
+        task,
+        "verbalizer",
+        label_words=config.label_word_list,
+        verbalizer_prompt=config.verbalizer_prompt,
+    )
+    classifier.to("cuda" if torch.cuda.is_available() and not config.cpu else "cpu")
+    result: dict[str, Any] = {"label_words": classifier.label_words, "prompt": classifier.prompt}
+    for name in ("validation", "test"):
+        dataset = cap_examples(task.split(name), config.max_eval_examples, config.data_seed)
+        tokenized = tokenize_split(
+            dataset, tokenizer, is_pair=task.is_pair, max_length=config.max_length or task.max_length
+        )
+        loader = make_loader(tokenized, tokenizer, batch_size=config.eval_batch_size, shuffle=False)
+        result[name] = evaluate_model(classifier, loader, task.num_labels)
+    write_json_atomic(path, result)
+    return result
+
+
 def task_baselines(config: TrainConfig, task: Task, cache: str | Path | None = None) -> dict[str, Any]:
-    """``{"majority": ..., "probe": ...}`` for ``config``'s split and budget (see the module docstring)."""
-    return {"majority": majority_baseline(config, task), "probe": probe_baseline(config, task, cache)}
+    """``{"majority": ..., "probe": ...}`` for ``config``'s split and budget, and ``"zero_shot"`` with the
+    verbalizer head (see the module docstring)."""
+    baselines = {"majority": majority_baseline(config, task), "probe": probe_baseline(config, task, cache)}
+    if config.head == "verbalizer":
+        baselines["zero_shot"] = zero_shot_baseline(config, task, cache)
+    return baselines

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from deltaspace.heads import DEFAULT_TEMPERATURE, PrototypeClassifier
+from deltaspace.errors import UserInputError
+from deltaspace.heads import DEFAULT_TEMPERATURE, PrototypeClassifier, VerbalizerClassifier, label_text
 from deltaspace.rng import seeded
 from deltaspace.tasks.task import Task
 from deltaspace.train.config import HEADS, TrainConfig
@@ -22,6 +24,8 @@ def build_classifier(
     *,
     temperature: float = DEFAULT_TEMPERATURE,
     head_only: bool = False,
+    label_words: Sequence[str] | None = None,
+    verbalizer_prompt: str | None = None,
 ) -> tuple[nn.Module, Any]:
     """``(classifier, tokenizer)`` for ``task``, ready to be passed to ``get_delta_model``.
 
@@ -29,6 +33,9 @@ def build_classifier(
     prototypes from the frozen base and no trainable head (the same solution shape on every task).
     ``head="linear"``: Hugging Face's ``AutoModelForSequenceClassification`` with a fresh head drawn from
     ``seed`` (``get_delta_model`` trains it together with the deltas).
+    ``head="verbalizer"``: :class:`~deltaspace.heads.VerbalizerClassifier` over the causal LM, scoring
+    ``label_words`` (one a class, in label order; default: the label names, 'not_entailment' read as
+    'not entailment') after ``verbalizer_prompt`` (default: :data:`~deltaspace.heads.DEFAULT_PROMPT`).
     ``head_only=True`` (method ``head``): with the prototype head, the label prototypes become a trainable
     ``head`` (:class:`TrainedPrototypeClassifier`); the linear head trains as it always does.
     """
@@ -49,7 +56,34 @@ def build_classifier(
         model.config.id2label = dict(enumerate(task.label_names))
         model.config.label2id = {name: index for index, name in enumerate(task.label_names)}
         return model, tokenizer
+    if head == "verbalizer":
+        if head_only:
+            raise UserInputError(
+                f"method {HEAD_ONLY!r} trains a task head and the verbalizer head has none; choose a delta "
+                "method, e.g. lora"
+            )
+        words = verbalizer_label_words(task, label_words)
+        lm, tokenizer = load_model(model_name, kind="causal-lm")
+        try:
+            classifier = VerbalizerClassifier.from_label_words(lm, tokenizer, words, verbalizer_prompt)
+        except ValueError as error:  # a word or prompt this tokenizer cannot tell apart: the user's to fix
+            raise UserInputError(str(error)) from None
+        return classifier, tokenizer
     raise ValueError(f"unknown head {head!r}; use one of {', '.join(HEADS)}")
+
+
+def verbalizer_label_words(task: Task, label_words: Sequence[str] | None = None) -> list[str]:
+    """The words the verbalizer head scores: ``label_words`` (one a label of ``task``, in its order), or the
+    task's label names read as text."""
+    if label_words is None:
+        return [label_text(name) for name in task.label_names]
+    words = [str(word).strip() for word in label_words]
+    if len(words) != task.num_labels:
+        raise UserInputError(
+            f"{len(words)} label words ({', '.join(words)}) for task {task.name!r}, which has {task.num_labels} "
+            f"labels ({', '.join(task.label_names)}); give one word a label, in that order"
+        )
+    return words
 
 
 def build_run_classifier(config: TrainConfig, task: Task) -> tuple[nn.Module, Any]:
@@ -61,6 +95,8 @@ def build_run_classifier(config: TrainConfig, task: Task) -> tuple[nn.Module, An
         config.seed,
         temperature=config.temperature,
         head_only=config.method == HEAD_ONLY,
+        label_words=config.label_word_list,
+        verbalizer_prompt=config.verbalizer_prompt,
     )
 
 

@@ -1,4 +1,4 @@
-"""Task heads that are not Hugging Face's: the label-prototype classifier.
+"""The label-prototype head: a text scored by the cosine between its encoding and its labels' names.
 
 The subspace study compares the solutions of one delta method across tasks, so a solution must have the
 same shape on every task. A fresh linear head would add ``hidden x num_labels`` task-specific parameters;
@@ -25,6 +25,7 @@ from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from deltaspace.assets.embed import mean_pool
+from deltaspace.heads.labels import label_text
 
 DEFAULT_TEMPERATURE = 20.0
 
@@ -120,7 +121,7 @@ class PrototypeClassifier(nn.Module):
 
 def label_prototypes(encoder: nn.Module, tokenizer: Any, label_names: Sequence[str]) -> torch.Tensor:
     """(K, D) mean-pooled encodings of the label names ('not_entailment' is read as 'not entailment')."""
-    texts = [str(name).replace("_", " ").strip() for name in label_names]
+    texts = [label_text(name) for name in label_names]
     prototypes = encode_mean_pooled(encoder, tokenizer, texts)
     unit = F.normalize(prototypes, dim=-1)
     same = torch.triu(unit @ unit.T > 1 - 1e-6, diagonal=1).nonzero().tolist()
