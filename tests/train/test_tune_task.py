@@ -108,3 +108,17 @@ def test_cli_one_task_errors_are_one_line(tmp_path):
     ]:
         result = runner.invoke(app, ["tune", *arguments])
         assert result.exit_code != 0 and message in result.output, (arguments, result.output)
+
+
+def test_the_table_shows_the_zero_shot_score_of_a_verbalizer_run():
+    baselines = {
+        "majority": {"label": "neg", "test": {"accuracy": 0.5, "macro_f1": 0.33}},
+        "probe": {"C": 1.0, "test": {"accuracy": 0.7, "macro_f1": 0.7}},
+        "zero_shot": {"test": {"accuracy": 0.62, "macro_f1": 0.6}},
+    }
+    result = tune_task.TuneResult("t", "out", [], baselines, [], 1.0)
+    rows = {row["method"]: row for row in result.rows()}
+    assert rows["zero-shot (frozen LM)"]["test accuracy"] == "62.0"
+    assert rows["zero-shot (frozen LM)"]["vs probe"] == "-8.0"
+    del baselines["zero_shot"]
+    assert "zero-shot (frozen LM)" not in {row["method"] for row in result.rows()}

@@ -84,12 +84,12 @@ def user_task_section(path: str | Path = USER_TASK_RESULTS) -> list[str] | None:
     ]
 
 
-def replace_section(markdown: str, section: list[str]) -> str:
-    """``markdown`` with its "Your own task" section (up to the next ``## `` heading) replaced by ``section``,
+def replace_section(markdown: str, section: list[str], heading: str = HEADING) -> str:
+    """``markdown`` with its ``heading`` section (up to the next ``## `` heading) replaced by ``section``,
     or with ``section`` appended when it has none."""
     lines = markdown.rstrip("\n").split("\n")
-    if HEADING in lines:
-        start = lines.index(HEADING)
+    if heading in lines:
+        start = lines.index(heading)
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
         lines = lines[:start] + section + lines[end:]
     else:

@@ -100,7 +100,8 @@ class TuneResult:
         }
 
     def rows(self) -> list[dict[str, str]]:
-        """The result table: each method over its seeds, then majority and the frozen probe."""
+        """The result table: each method over its seeds, then majority, the frozen probe and (verbalizer head)
+        the frozen LM's zero-shot score."""
         probe = self.baselines.get("probe", {}).get("test", {}).get("accuracy")
         majority = self.baselines.get("majority", {}).get("test", {}).get("accuracy")
         rows = []
@@ -128,6 +129,8 @@ class TuneResult:
                     probe,
                 )
             )
+        if "zero_shot" in self.baselines:  # the verbalizer head: the frozen LM's own label-word scores
+            rows.append(_baseline_row("zero-shot (frozen LM)", self.baselines["zero_shot"]["test"], probe))
         return rows
 
     def markdown(self) -> str:

@@ -1,0 +1,148 @@
+"""Coeff, LoRA and Coeff + LoRA on SmolLM2-135M with the verbalizer head (issue 21, item 6).
+
+Does a causal LM tuned through its own label words beat the majority class and its own zero-shot verbalizer
+score? For each task, exactly what a user would type (through the Python API, one process, resumable):
+
+    deltaspace train --task T --model smollm2-135m --head verbalizer --method M \\
+        --max-steps 100 --batch-size 8 --eval-every 100 --max-eval-examples 400
+
+The label words are the task's label names; the prompt is the head's default ("\\nOptions: {labels}.\\nAnswer:").
+Beside each run: the majority class and the frozen LM's zero-shot verbalizer accuracy on the same split.
+Rates are the presets' (tuned on MiniLM, not here); one seed per cell, because one SmolLM2 step costs ~30x a
+MiniLM step on this CPU.
+
+The budget (100 steps of 8 examples, 400 validation and 400 test examples) is what 2 CPU cores allow for
+6 runs in about an hour: about 28 GFLOP of forward + backward per example. Writes
+``bench/results/llm_verbalizer.{json,md}`` and the section "An LLM with a verbalizer head" of
+``docs/results.md``.
+
+    deltaspace fetch --with smollm2 && python bench/llm_verbalizer/measure.py     # ~1 h on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+from pathlib import Path
+
+from deltaspace.io import write_json_atomic, write_text_atomic
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE.parent / "results"
+TASKS = ("rt_sentiment", "editorial_sentiment")
+METHODS = ("lora", "coeff", "coeff+lora")
+HEADING = "## An LLM with a verbalizer head"
+BUDGET = {"max_steps": 100, "batch_size": 8, "eval_every": 100, "max_eval_examples": 400}
+
+
+def run(task: str, method: str, runs: Path) -> dict:
+    from deltaspace.tasks import load_task
+    from deltaspace.train import TrainConfig, is_finished, load_result, train
+    from deltaspace.train.baselines import majority_baseline, zero_shot_baseline
+
+    out = runs / task / method
+    config = TrainConfig(
+        task=task, model="smollm2-135m", head="verbalizer", method=method, output_dir=str(out),
+        baselines=False, **BUDGET,
+    )  # fmt: skip
+    if not is_finished(out):
+        train(config)
+    result = load_result(out)
+    # Majority and zero-shot only: the frozen probe would embed the whole training split with the LM (~10 min
+    # a task here) and is not what a causal-LM user compares against.
+    loaded = load_task(task, seed=config.data_seed)
+    majority, zero_shot = majority_baseline(config, loaded), zero_shot_baseline(config, loaded)
+    n = BUDGET["max_eval_examples"]
+    accuracy = result.test["accuracy"]
+    return {
+        "task": task,
+        "method": method,
+        "trainable_params": result.trainable_params,
+        "test_accuracy": accuracy,
+        "test_interval": _wilson(accuracy, n),
+        "test_examples": n,
+        "steps": result.steps,
+        "best_step": result.best_step,
+        "seconds_per_step": round(result.train_time_s / max(result.steps, 1), 2),
+        "total_time_s": result.total_time_s,
+        "majority": majority["test"]["accuracy"],
+        "zero_shot": zero_shot["test"]["accuracy"],
+    }
+
+
+def _wilson(p: float, n: int, z: float = 1.96) -> list[float]:
+    """95 % Wilson interval of an accuracy ``p`` measured on ``n`` examples."""
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [round(centre - half, 4), round(centre + half, 4)]
+
+
+def section(data: dict) -> list[str]:
+    rows = data["runs"]
+    lines = [
+        HEADING,
+        "",
+        f"SmolLM2-135M-Instruct (30 layers, 134.5 M parameters) scoring each class by the log-likelihood of its "
+        f"label word after the text (`--head verbalizer`), measured by `{data['command']}` on {data['machine']}. "
+        f"Budget per run: {BUDGET['max_steps']} optimizer steps of {BUDGET['batch_size']} examples, the presets' "
+        f"rates (tuned on MiniLM), the final step's delta, test accuracy (%) on "
+        f"{BUDGET['max_eval_examples']} examples with a 95 % Wilson interval; one seed. Majority and the frozen LM's "
+        "zero-shot verbalizer score (same prompt and label words, no delta) are on the same test examples.",
+        "",
+        "| task | method | trainable | test accuracy | majority | zero-shot | s / step | run time |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        low, high = (100 * v for v in row["test_interval"])
+        lines.append(
+            f"| {row['task']} | {row['method']} | {row['trainable_params']:,} | "
+            f"{100 * row['test_accuracy']:.1f} [{low:.1f}, {high:.1f}] | {100 * row['majority']:.1f} | "
+            f"{100 * row['zero_shot']:.1f} | {row['seconds_per_step']:.2f} | "
+            f"{row['total_time_s'] / 60:.0f} min |"
+        )
+    beats = [
+        f"{r['task']} {r['method']}"
+        for r in rows
+        if r["test_interval"][0] > max(r["majority"], r["zero_shot"])
+    ]
+    named = f" ({', '.join(beats)})." if beats else "."
+    lines += [
+        "",
+        f"Runs whose whole interval lies above both majority and zero-shot: {len(beats)} of {len(rows)}{named}",
+    ]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=Path, default=Path("runs") / "llm_verbalizer", help="run folders")
+    args = parser.parse_args()
+    threads = os.environ.get("OMP_NUM_THREADS", "all")
+    data = {
+        "command": "python bench/llm_verbalizer/measure.py",
+        "machine": f"{os.cpu_count()} CPU cores ({platform.machine()}), {threads} torch thread(s)",
+        "budget": BUDGET,
+        "runs": [],
+    }
+    for task in TASKS:
+        for method in METHODS:
+            data["runs"].append(run(task, method, args.runs))
+            write(data)
+
+
+def write(data: dict) -> None:
+    from deltaspace.report.user_tasks import replace_section
+
+    write_json_atomic(RESULTS / "llm_verbalizer.json", data)
+    lines = section(data)
+    write_text_atomic(RESULTS / "llm_verbalizer.md", "\n".join(["# " + HEADING[3:], *lines[1:]]) + "\n")
+    docs = HERE.parent.parent / "docs" / "results.md"
+    write_text_atomic(docs, replace_section(docs.read_text(encoding="utf-8"), lines, heading=HEADING))
+
+
+if __name__ == "__main__":
+    main()
