@@ -117,6 +117,20 @@ def test_merged_llama_gqa_coeff_with_equal_group_coefficients(tiny_llama, left_p
     torch.testing.assert_close(after[real], before[real], rtol=1e-4, atol=1e-5)
 
 
+def test_merged_gpt2_coeff_scales_the_value_columns_of_its_conv1d():
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=20, n_embd=16, n_layer=2, n_head=4, num_labels=3, pad_token_id=0)
+    model = GPT2ForSequenceClassification(config).eval()
+    batch = {"input_ids": torch.randint(1, 20, (2, 7), generator=torch.Generator().manual_seed(1))}
+    weight = model.transformer.h[0].attn.c_attn.weight.detach().clone()  # Conv1D: (in, [q; k; v])
+    merged = _merge_and_compare(model, CoeffTuningConfig(), run=lambda m: m(**batch).logits)
+    after = merged.transformer.h[0].attn.c_attn.weight
+    assert torch.equal(after[:, :32], weight[:, :32])  # queries and keys untouched
+    assert not torch.equal(after[:, 32:], weight[:, 32:])  # each head's value columns scaled
+
+
 def _refused(model, delta_model, run, *needles):
     with torch.no_grad():
         before = run(delta_model)

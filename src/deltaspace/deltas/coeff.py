@@ -157,17 +157,48 @@ class CoeffTuningConfig(DeltaConfig):
         return CoeffAttached(self, [name for name, _ in selected])
 
 
-def value_rows(module: nn.Module) -> tuple[nn.Linear, int] | None:
-    """An attention module's value projection and the first of its output rows that are values, if any."""
+@dataclasses.dataclass(frozen=True)
+class ValueOutputs:
+    """Where an attention module computes its values: ``layer``'s outputs ``start`` on. ``transposed``: the
+    weight is (in, out), as in GPT-2's ``Conv1D``, so the outputs are its columns rather than its rows."""
+
+    layer: nn.Module
+    start: int
+    transposed: bool = False
+
+    def scale(self, factor: torch.Tensor) -> None:
+        """Multiply value output j (j from ``start``) by ``factor[j]``, in weight and bias."""
+        outputs = slice(self.start, self.start + factor.numel())
+        factor = factor.to(self.layer.weight.dtype)
+        if self.transposed:
+            self.layer.weight[:, outputs] *= factor[None, :]
+        else:
+            self.layer.weight[outputs] *= factor[:, None]
+        if self.layer.bias is not None:
+            self.layer.bias[outputs] *= factor
+
+
+def value_outputs(module: nn.Module) -> ValueOutputs | None:
+    """An attention module's value projection and where its value outputs start, if it has one."""
     for attr in VALUE_NAMES:  # the value projection names of every family
         layer = getattr(module, attr, None)
         layer = getattr(layer, "base_layer", layer)  # a PEFT-wrapped projection (merged before Coeff)
         if isinstance(layer, nn.Linear):
-            return layer, 0
-    qkv = getattr(module, "qkv", None)
-    qkv = getattr(qkv, "base_layer", qkv)
-    if isinstance(qkv, nn.Linear) and qkv.out_features % 3 == 0:  # timm-style fused [q; k; v] rows
-        return qkv, 2 * qkv.out_features // 3
+            return ValueOutputs(layer, 0)
+    for attr, transposed in (
+        ("qkv", False),
+        ("c_attn", True),
+    ):  # fused [q; k; v]: timm's Linear, GPT-2's Conv1D
+        fused = getattr(module, attr, None)
+        fused = getattr(fused, "base_layer", fused)
+        weight = getattr(fused, "weight", None)
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+            continue
+        if not transposed and not isinstance(fused, nn.Linear):
+            continue
+        outputs = weight.shape[1] if transposed else weight.shape[0]
+        if outputs % 3 == 0:
+            return ValueOutputs(fused, 2 * outputs // 3, transposed)
     return None
 
 
@@ -206,7 +237,7 @@ class CoeffAttached(AttachedDelta):
                 return (
                     f"a non-diagonal head mix is not a weight of the base model (ΔC of {name or 'the model'})"
                 )
-            if value_rows(module) is None:
+            if value_outputs(module) is None:
                 return f"{name or type(module).__name__} has no value projection to scale"
             scales = _head_scales(module)
             if not torch.equal(scales, scales[:, :1].expand_as(scales)):
@@ -218,11 +249,6 @@ class CoeffAttached(AttachedDelta):
         with torch.no_grad():
             for name in self.module_names:
                 module = model.get_submodule(name)
-                layer, start = value_rows(module)
                 _, head_dim = kv_shape(module)
-                factor = _head_scales(module)[:, 0].repeat_interleave(head_dim).to(layer.weight.dtype)
-                rows = slice(start, start + factor.numel())
-                layer.weight[rows] *= factor[:, None]
-                if layer.bias is not None:
-                    layer.bias[rows] *= factor
+                value_outputs(module).scale(_head_scales(module)[:, 0].repeat_interleave(head_dim))
         self.detach(model)
