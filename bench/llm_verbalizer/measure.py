@@ -137,9 +137,10 @@ def section(data: dict) -> list[str]:
         f"SmolLM2-135M-Instruct (30 layers, 134.5 M parameters) scoring each class by the log-likelihood of its "
         f"label word after the text (`--head verbalizer`), measured by `{data['command']}` on {data['machine']}. "
         f"Budget per run: {BUDGET['max_steps']} optimizer steps of {BUDGET['batch_size']} examples, the presets' "
-        f"rates (tuned on MiniLM), the final step's delta, test accuracy (%) on "
+        f"rates (tuned on MiniLM) unless the rates column says otherwise, the final step's delta, test accuracy (%) on "
         f"{BUDGET['max_eval_examples']} examples with a 95 % Wilson interval; one seed. `s / step`: one optimizer step on 8 rt_sentiment texts, measured alone after the runs (in "
-        "parentheses, where not yet measured: the run's own wall clock per step on the shared machine). Majority "
+        "parentheses, where not yet measured: the run's own wall clock per step on the shared machine); `run time` is each run's wall clock, most of "
+        "them on a machine shared with other jobs. Majority "
         "and the frozen LM's "
         "zero-shot verbalizer score (same prompt and label words, no delta) are on the same test examples.",
         "",
