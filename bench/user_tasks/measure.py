@@ -2,20 +2,23 @@
 
 For each file built by ``bench/user_tasks/build.py``, exactly what a user would type:
 
-    deltaspace tune  --task FILE --method lora          # rate grid x0.316/x1/x3.16, choice on validation, seeds 0-2
+    deltaspace tune  --task FILE --method lora          # head (prototype, linear) x rate (x0.316/x1/x3.16) grid,
+                                                        # choice on validation, seeds 0-2
     deltaspace train --task FILE --method coeff+lora    # the defaults
 
 (through the Python API, one process; runs under ``--runs``, resumable). ``train --method lora`` with the
-defaults is the tune grid's x1 seed-0 run: the same TrainConfig apart from its output folder. Every run
-records majority and the same-budget frozen probe on its own split. Writes ``bench/results/user_tasks.json``
-and ``.md``.
+defaults is the tune grid's prototype x1 seed-0 run: the same TrainConfig apart from its output folder. Every
+run records majority and the same-budget frozen probe on its own split. Writes
+``bench/results/user_tasks.json`` and ``.md``. The results file is the record: a task already in it is kept
+unless ``--only`` names it (or ``--remeasure``), so one file can be measured again without the others.
 
-    python bench/user_tasks/build.py && python bench/user_tasks/measure.py      # ~15 min a task on 2 cores
+    python bench/user_tasks/build.py && python bench/user_tasks/measure.py      # ~1 h a task on 2 cores
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import time
@@ -38,7 +41,7 @@ def measure(name: str, spec: str, runs: Path) -> dict:
     start = time.perf_counter()
     tuned = tune(spec, ["lora"], out=runs / name / "tune", show=False)
     tune_seconds = time.perf_counter() - start
-    grid_x1 = runs / name / "tune" / "grid" / "lora" / "x1" / "seed0"
+    grid_x1 = runs / name / "tune" / "grid" / "lora" / "prototype" / "x1" / "seed0"
     lora_default = load_result(grid_x1)
     coeff_dir = runs / name / "coeff+lora"
     if not is_finished(coeff_dir):
@@ -58,6 +61,8 @@ def measure(name: str, spec: str, runs: Path) -> dict:
         "train_lora_default": _run(lora_default),
         "train_coeff_lora_default": _run(coeff_default),
         "tune_lora": {
+            "head": summary["head"],
+            "validation_by_head": summary["validation_by_head"],
             "lr": summary["lr"],
             "multiple": summary["multiple"],
             "at_grid_edge": summary["at_grid_edge"],
@@ -85,8 +90,6 @@ def _run(result) -> dict:
 
 
 def _seconds(path: Path) -> float:
-    import json
-
     return float(json.loads(path.read_text())["total_time_s"])
 
 
@@ -98,10 +101,17 @@ def main() -> None:
     parser.add_argument(
         "--runs", type=Path, default=Path("runs") / "user_tasks", help="run folders (resumable)"
     )
-    parser.add_argument("--only", nargs="*", default=None, help="only these tasks")
+    parser.add_argument("--only", nargs="*", default=None, help="measure only these tasks (again)")
+    parser.add_argument("--remeasure", action="store_true", help="measure every task again")
     args = parser.parse_args()
+    saved = RESULTS / "user_tasks.json"
+    kept = json.loads(saved.read_text())["tasks"] if saved.exists() and not args.remeasure else []
+    recorded = {row["task"]: row for row in kept}
     rows = []
     for name, file in FILES.items():
+        if name in recorded and not (args.only and name in args.only):
+            rows.append(recorded[name])
+            continue
         if args.only and name not in args.only:
             continue
         path = args.data / file

@@ -222,3 +222,59 @@ def test_evaluation_batches_hold_examples_of_similar_length(tiny_study: StudyCon
         assert (
             train_lengths != sorted(train_lengths) or len(set(train_lengths)) == 1
         )  # training stays shuffled
+
+
+def test_single_task_setting_runs_one_study_per_source_and_reports_tables_1_and_2(
+    tiny_study: StudyConfig,
+) -> None:
+    from deltaspace.study.single_task import SingleTaskConfig, run_single_task
+
+    sentiment, topic = tiny_study.source_tasks
+    folder = Path(tiny_study.out).parent
+    topic2 = _task_csv(folder / "topic2.csv", ["sport", "business"], 3)
+    shared = {
+        key: getattr(tiny_study, key)
+        for key in ("model", "train", "fit_train_examples", "eval_examples", "test_examples", "batch_size")
+    }
+    config = SingleTaskConfig.from_dict(
+        {
+            "name": "tiny-single",
+            "out": str(folder / "single"),
+            "pairs": {sentiment: [tiny_study.heldout_tasks[0]], topic: [topic2]},
+            "study": {
+                **shared,
+                "methods": ["adapter", "lora", "prefix"],
+                "method_overrides": {"lora": {"lr": 5e-3}, "adapter": {"lr": 5e-3}, "prefix": {"lr": 5e-3}},
+                "fit": {"dim": 4, "steps": 0, "gradient_directions": True, "gradient_per_batch": True,
+                        "gradient_batches": 3, "progress": False},
+                "optimise": {"steps": 4, "lr": 5e-2, "eval_every": 2, "optimizer": "adamw", "progress": False},
+                "controls": ["random"],
+            },
+        }
+    )  # fmt: skip
+    report = run_single_task(config)
+    out = Path(config.out)
+    for source, target in ((sentiment, "sentiment2"), (topic, "topic2")):
+        fit = json.loads((out / Path(source).stem / "subspace" / "fit.json").read_text())
+        # one source task: one solution direction, the source's descent directions fill the other d - 1
+        assert fit["source_tasks"] == [source] and fit["closed_form"]["basis_dim"] == 1
+        record = Stage2Record.from_dict(
+            json.loads((out / Path(source).stem / "stage2" / f"{target}.json").read_text())
+        )
+        assert record.heldout and record.source_tasks == [Path(source).stem]
+        assert all(len(run.z) == 4 for run in record.runs["learned"].values())
+    # the pairs share one folder of original-space runs
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["sentiment", "sentiment2", "topic", "topic2"]
+    text = report.read_text()
+    for heading in ("Table 1", "Table 2", "Original space on the targets"):
+        assert heading in text
+    for direction in ("A→L", "A→P", "L→A", "L→P", "P→A", "P→L"):
+        assert direction in text
+    assert "paper, Table 1 average | 88.5 | 80.9 | 85.3 | 84.9 |" in text
+    assert "paper, Table 2 average | 81.7 | 80.2 | 85.0 | 81.0 | 85.3 | 82.6 | 82.6 |" in text
+    assert "sentiment → sentiment2" in text and "topic → topic2" in text
+
+    with pytest.raises(ValueError, match="set per pair"):
+        SingleTaskConfig.from_dict({"pairs": {sentiment: [topic2]}, "study": {"source_tasks": [topic]}})
+    with pytest.raises(ValueError, match="other than"):
+        SingleTaskConfig.from_dict({"pairs": {sentiment: [sentiment]}, "study": shared})

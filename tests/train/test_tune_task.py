@@ -24,29 +24,35 @@ def _result(accuracy: float, loss: float) -> RunResult:
 def test_the_grid_moves_every_rate_of_a_method_together(tmp_path):
     specs, configs = tune_task.plan("t", ["coeff+lora"], out=tmp_path, grid=[1.0, 3.16])
     lora, coeff = presets()["lora"], presets()["coeff"]
-    low, high = configs["coeff+lora"][1.0], configs["coeff+lora"][3.16]
+    low, high = configs["coeff+lora"]["prototype", 1.0], configs["coeff+lora"]["prototype", 3.16]
     assert (low.lr, low.lr_overrides) == (lora.lr, {coeff.lr_key: coeff.combined_lr})
     assert high.lr == pytest.approx(3.16 * lora.lr, rel=1e-2)
     assert high.lr_overrides[coeff.lr_key] == pytest.approx(3.16 * coeff.combined_lr, rel=1e-2)
     assert [spec.run_dir for spec in specs] == [
-        tmp_path / "grid" / "coeff+lora" / "x1" / "seed0",
-        tmp_path / "grid" / "coeff+lora" / "x3.16" / "seed0",
+        tmp_path / "grid" / "coeff+lora" / head / multiple / "seed0"
+        for head in ("prototype", "linear")
+        for multiple in ("x1", "x3.16")
     ]
-    # Around a rate the user gave, not the preset's.
-    _, given = tune_task.plan("t", ["lora"], out=tmp_path, grid=[0.5], train={"lr": 0.01})
-    assert given["lora"][0.5].lr == 0.005
+    assert {config.head for config in configs["coeff+lora"].values()} == {"prototype", "linear"}
+    # Around a rate the user gave, not the preset's; the head the user set is the only one tried.
+    _, given = tune_task.plan("t", ["lora"], out=tmp_path, grid=[0.5], train={"lr": 0.01, "head": "linear"})
+    assert list(given["lora"]) == [("linear", 0.5)] and given["lora"]["linear", 0.5].lr == 0.005
+    _, one = tune_task.plan("t", ["lora"], out=tmp_path, grid=[1.0], heads=["prototype"])
+    assert list(one["lora"]) == [("prototype", 1.0)]
 
 
-def test_choice_is_the_best_validation_then_lower_loss_then_nearer_the_preset():
-    assert (
-        tune_task.choose("m", {0.316: _result(0.7, 0.5), 1.0: _result(0.8, 0.6), 3.16: _result(0.6, 0.1)})
-        == 1.0
-    )
-    assert tune_task.choose("m", {0.316: _result(0.8, 0.4), 1.0: _result(0.8, 0.6)}) == 0.316
-    assert (
-        tune_task.choose("m", {0.316: _result(0.8, 0.4), 3.16: _result(0.8, 0.4), 1.0: _result(0.8, 0.4)})
-        == 1.0
-    )
+def test_choice_is_the_best_validation_then_lower_loss_then_nearer_the_preset_then_the_first_head():
+    def choose(scores, heads=None):
+        return tune_task.choose("m", {point: _result(*score) for point, score in scores.items()}, heads)
+
+    p, lin = "prototype", "linear"
+    assert choose({(p, 0.316): (0.7, 0.5), (p, 1.0): (0.8, 0.6), (p, 3.16): (0.6, 0.1)}) == (p, 1.0)
+    assert choose({(p, 0.316): (0.8, 0.4), (p, 1.0): (0.8, 0.6)}) == (p, 0.316)
+    assert choose({(p, 0.316): (0.8, 0.4), (p, 3.16): (0.8, 0.4), (p, 1.0): (0.8, 0.4)}) == (p, 1.0)
+    # A head wins on validation, whichever comes first; a full tie goes to the first head.
+    assert choose({(p, 1.0): (0.45, 1.0), (lin, 1.0): (0.47, 1.1)}, [p, lin]) == (lin, 1.0)
+    assert choose({(p, 1.0): (0.47, 1.0), (lin, 1.0): (0.47, 1.0)}, [p, lin]) == (p, 1.0)
+    assert choose({(p, 1.0): (0.47, 1.0), (lin, 1.0): (0.47, 1.0)}, [lin, p]) == (lin, 1.0)
     with pytest.raises(UserInputError, match="no grid run"):
         tune_task.choose("m", {})
 
@@ -58,6 +64,9 @@ def test_choice_is_the_best_validation_then_lower_loss_then_nearer_the_preset():
         ({"grid": [0.0]}, "positive multiples"),
         ({"seeds": [1, 1]}, "distinct integers"),
         ({"train": {"seed": 3}}, "tune sets"),
+        ({"heads": ["prototype", "softmax"]}, "distinct heads among"),
+        ({"heads": []}, "distinct heads among"),
+        ({"heads": ["linear"], "train": {"head": "linear"}}, "give the head once"),
     ],
 )
 def test_bad_plans_are_one_line(tmp_path, kwargs, message):
@@ -75,13 +84,17 @@ def test_tune_end_to_end_resumes_and_reports(tmp_path, tiny_model_dir, make_tiny
                             train=train, show=False)  # fmt: skip
     assert [m.method for m in result.methods] == ["bitfit", "coeff+bitfit"] and not result.failed
     for tuning in result.methods:
-        assert set(tuning.grid) == {0.5, 2.0}
-        assert tuning.grid[tuning.multiple] == max(tuning.grid.values())
+        assert set(tuning.grid) == {(h, m) for h in ("prototype", "linear") for m in (0.5, 2.0)}
+        assert tuning.grid[tuning.head, tuning.multiple] == max(tuning.grid.values())
         assert [r.seed for r in tuning.results] == [0, 1]
-        assert {r.run_dir.split("/")[-2] for r in tuning.results} == {f"x{tuning.multiple:g}"}
+        assert {r.head for r in tuning.results} == {tuning.head}
+        assert {tuple(r.run_dir.split("/")[-3:-1]) for r in tuning.results} == {
+            (tuning.head, f"x{tuning.multiple:g}")
+        }
     assert set(result.baselines) == {"majority", "probe"}
     saved = json.loads((out / "tune.json").read_text())
     assert saved["methods"][0]["test_accuracy"] == result.methods[0].test()
+    assert set(saved["methods"][0]["validation_by_head"]) == {"prototype", "linear"}
     table = (out / "results.md").read_text()
     assert "| bitfit |" in table and "| majority (" in table and "| frozen probe (C=" in table
 
@@ -105,6 +118,9 @@ def test_cli_one_task_errors_are_one_line(tmp_path):
         (["--task", "a,b", "--method", "lora"], "takes one task"),
         (["--task", "a", "--method", "lora", "--phase", "grid"], "--phase belong to tuned sweeps"),
         (["--task", "a", "--method", "lora", "--grid", "x"], "--grid takes numbers"),
+        (["--task", "a", "--method", "lora", "--head", "softmax"], "distinct heads among"),
+        (["--task", "a", "--method", "lora", "--head", "linear", "--set", "head=linear"], "give the head once"),
+        (["--config", "configs/sweep_tuned.yaml", "--head", "linear"], "--head belongs to tune --task"),
     ]:
         result = runner.invoke(app, ["tune", *arguments])
         assert result.exit_code != 0 and message in result.output, (arguments, result.output)

@@ -15,7 +15,7 @@ def study(
     config: Annotated[
         str | None,
         typer.Argument(
-            help="A study YAML, or a shipped one: default (the demo), full_suite, full_suite_loo (suite v2), full_suite_v1, full_suite_loo_v1 (suite v1, needs BIG-bench). Default: default."
+            help="A study YAML, or a shipped one: default (the demo), full_suite, full_suite_loo (suite v2), single_task (the paper's single-task setting, Tables 1-2), full_suite_v1, full_suite_loo_v1 (suite v1, needs BIG-bench). Default: default."
         ),
     ] = None,
     out: Annotated[
@@ -30,6 +30,7 @@ def study(
     from rich.console import Console
 
     from deltaspace.study import STAGES, load_study_config, run_study
+    from deltaspace.study.single_task import SingleTaskConfig, run_single_task
 
     try:
         study_config = load_study_config(config)
@@ -41,12 +42,18 @@ def study(
     unknown = sorted(set(chosen) - set(STAGES))
     if unknown:
         raise UserInputError(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
+    single = isinstance(study_config, SingleTaskConfig)
     if fetch:
         from deltaspace.assets import MODEL_NAMES
         from deltaspace.assets import fetch as fetch_assets
         from deltaspace.tasks import SUITE
 
-        if study_config.model in MODEL_NAMES or set(study_config.tasks) & set(SUITE):
+        studies = study_config.studies() if single else [study_config]
+        if any(s.model in MODEL_NAMES or set(s.tasks) & set(SUITE) for s in studies):
             fetch_assets()  # idempotent: nothing to do (and no network) once the cache is complete
-    report = run_study(study_config, stages=chosen)  # expected failures: one line (deltaspace.cli.app)
+    # expected failures: one line (deltaspace.cli.app)
+    if single:
+        report = run_single_task(study_config, stages=chosen)
+    else:
+        report = run_study(study_config, stages=chosen)
     Console().print(f"[bold green]report:[/] {report}")

@@ -80,18 +80,26 @@ def tune_command(
     grid: Annotated[
         str, typer.Option(help="One task: multiples of each method's preset rate to try (comma-separated).")
     ] = "0.316,1,3.16",
+    head: Annotated[
+        str | None,
+        typer.Option(help="One task: heads to try (comma-separated; default prototype,linear)."),
+    ] = None,
 ) -> None:
     """Learning rates chosen on validation, then seeds at the chosen rate; resumable (rerun the same command).
 
     One task: `deltaspace tune --task mine.csv --method lora,coeff+lora`: each method's preset rate times
-    --grid, the best on validation, seeds 0,1,2 there; a table beside majority and the frozen probe
-    (<out>/results.md, default out runs/tune/<task>).
+    --grid with each --head, the best on validation, seeds 0,1,2 there; a table beside majority and the
+    frozen probe (<out>/results.md, default out runs/tune/<task>).
 
     Many tasks: `deltaspace tune --config configs/sweep_tuned_v2.yaml` (the tuned comparison; shardable with
     --shard i/n: run --phase grid on every shard before --phase seeds). Uses the GPU when there is one."""
     if config is None:
-        _tune_one_task(task, method, combo, seed, out, set_, grid, phase, shard, plan)
+        _tune_one_task(task, method, combo, seed, out, set_, grid, head, phase, shard, plan)
         return
+    if head is not None:
+        from deltaspace.errors import UserInputError
+
+        raise UserInputError("--head belongs to tune --task; a tuned sweep sets its head in the config")
     from deltaspace.train.sweep import is_main_process, parse_shard
     from deltaspace.train.tuned import PHASES, run_tuned
 
@@ -122,6 +130,7 @@ def _tune_one_task(
     out: str | None,
     set_: list[str] | None,
     grid: str,
+    head: str | None,
     phase: str,
     shard: str,
     plan: bool,
@@ -156,6 +165,7 @@ def _tune_one_task(
         out=out,
         grid=multiples,
         seeds=_parse_seeds(seed) or list(DEFAULT_SEEDS),
+        heads=_split_list([head]) if head is not None else None,
         train=parse_assignments(set_, "--set"),
     )
     typer.echo(f"wrote {result.out}/results.md and tune.json")

@@ -23,6 +23,12 @@ def _beats(rows: list[dict[str, Any]], accuracy) -> int:
     return sum(1 for row in rows if accuracy(row) > row["probe"])
 
 
+def _grid(tune: dict[str, Any]) -> str:
+    """``linear,`` with the heads tune tried as a footnote mark when it tried only one (older records)."""
+    tried = tune.get("validation_by_head", {"prototype": None})
+    return f"{tune.get('head', 'prototype')}{'' if len(tried) > 1 else '¹'},"
+
+
 def user_task_section(path: str | Path = USER_TASK_RESULTS) -> list[str] | None:
     """The section's markdown lines, or ``None`` when ``path`` does not exist."""
     path = Path(path)
@@ -36,7 +42,7 @@ def user_task_section(path: str | Path = USER_TASK_RESULTS) -> list[str] | None:
     tuned = _beats(rows, lambda row: row["tune_lora"]["test_accuracy_mean"])
     table = [
         "| task | classes | majority | frozen probe | `train` lora | `train` coeff+lora | `tune` lora (3 seeds) | "
-        "tune's rate | `train` lora: steps (early stop) | `tune` time |",
+        "tune's head, rate | `train` lora: steps (early stop) | `tune` time |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
@@ -46,7 +52,7 @@ def user_task_section(path: str | Path = USER_TASK_RESULTS) -> list[str] | None:
             f"| {row['task']} | {row.get('classes', '–')} | {_pct(row['majority'])} | {_pct(row['probe'])} | "
             f"{_pct(default['test_accuracy'])} | {_pct(row['train_coeff_lora_default']['test_accuracy'])} | "
             f"{_pct(tune['test_accuracy_mean'])} ± {_pct(tune['test_accuracy_sd'])} | "
-            f"{tune['lr']:.3g} (×{tune['multiple']:g}) | {default['steps']} "
+            f"{_grid(tune)} {tune['lr']:.3g} (×{tune['multiple']:g}) | {default['steps']} "
             f"({'yes' if default['stopped_early'] else 'no'}) | {tune['seconds_of_runs'] / 60:.0f} min |"
         )
     collapsed = [
@@ -72,9 +78,10 @@ def user_task_section(path: str | Path = USER_TASK_RESULTS) -> list[str] | None:
         f"`{data['command']}` on {data['machine']}. Test accuracy (%) on each file's own deterministic split; "
         "majority and the same-budget frozen probe are what every run records beside itself. `train` = the "
         "defaults (`deltaspace train --task FILE --method M`: the preset's rate, the step budget sized by the "
-        "data, early stopping); `train` lora is `tune`'s ×1 seed-0 run, the same configuration. `tune` = "
-        "`deltaspace tune --task FILE --method lora` (×0.316 / ×1 / ×3.16 the preset rate, chosen on "
-        "validation, seeds 0–2 at the choice); its time is the sum of its five runs' wall clocks.",
+        "data, early stopping); `train` lora is `tune`'s prototype-head ×1 seed-0 run, the same configuration. "
+        "`tune` = `deltaspace tune --task FILE --method lora` (the prototype and the linear head × ×0.316 / ×1 / "
+        "×3.16 the preset rate, chosen on validation, seeds 0–2 at the choice); its time is the sum of its "
+        "runs' wall clocks. ¹ Measured before `tune` tried the head (prototype only).",
         "",
         *table,
         "",

@@ -20,7 +20,7 @@ from deltaspace.subspace.controls import CONTROLS
 from deltaspace.subspace.fit import FitConfig
 from deltaspace.subspace.optimise import OptimiseConfig
 
-SHIPPED = ("default", "full_suite", "full_suite_loo", "full_suite_v1", "full_suite_loo_v1")
+SHIPPED = ("default", "full_suite", "full_suite_loo", "single_task", "full_suite_v1", "full_suite_loo_v1")
 HELDOUT_MODES = ("fixed", "leave_one_out")
 
 
@@ -281,8 +281,10 @@ def _describe(hint: Any) -> str:
     return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
 
 
-def load_study_config(spec: str | Path | None = None) -> StudyConfig:
-    """A shipped config by name (``default``, ``full_suite``) or a YAML/JSON file; ``None`` = default."""
+def load_study_config(spec: str | Path | None = None):
+    """A shipped config by name (``default``, ``full_suite``, ``single_task``) or a YAML/JSON file; ``None``
+    = default. A :class:`StudyConfig`, or a :class:`~deltaspace.study.single_task.SingleTaskConfig` for a
+    config with ``pairs`` (the paper's single-task setting: one study per source task)."""
     spec = "default" if spec is None else str(spec)
     if spec in SHIPPED:
         text = resources.files("deltaspace.configs").joinpath(f"{spec}.yaml").read_text()
@@ -301,4 +303,8 @@ def load_study_config(spec: str | Path | None = None) -> StudyConfig:
         ) from None
     if not isinstance(data, dict):
         raise UserInputError(f"study config {spec!r} must be a mapping of options, got {type(data).__name__}")
+    if "pairs" in data:
+        from deltaspace.study.single_task import SingleTaskConfig
+
+        return SingleTaskConfig.from_dict(data)
     return StudyConfig.from_dict(data)

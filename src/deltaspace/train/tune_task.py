@@ -2,20 +2,24 @@
 
 For each method, the protocol of the tuned comparison (:mod:`deltaspace.train.tuned`) at the size of one task:
 
-    grid    the method at its preset rate times each of ``grid`` (×0.316, ×1, ×3.16), seed ``seeds[0]``; in a
-            combination every rate of the method moves together (Coeff's own rate beside LoRA's), so the
-            grid keeps their ratio
-    choice  the multiple with the best validation accuracy (ties: lower validation loss, then the multiple
-            nearer ×1)
-    seeds   the other seeds at the chosen rate (the grid run is ``seeds[0]``)
+    grid    the method at its preset rate times each of ``grid`` (×0.316, ×1, ×3.16), seed ``seeds[0]``, with
+            each of ``heads`` (the label-prototype head and a trained linear head); in a combination every
+            rate of the method moves together (Coeff's own rate beside LoRA's), so the grid keeps their ratio
+    choice  the (head, multiple) with the best validation accuracy (ties: lower validation loss, then the
+            multiple nearer ×1, then the earlier head)
+    seeds   the other seeds at the chosen point (the grid run is ``seeds[0]``)
+
+The head is in the grid because neither wins everywhere: the prototype head starts from the label names'
+embeddings and helps where they mean something (sentiment, topic); a trained linear head wins where they do
+not (e.g. speaker names: ``bench/user_tasks``, friends_speaker).
 
 Each run trains with ``train``'s defaults unless ``train`` says otherwise: the step budget sized by the data,
 early-stopped, best validation checkpoint (:mod:`deltaspace.train.defaults`), and records majority and the
 frozen probe on the same split (:mod:`deltaspace.train.baselines`). The result is a table of each method's
 test accuracy over the seeds beside those two, written to ``<out>/results.md`` and ``<out>/tune.json``::
 
-    <out>/grid/<method>/x<multiple>/seed<s0>/    grid runs (run folders of ``deltaspace train``)
-    <out>/seeds/<method>/x<multiple>/seed<k>/    the other seeds at the chosen multiple
+    <out>/grid/<method>/<head>/x<multiple>/seed<s0>/    grid runs (run folders of ``deltaspace train``)
+    <out>/seeds/<method>/<head>/x<multiple>/seed<k>/    the other seeds at the chosen point
 
 Rerunning the same command resumes: finished runs are kept, a killed one resumes from its checkpoint.
 """
@@ -38,7 +42,10 @@ from deltaspace.train.sweep import RunSpec
 
 DEFAULT_GRID = (0.316, 1.0, 3.16)
 DEFAULT_SEEDS = (0, 1, 2)
+DEFAULT_HEADS = ("prototype", "linear")
 _RESERVED = ("task", "method", "seed", "output_dir")
+
+GridPoint = tuple[str, float]  # (head, multiple of the preset rate)
 
 
 @dataclasses.dataclass
@@ -46,16 +53,25 @@ class MethodTuning:
     """One method's tuning: every grid point's validation score, the choice, and the seeds' results."""
 
     method: str
+    head: str
     multiple: float
     lr: float
     lr_overrides: dict[str, float]
-    grid: dict[float, float]  # multiple -> validation accuracy (seed 0)
-    results: list[RunResult]  # one per seed, at the chosen multiple
+    grid: dict[GridPoint, float]  # (head, multiple) -> validation accuracy (seed 0)
+    results: list[RunResult]  # one per seed, at the chosen point
 
     @property
     def at_edge(self) -> bool:
-        """The choice is the grid's smallest or largest multiple: the best rate may lie outside the grid."""
-        return len(self.grid) > 1 and self.multiple in (min(self.grid), max(self.grid))
+        """The choice is its head's smallest or largest multiple: the best rate may lie outside the grid."""
+        multiples = [m for head, m in self.grid if head == self.head]
+        return len(multiples) > 1 and self.multiple in (min(multiples), max(multiples))
+
+    def validation(self) -> dict[str, dict[str, float]]:
+        """head -> multiple -> validation accuracy, for people and JSON."""
+        table: dict[str, dict[str, float]] = {}
+        for (head, multiple), value in sorted(self.grid.items()):
+            table.setdefault(head, {})[f"{multiple:g}"] = value
+        return table
 
     def test(self, metric: str = "accuracy") -> list[float]:
         return [result.test[metric] for result in self.results]
@@ -64,11 +80,13 @@ class MethodTuning:
         accuracies = self.test()
         return {
             "method": self.method,
+            "head": self.head,
             "lr": self.lr,
             "lr_overrides": self.lr_overrides,
             "multiple": self.multiple,
             "at_grid_edge": self.at_edge,
-            "validation_by_multiple": {f"{m:g}": v for m, v in sorted(self.grid.items())},
+            "validation_by_multiple": self.validation()[self.head],
+            "validation_by_head": self.validation(),
             "seeds": [result.seed for result in self.results],
             "test_accuracy": accuracies,
             "test_accuracy_mean": statistics.fmean(accuracies),
@@ -111,6 +129,7 @@ class TuneResult:
             rows.append(
                 {
                     "method": tuning.method,
+                    "head": tuning.head,
                     "lr (×preset)": _rates(tuning),
                     "seeds": _seeds(tuning, majority),
                     "test accuracy": f"{100 * mean:.1f} ± {100 * summary['test_accuracy_sd']:.1f}",
@@ -139,8 +158,9 @@ class TuneResult:
         lines = [
             f"# deltaspace tune: {self.task}",
             "",
-            "Test accuracy (%) over the seeds at each method's chosen rate (mean ± sd), beside the training split's "
-            "majority class and the frozen-embedding probe on the same split; rates chosen on validation.",
+            "Test accuracy (%) over the seeds at each method's chosen head and rate (mean ± sd), beside the "
+            "training split's majority class and the frozen-embedding probe on the same split; head and rate chosen "
+            "on validation.",
             "",
             "| " + " | ".join(header) + " |",
             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
@@ -170,6 +190,7 @@ def _baseline_row(label: str, metrics: dict[str, float], probe: float | None) ->
     accuracy = metrics["accuracy"]
     return {
         "method": label,
+        "head": "-",
         "lr (×preset)": "-",
         "seeds": "-",
         "test accuracy": f"{100 * accuracy:.1f}",
@@ -187,6 +208,21 @@ def _scaled(config: TrainConfig, multiple: float) -> TrainConfig:
     )
 
 
+def resolve_heads(heads: tuple[str, ...] | list[str] | None, train: dict[str, Any]) -> list[str]:
+    """The heads to try: ``heads`` as given; else the head ``train`` sets; else :data:`DEFAULT_HEADS`."""
+    from deltaspace.train.config import HEADS
+
+    if heads is not None and "head" in train:
+        raise UserInputError("give the head once: --head (tried as a grid) or --set head=..., not both")
+    if heads is None:
+        heads = [train["head"]] if "head" in train else list(DEFAULT_HEADS)
+    heads = list(heads)
+    unknown = [head for head in heads if head not in HEADS]
+    if not heads or unknown or len(set(heads)) != len(heads):
+        raise UserInputError(f"--head takes distinct heads among {', '.join(HEADS)}; got {heads}")
+    return heads
+
+
 def plan(
     task: str,
     methods: list[str],
@@ -194,9 +230,10 @@ def plan(
     out: str | Path,
     grid: tuple[float, ...] | list[float] = DEFAULT_GRID,
     seeds: tuple[int, ...] | list[int] = DEFAULT_SEEDS,
+    heads: tuple[str, ...] | list[str] | None = None,
     train: dict[str, Any] | None = None,
-) -> tuple[list[RunSpec], dict[str, dict[float, TrainConfig]]]:
-    """The grid's run specs, and each method's config per multiple (to build the seeds' runs from)."""
+) -> tuple[list[RunSpec], dict[str, dict[GridPoint, TrainConfig]]]:
+    """The grid's run specs, and each method's config per (head, multiple) to build the seeds' runs from."""
     train = dict(train or {})
     reserved = sorted(set(train) & set(_RESERVED))
     if reserved:
@@ -207,30 +244,41 @@ def plan(
         raise UserInputError(f"the grid holds positive multiples of the preset rate, got {list(grid)}")
     if not seeds or len(set(seeds)) != len(seeds) or any(not isinstance(s, int) or s < 0 for s in seeds):
         raise UserInputError(f"seeds must be distinct integers >= 0, got {list(seeds)}")
+    heads = resolve_heads(heads, train)
+    train.pop("head", None)
     specs, configs = [], {}
     for method in methods:
         configs[method] = {}
-        for multiple in sorted(set(grid)):
-            run_dir = Path(out) / "grid" / slug(method) / f"x{multiple:g}" / f"seed{seeds[0]}"
-            config = TrainConfig.from_dict({**train, "task": task, "method": method, "seed": seeds[0]})
-            config = _scaled(config, multiple).replace(output_dir=str(run_dir))
-            configs[method][multiple] = config
-            specs.append(RunSpec(task, method, seeds[0], config, name=f"grid/{slug(method)}/x{multiple:g}"))
+        for head in heads:
+            for multiple in sorted(set(grid)):
+                name = f"grid/{slug(method)}/{head}/x{multiple:g}"
+                run_dir = Path(out) / name / f"seed{seeds[0]}"
+                fields = {**train, "task": task, "method": method, "seed": seeds[0], "head": head}
+                config = _scaled(TrainConfig.from_dict(fields), multiple).replace(output_dir=str(run_dir))
+                configs[method][head, multiple] = config
+                specs.append(RunSpec(task, method, seeds[0], config, name=name))
     return specs, configs
 
 
-def choose(method: str, grid_results: dict[float, RunResult]) -> float:
-    """The multiple with the best validation accuracy; ties: lower validation loss, then nearer ×1."""
+def choose(
+    method: str, grid_results: dict[GridPoint, RunResult], heads: list[str] | None = None
+) -> GridPoint:
+    """The (head, multiple) with the best validation accuracy; ties: lower validation loss, then the multiple
+    nearer ×1, then the head earlier in ``heads`` (the prototype head first: it trains nothing extra)."""
     from deltaspace.train.tuned import rank_rate
 
-    def score(multiple: float) -> tuple[float, float, float]:
-        validation = grid_results[multiple].validation
-        return rank_rate(
+    order = heads or sorted({head for head, _ in grid_results})
+
+    def score(point: GridPoint) -> tuple[float, ...]:
+        head, multiple = point
+        validation = grid_results[point].validation
+        rank = rank_rate(
             (validation.get("accuracy", math.nan), validation.get("loss", math.inf)),
             multiple,
             1.0,
             "accuracy",
         )
+        return (*rank, -order.index(head))
 
     if not grid_results:
         raise UserInputError(f"no grid run of {method!r} finished; see the error.txt files of its runs")
@@ -244,11 +292,13 @@ def tune(
     out: str | Path | None = None,
     grid: tuple[float, ...] | list[float] = DEFAULT_GRID,
     seeds: tuple[int, ...] | list[int] = DEFAULT_SEEDS,
+    heads: tuple[str, ...] | list[str] | None = None,
     train: dict[str, Any] | None = None,
     show: bool = True,
 ) -> TuneResult:
     """Tune ``methods`` ("lora" or ["lora", "coeff+lora"]) on ``task`` (a suite name or a data file): the
-    rate grid, the choice on validation, the seeds at the choice (see the module docstring). ``train``: any
+    head × rate grid, the choice on validation, the seeds at the choice (see the module docstring).
+    ``heads``: the heads to try (default: prototype and linear, or the one ``train`` sets); ``train``: any
     :class:`TrainConfig` fields for every run (e.g. ``{"max_train_examples": 2000}``). Resumable."""
     from deltaspace.tasks import load_task
     from deltaspace.train.preflight import check_method, check_model
@@ -259,7 +309,10 @@ def tune(
     out = Path(out) if out is not None else Path("runs") / "tune" / slug(task)
     if out.exists() and not out.is_dir():
         raise UserInputError(f"tune output {out} is a file; choose another --out")
-    specs, configs = plan(task, methods, out=out, grid=grid, seeds=seeds, train=train)
+    heads = resolve_heads(heads, dict(train or {}))
+    specs, configs = plan(
+        task, methods, out=out, grid=grid, seeds=seeds, heads=heads, train=_without_head(train)
+    )
     check_model(specs[0].config.model)
     for method in methods:
         check_method(method, specs[0].config.method_options)
@@ -269,33 +322,26 @@ def tune(
     def loader(name: str, seed: int):
         return loaded if (name, seed) == (task, data_seed) else load_task(name, seed=seed)
 
-    outcomes = run_specs(specs, task_loader=loader, progress=f"{slug(task)}: rate grid")
-    chosen: dict[str, float] = {}
+    outcomes = run_specs(specs, task_loader=loader, progress=f"{slug(task)}: head and rate grid")
+    chosen: dict[str, GridPoint] = {}
     failed = [o.spec.key for o in outcomes if o.status == "failed"]
-    grid_results: dict[str, dict[float, RunResult]] = {m: {} for m in methods}
-    multiples = {c.output_dir: m for by_multiple in configs.values() for m, c in by_multiple.items()}
+    grid_results: dict[str, dict[GridPoint, RunResult]] = {m: {} for m in methods}
+    points = {c.output_dir: p for by_point in configs.values() for p, c in by_point.items()}
     for outcome in outcomes:
         if outcome.result is not None:
-            grid_results[outcome.spec.method][multiples[outcome.spec.config.output_dir]] = outcome.result
+            grid_results[outcome.spec.method][points[outcome.spec.config.output_dir]] = outcome.result
     seed_specs = []
     for method in methods:
         if not grid_results[method]:
             continue
-        chosen[method] = choose(method, grid_results[method])
+        chosen[method] = head, multiple = choose(method, grid_results[method], heads)
         config = configs[method][chosen[method]]
         for seed in seeds[1:]:
-            run_dir = out / "seeds" / slug(method) / f"x{chosen[method]:g}" / f"seed{seed}"
-            seed_specs.append(
-                RunSpec(
-                    task,
-                    method,
-                    seed,
-                    config.replace(seed=seed, output_dir=str(run_dir)),
-                    name=f"seeds/{slug(method)}/seed{seed}",
-                )
-            )
+            name = f"seeds/{slug(method)}/{head}/x{multiple:g}/seed{seed}"
+            run = config.replace(seed=seed, output_dir=str(out / name))
+            seed_specs.append(RunSpec(task, method, seed, run, name=name))
     seed_outcomes = run_specs(
-        seed_specs, task_loader=loader, progress=f"{slug(task)}: seeds at the chosen rates"
+        seed_specs, task_loader=loader, progress=f"{slug(task)}: seeds at the chosen points"
     )
     failed += [o.spec.key for o in seed_outcomes if o.status == "failed"]
     tunings = []
@@ -303,20 +349,21 @@ def tune(
     for method in methods:
         if method not in chosen:
             continue
-        multiple = chosen[method]
-        first = grid_results[method][multiple]
+        head, multiple = chosen[method]
+        first = grid_results[method][chosen[method]]
         results = [first] + [
             o.result for o in seed_outcomes if o.spec.method == method and o.result is not None
         ]
         baselines = baselines or first.baselines
-        config = configs[method][multiple]
+        config = configs[method][chosen[method]]
         tunings.append(
             MethodTuning(
                 method=method,
+                head=head,
                 multiple=multiple,
                 lr=config.lr,
                 lr_overrides=dict(config.lr_overrides),
-                grid={m: r.validation["accuracy"] for m, r in grid_results[method].items()},
+                grid={p: r.validation["accuracy"] for p, r in grid_results[method].items()},
                 results=results,
             )
         )
@@ -333,6 +380,10 @@ def tune(
     if show:
         _print(result)
     return result
+
+
+def _without_head(train: dict[str, Any] | None) -> dict[str, Any]:
+    return {key: value for key, value in (train or {}).items() if key != "head"}
 
 
 def _print(result: TuneResult) -> None:

@@ -1,0 +1,332 @@
+"""The paper's single-task setting (Tables 1–2 of Yi et al.): one source task's DET solutions define a
+d = 4 subspace, which then solves a related target task through each DET (optimisation) and hands the
+code one DET found to the others (transfer).
+
+One study per source task, ``<out>/<source>/``: the pipeline of :mod:`deltaspace.study.pipeline` with
+``source_tasks: [source]`` and the source's targets held out, all sharing one folder of original-space runs
+(``<out>/runs``). No landscape: with one source task there is no plane of task codes to draw. Then
+``<out>/report.md`` sets every pair's optimisation and its six transfer directions beside the paper's
+Tables 1 and 2, as relative performance (the paper's figure) and gain recovered over θ0 (the comparable
+one here: our θ0 is a zero-shot head, the paper's scores about zero).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from deltaspace.errors import UserInputError
+from deltaspace.io import write_json_atomic, write_text_atomic
+from deltaspace.study.config import StudyConfig, _build
+from deltaspace.study.records import LEARNED, Stage2Record
+from deltaspace.study.report import _table, pooled
+from deltaspace.subspace.gain import GainCell
+from deltaspace.train.result import slug
+
+STAGES = ("sweep", "fit", "optimise", "report")
+# Set per pair from ``pairs``; a single-task study names none of them itself.
+_PER_PAIR = ("name", "out", "runs", "source_tasks", "heldout_tasks", "heldout_mode", "optimise_tasks")
+SHORT = {"adapter": "A", "lora": "L", "prefix": "P"}
+# Averages of the paper's Table 1 (optimisation: adapter, LoRA, prefix, all) and Table 2 (transfer, six
+# directions, all), relative performance (%) on T5-base, d = 4 (../shared/reference/unified_subspace.md).
+PAPER_OPTIMISATION = {"adapter": 88.5, "lora": 80.9, "prefix": 85.3, "all": 84.9}
+PAPER_TRANSFER = {"A→L": 81.7, "A→P": 80.2, "L→A": 85.0, "L→P": 81.0, "P→A": 85.3, "P→L": 82.6, "all": 82.6}
+
+
+@dataclasses.dataclass
+class SingleTaskConfig:
+    """``pairs``: source task -> its target tasks; ``study``: every other :class:`StudyConfig` field, shared
+    by the pairs' studies (model, methods, train, fit, optimise, controls, budgets)."""
+
+    name: str = "single_task"
+    out: str = "studies/single_task"
+    pairs: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    study: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def validate(self) -> None:
+        if not self.pairs:
+            raise UserInputError("a single-task study needs pairs: {source_task: [target, ...], ...}")
+        for source, targets in self.pairs.items():
+            if not targets or source in targets:
+                raise UserInputError(
+                    f"pairs.{source} must list one or more target tasks other than {source!r}, got {targets}"
+                )
+        named = sorted(set(self.study) & set(_PER_PAIR))
+        if named:
+            raise UserInputError(f"study.{named[0]} is set per pair in a single-task study; remove it")
+        for study in self.studies():
+            study.validate()
+
+    @property
+    def runs_dir(self) -> Path:
+        return Path(self.out) / "runs"
+
+    def studies(self) -> list[StudyConfig]:
+        """One study per source task: its own subspace, its targets held out; one shared runs folder."""
+        return [
+            StudyConfig.from_dict(
+                {
+                    **self.study,
+                    "name": f"{self.name}: {slug(source)}",
+                    "out": str(Path(self.out) / slug(source)),
+                    "runs": str(self.runs_dir),
+                    "source_tasks": [source],
+                    "heldout_tasks": list(targets),
+                }
+            )
+            for source, targets in self.pairs.items()
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SingleTaskConfig:
+        data = {key: value for key, value in data.items() if key != "setting"}
+        config = _build(cls, data, "single-task study")
+        config.validate()
+        return config
+
+
+def run_single_task(config: SingleTaskConfig, *, stages: tuple[str, ...] = STAGES) -> Path:
+    """Run (or resume) every pair's study, then write ``<out>/report.md``; returns its path."""
+    from deltaspace.study.pipeline import run_study
+
+    config.validate()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "config.json", config.to_dict())
+    for study in config.studies():
+        run_study(study, stages=tuple(stage for stage in stages if stage in STAGES))
+    return write_single_task_report(out)
+
+
+# ---------------------------------------------------------------- the report
+
+
+def _records(out: Path, config: dict[str, Any]) -> list[tuple[str, Stage2Record]]:
+    """(source, record) for every target whose stage 2 has finished, in the config's order."""
+    found = []
+    for source, targets in config["pairs"].items():
+        for target in targets:
+            path = out / slug(source) / "stage2" / f"{slug(target)}.json"
+            if path.is_file():
+                found.append((source, Stage2Record.from_dict(json.loads(path.read_text()))))
+    return found
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def _ci(value: float | None, interval: tuple[float, float] | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.1f}" + (f" [{interval[0]:.1f}, {interval[1]:.1f}]" if interval else "")
+
+
+def _relative(metric: float, original: float) -> float | None:
+    return 100.0 * metric / original if original > 0 else None
+
+
+def _mean(values: list[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else None
+
+
+def _directions(methods: list[str]) -> list[tuple[str, str]]:
+    return [(s, t) for s in methods for t in methods if s != t]
+
+
+def _arrow(source: str, target: str) -> str:
+    return f"{SHORT.get(source, source)}→{SHORT.get(target, target)}"
+
+
+def _transfer_cell(record: Stage2Record, source: str, target: str) -> tuple[float | None, GainCell]:
+    matrix = record.transfer or {}
+    i, j = matrix["sources"].index(source), matrix["targets"].index(target)
+    predictions = matrix["predictions"][i][j]
+    relative = _relative(record.accuracy(predictions), record.accuracy(record.original[target]))
+    cell = GainCell(
+        record.task,
+        f"{source}->{target}",
+        record.correct(predictions),
+        record.correct(record.initial[target]),
+        record.correct(record.original[target]),
+    )
+    return relative, cell
+
+
+def write_single_task_report(out: str | Path) -> Path:
+    """``<out>/report.md`` from the pairs' stage-2 records present (partial while the study runs)."""
+    out = Path(out)
+    config = json.loads((out / "config.json").read_text())
+    study = config["study"]
+    methods = list(study.get("methods", []))
+    records = _records(out, config)
+    fit = study.get("fit", {})
+    optimise = study.get("optimise", {})
+    train = study.get("train", {})
+    pairs = "; ".join(f"{slug(s)} → {', '.join(map(slug, t))}" for s, t in config["pairs"].items())
+    lines = [
+        f"# deltaspace single-task study `{config['name']}`",
+        "",
+        "The paper's single-task setting: one source task's DET solutions define the subspace (d = "
+        f"{fit.get('dim', '?')}), used on related target tasks. Model **{Path(study.get('model', '?')).name}**; "
+        f"DETs {', '.join(methods)}; pairs {pairs}. Original-space runs: {_budget(train)}. Stage 1: "
+        f"{_stage1(fit)}. Stage 2: {optimise.get('steps', '?')} steps of {optimise.get('optimizer', '?')} "
+        f"(lr {optimise.get('lr', '?')}) on the target's training batches, best validation code; only the "
+        f"d numbers train. Test examples per target: up to {study.get('test_examples', '?')}. Regenerate with "
+        f"`deltaspace study {out / 'config.json'}`; each pair's own report is `<source>/report.md`.",
+        "",
+    ]
+    if not records:
+        lines.append("No target has finished stage 2 yet.")
+        return _write(out, lines)
+    lines += _originals(records, methods)
+    lines += _optimisation(records, methods, controls=[k for k in records[0][1].runs if k != LEARNED])
+    lines += _transfer(records, methods)
+    return _write(out, lines)
+
+
+def _write(out: Path, lines: list[str]) -> Path:
+    path = out / "report.md"
+    write_text_atomic(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _budget(train: dict[str, Any]) -> str:
+    parts = [
+        f"{train['max_train_examples']} training examples" if "max_train_examples" in train else None,
+        f"{train['epochs']} epochs" if "epochs" in train else None,
+        f"{train['max_length']} tokens" if "max_length" in train else None,
+        "each DET's preset (tuned) rate unless the config overrides it",
+        "best validation checkpoint",
+    ]
+    return ", ".join(p for p in parts if p)
+
+
+def _stage1(fit: dict[str, Any]) -> str:
+    start = "the closed-form start (the source solution's direction, shared code)"
+    if fit.get("init") == "random":
+        start = "random projections (the paper's start)"
+    extra = (
+        "the source task's descent directions at θ0 for the other d − 1"
+        if fit.get("gradient_directions")
+        else "random directions for the other d − 1"
+    )
+    steps = fit.get("steps", 0)
+    joint = f"then {steps} joint-fit steps" if steps else "no joint fit"
+    return f"{start}, {extra}, {joint}"
+
+
+def _originals(records: list[tuple[str, Stage2Record]], methods: list[str]) -> list[str]:
+    rows = []
+    for source, record in records:
+        theta0 = [record.accuracy(record.initial[m]) for m in methods]
+        trained = [record.accuracy(record.original[m]) for m in methods]
+        rows.append(
+            [
+                f"{slug(source)} → {record.task}",
+                *(f"{o:.3f} ({t:.3f})" for o, t in zip(trained, theta0, strict=True)),
+                f"{len(record.gold)}",
+            ]
+        )
+    return [
+        "## Original space on the targets",
+        "",
+        "Test accuracy of each DET trained on the target in its own space (θ0, the untrained start, in "
+        "parentheses): the denominators of everything below.",
+        "",
+        *_table(["pair", *methods, "test examples"], rows),
+        "",
+    ]
+
+
+def _optimisation(
+    records: list[tuple[str, Stage2Record]], methods: list[str], controls: list[str]
+) -> list[str]:
+    rows, by_method = [], {m: [] for m in methods}
+    for source, record in records:
+        cells = []
+        for method in methods:
+            run = record.runs[LEARNED][method]
+            value = _relative(run.metric, record.accuracy(record.original[method]))
+            by_method[method].append(value)
+            cells.append(_pct(value))
+        rows.append([f"{slug(source)} → {record.task}", *cells, _pct(_mean([_v(c) for c in cells]))])
+    everything = [v for values in by_method.values() for v in values]
+    rows.append(["**average**", *(_pct(_mean(by_method[m])) for m in methods), f"**{_pct(_mean(everything))}**"])
+    rows.append(
+        [
+            "paper, Table 1 average",
+            *(_pct(PAPER_OPTIMISATION.get(m)) for m in methods),
+            _pct(PAPER_OPTIMISATION["all"]),
+        ]
+    )
+    gain_rows = []
+    for kind in [LEARNED, *controls]:
+        cells = [_ci(*pooled([r.gain_cell(kind, m) for _, r in records])) for m in methods]
+        every = _ci(*pooled([r.gain_cell(kind, m) for _, r in records for m in methods]))
+        gain_rows.append([kind, *cells, every])
+    return [
+        "## Optimisation inside the subspace (the paper's Table 1)",
+        "",
+        "Relative performance (%) = accuracy of the code found in the subspace, decoded by the same DET, / "
+        "the DET's original-space accuracy × 100, on the same test examples.",
+        "",
+        *_table(["pair", *methods, "avg"], rows),
+        "",
+        "Gain recovered (%) = Σ (subspace − θ0) / Σ (original − θ0) × 100, pooled over the targets, with a "
+        "paired bootstrap 95 % interval; the controls run through the same optimiser, steps and d.",
+        "",
+        *_table(["subspace", *methods, "all DETs"], gain_rows),
+        "",
+    ]
+
+
+def _v(text: str) -> float | None:
+    return None if text == "–" else float(text)
+
+
+def _transfer(records: list[tuple[str, Stage2Record]], methods: list[str]) -> list[str]:
+    directions = _directions(methods)
+    if not all(r.transfer and r.transfer.get("predictions") for _, r in records):
+        return ["## Transfer across DETs", "", "Stage 3 has not run for every target yet."]
+    rows, columns, cells = [], {d: [] for d in directions}, {d: [] for d in directions}
+    for source, record in records:
+        row = []
+        for direction in directions:
+            relative, cell = _transfer_cell(record, *direction)
+            columns[direction].append(relative)
+            cells[direction].append(cell)
+            row.append(relative)
+        rows.append([f"{slug(source)} → {record.task}", *map(_pct, row), _pct(_mean(row))])
+    everything = [v for values in columns.values() for v in values]
+    rows.append(
+        ["**average**", *(_pct(_mean(columns[d])) for d in directions), f"**{_pct(_mean(everything))}**"]
+    )
+    rows.append(
+        [
+            "paper, Table 2 average",
+            *(_pct(PAPER_TRANSFER.get(_arrow(*d))) for d in directions),
+            _pct(PAPER_TRANSFER["all"]),
+        ]
+    )
+    gain = [_ci(*pooled(cells[d])) for d in directions]
+    pooled_all = pooled([c for d in directions for c in cells[d]])
+    return [
+        "## Transfer across DETs (the paper's Table 2)",
+        "",
+        "Zero-shot transfer: the code found through the first DET (stage 2), decoded by the second, with no "
+        "training through it. Relative performance (%) against the second DET's original-space accuracy.",
+        "",
+        *_table(["pair", *(_arrow(*d) for d in directions), "avg"], rows),
+        "",
+        "Gain recovered (%) per direction, pooled over the targets (95 % interval):",
+        "",
+        *_table([_arrow(*d) for d in directions] + ["all"], [[*gain, _ci(*pooled_all)]]),
+        "",
+    ]
