@@ -1,5 +1,6 @@
-"""Coeff attention under mixed precision (``torch.autocast`` bf16 on CPU): both paths train, and their
-gradients match a float32 reference to bf16 tolerance.
+"""Coeff attention under mixed precision (``torch.autocast`` bf16 and fp16 on CPU): both paths train, and
+their gradients match a float32 reference to half-precision tolerance. (fp16 on a GPU runs the same
+autograd functions; no GPU was available to run it there.)
 
 Before the fix, autocast lowered the products inside the custom autograd functions to bf16 in forward only
 (backward runs outside the autocast region): the explicit path failed with a dtype mismatch in backward and
@@ -18,20 +19,23 @@ from deltaspace.attention.layout import KeyLayout
 B, H, L, D = 2, 4, 9, 8
 
 
-def _inputs():
+HALF = [torch.bfloat16, torch.float16]
+
+
+def _inputs(dtype: torch.dtype):
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(B, H, L, D, generator=g).bfloat16().requires_grad_() for _ in range(3))
+    q, k, v = (torch.randn(B, H, L, D, generator=g).to(dtype).requires_grad_() for _ in range(3))
     c = (torch.eye(H) + 0.3 * torch.randn(H, H, generator=g)).requires_grad_()
     return q, k, v, c
 
 
-def _run(path, q, k, v, c, autocast: bool):
+def _run(path, q, k, v, c, autocast: bool, dtype: torch.dtype = torch.bfloat16):
     mask = torch.ones(B, L, dtype=torch.long)
     mask[1, :2] = 0
     layout = KeyLayout.build(
         mask, q_len=L, kv_len=L, num_prefix=0, causal=False, sliding_window=None, bias=None
     )
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+    with torch.autocast("cpu", dtype=dtype, enabled=autocast):
         if path == "explicit":
             out, _ = explicit_attention(q, k, v, c, layout, scaling=D**-0.5)
         else:
@@ -40,10 +44,11 @@ def _run(path, q, k, v, c, autocast: bool):
     return out, torch.autograd.grad(loss, (q, k, v, c))
 
 
+@pytest.mark.parametrize("dtype", HALF)
 @pytest.mark.parametrize("path", ["explicit", "blocked"])
-def test_attention_paths_run_under_bf16_autocast(path):
-    q, k, v, c = _inputs()
-    out, grads = _run(path, q, k, v, c, autocast=True)
+def test_attention_paths_run_under_half_precision_autocast(path, dtype):
+    q, k, v, c = _inputs(dtype)
+    out, grads = _run(path, q, k, v, c, autocast=True, dtype=dtype)
     reference = [t.detach().float().requires_grad_() for t in (q, k, v, c)]
     ref_out, ref_grads = _run(path, *reference, autocast=False)
     torch.testing.assert_close(out.float(), ref_out.float(), rtol=2e-2, atol=2e-2)
@@ -52,8 +57,9 @@ def test_attention_paths_run_under_bf16_autocast(path):
         torch.testing.assert_close(got.float(), expected, rtol=5e-2, atol=5e-2)
 
 
+@pytest.mark.parametrize("dtype", HALF)
 @pytest.mark.parametrize("path", ["explicit", "blocked"])
-def test_coeff_lora_model_trains_under_bf16_autocast(make_bert, path):
+def test_coeff_lora_model_trains_under_half_precision_autocast(make_bert, path, dtype):
     def gradients(autocast: bool):
         model = get_delta_model(
             make_bert(),
@@ -67,7 +73,7 @@ def test_coeff_lora_model_trains_under_bf16_autocast(make_bert, path):
         ids = torch.randint(3, 100, (3, 12), generator=torch.Generator().manual_seed(1))
         mask = torch.ones_like(ids)
         mask[2, :4] = 0
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast("cpu", dtype=dtype, enabled=autocast):
             loss = model(input_ids=ids, attention_mask=mask, labels=torch.tensor([0, 1, 2])).loss
         loss.backward()
         return {n: p.grad.float() for n, p in model.named_parameters() if p.requires_grad}
