@@ -177,13 +177,30 @@ class StudyContext:
         return [{**dict(batch), "prototypes": self.prototypes[name]} for batch in loader]
 
     def _task_batches(self, name: str):
+        from transformers import DataCollatorWithPadding
+
         from deltaspace.subspace import TaskBatches
+        from deltaspace.subspace.batches import shuffled_batches
+        from deltaspace.train.data import cap_examples, tokenize_split
 
         config = self.config
-        train = self._batches(name, "train", config.fit_train_examples, config.batch_size, shuffle=True)
+        task = self.tasks[name]
+        # Training batches are dealt afresh every epoch (a long stage-1 fit must not replay one order) from
+        # torch's global RNG, which the stages seed and fit() checkpoints: the same seed, the same orders.
+        encoded = tokenize_split(
+            cap_examples(task.split("train"), config.fit_train_examples, seed=0),
+            self.tokenizer,
+            is_pair=task.is_pair,
+            max_length=config.train.get("max_length") or task.max_length,  # the original runs' cut
+        )
+        collate, prototypes = DataCollatorWithPadding(self.tokenizer), self.prototypes[name]
+
+        def train_batch(index: torch.Tensor) -> dict[str, Any]:
+            return {**dict(collate([encoded[i] for i in index.tolist()])), "prototypes": prototypes}
+
         return TaskBatches(
             name=name,
-            train_batches=lambda: train,
+            train_batches=shuffled_batches(len(encoded), config.batch_size, train_batch),
             eval_batches=self._batches(name, "validation", config.eval_examples, config.eval_batch_size),
             test_batches=self._batches(name, "test", config.test_examples, config.eval_batch_size),
             num_labels=self.tasks[name].num_labels,

@@ -4,6 +4,10 @@ The subspace stages never touch datasets or tokenizers: the caller hands over, p
 training batches (called again whenever an epoch is exhausted) and fixed evaluation batches. A batch is
 whatever the members' ``loss`` / ``predict`` understand; :func:`batch_labels` finds its labels (a
 ``"labels"`` (or ``"label"``) entry of a mapping, or the last element of a tuple / list).
+
+:func:`shuffled_batches` makes a factory that deals a fresh order every epoch from torch's global RNG, and
+:class:`TrainStream` (what :meth:`TaskBatches.stream` returns) can save and restore its position, so a
+resumed stage-1 fit sees the very batches an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -64,17 +68,9 @@ class TaskBatches:
     def report_batches(self) -> list[Any]:
         return list(self.test_batches if self.test_batches is not None else self.eval_batches)
 
-    def stream(self) -> Iterator[Any]:
+    def stream(self) -> TrainStream:
         """Training batches forever: the factory is called again for every new epoch."""
-        while True:
-            empty = True
-            for batch in self.train_batches():
-                empty = False
-                yield batch
-            if empty:
-                raise ValueError(
-                    f"task {self.name!r}: train_batches() yielded no batch; give it at least one"
-                )
+        return TrainStream(self)
 
     @classmethod
     def from_tensors(
@@ -101,11 +97,9 @@ class TaskBatches:
         if batch_size < 1:
             raise ValueError(f"task {name!r}: batch_size must be >= 1, got {batch_size}")
 
-        def train() -> Iterator[dict[str, Tensor]]:
-            order = torch.randperm(len(inputs))
-            for start in range(0, len(order), batch_size):
-                index = order[start : start + batch_size]
-                yield {"inputs": inputs[index], "labels": labels[index]}
+        train = shuffled_batches(
+            len(inputs), batch_size, lambda index: {"inputs": inputs[index], "labels": labels[index]}
+        )
 
         def chunks(x: Tensor, y: Tensor) -> list[dict[str, Tensor]]:
             return [
@@ -119,3 +113,83 @@ class TaskBatches:
                 raise ValueError(f"task {name!r}: give test_labels of the same length as test_inputs")
             test = chunks(test_inputs, test_labels)
         return cls(name, train, chunks(eval_inputs, eval_labels), test, num_labels)
+
+
+def shuffled_batches(
+    size: int, batch_size: int, make_batch: Callable[[Tensor], Any]
+) -> Callable[[], Iterator[Any]]:
+    """A ``train_batches`` factory over ``size`` examples that deals a fresh order every epoch.
+
+    Each call draws a permutation from torch's global RNG (as a shuffling ``DataLoader`` does) when its
+    first batch is asked for, cuts it into index tensors of ``batch_size`` and yields ``make_batch(index)``
+    for each. The stages run under their own seed, so the orders follow from it; drawing everything at the
+    epoch's start is what lets :class:`TrainStream` replay an epoch on resume.
+    """
+    if size < 1 or batch_size < 1:
+        raise ValueError(f"shuffled_batches needs size >= 1 and batch_size >= 1, got {size}, {batch_size}")
+
+    def epoch() -> Iterator[Any]:
+        order = torch.randperm(size)
+        for start in range(0, size, batch_size):
+            yield make_batch(order[start : start + batch_size])
+
+    return epoch
+
+
+_END = object()  # marks an exhausted iterator (a batch may be anything, None included)
+
+
+class TrainStream(Iterator[Any]):
+    """A task's training batches forever, with a position that can be saved and restored.
+
+    Every epoch calls ``task.train_batches()`` afresh. The position is (epoch, batches taken in it) and the
+    CPU RNG state at the epoch's start: :meth:`load_state_dict` replays that epoch's order from that state
+    and skips the batches already taken. That is exact for factories that draw their randomness from torch's
+    global CPU RNG when their first batch is asked for (:func:`shuffled_batches`, a shuffling
+    ``DataLoader``) or draw none (a fixed list).
+    """
+
+    def __init__(self, task: TaskBatches) -> None:
+        self.task = task
+        self.epoch = 0  # epochs started before the current one
+        self.position = 0  # batches taken from the current epoch
+        self._epoch_rng: Tensor | None = None
+        self._batches: Iterator[Any] | None = None
+
+    def __next__(self) -> Any:
+        if self._batches is None:
+            self._epoch_rng = torch.get_rng_state()
+            self._batches = iter(self.task.train_batches())
+            self.position = 0
+        try:
+            batch = next(self._batches)
+        except StopIteration:
+            if self.position == 0:
+                raise ValueError(
+                    f"task {self.task.name!r}: train_batches() yielded no batch; give it at least one"
+                ) from None
+            self._batches = None
+            self.epoch += 1
+            return next(self)
+        self.position += 1
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain values and a tensor (loadable with ``torch.load(..., weights_only=True)``)."""
+        return {"epoch": self.epoch, "position": self.position, "epoch_rng": self._epoch_rng}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue where :meth:`state_dict` was taken; torch's global RNG is left as it was."""
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._epoch_rng, self._batches = state["epoch_rng"], None
+        if self.position == 0 or self._epoch_rng is None:
+            return  # nothing taken yet: the next batch starts an epoch from the RNG as it will be then
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self._epoch_rng)
+            self._batches = iter(self.task.train_batches())
+            for taken in range(self.position):
+                if next(self._batches, _END) is _END:
+                    raise ValueError(
+                        f"task {self.task.name!r}: the saved position ({self.position} batches into epoch "
+                        f"{self.epoch}) is past the epoch's end ({taken}); the batches changed since"
+                    )

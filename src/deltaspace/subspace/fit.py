@@ -29,6 +29,13 @@ Differences from the paper's code (each a deliberate improvement, the paper's ch
   the centroid of the task's codes; the best checkpoint is kept. With ``eval_every = 0`` nothing is
   evaluated and the last state is returned (a validation that selects among one checkpoint is waste).
 - Encoders are not returned: stages 2–6 need only the up-projections and the source codes.
+
+Long fits (thousands of steps): with ``output_dir`` the fit checkpoints every ``checkpoint_every`` steps
+(:mod:`~deltaspace.subspace._fit_checkpoint`), and a fit called again with the same arguments resumes from
+the checkpoint and ends in the same bundle as an uninterrupted run; each task's training batches come from a
+:class:`~deltaspace.subspace.batches.TrainStream` whose position is part of the checkpoint (a
+:func:`~deltaspace.subspace.batches.shuffled_batches` factory deals a new order every epoch); a progress bar
+shows the loss, the last validation score and the ETA, and the step log the seconds of every step.
 """
 
 from __future__ import annotations
@@ -40,15 +47,28 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from deltaspace.best import BestCheckpoint
+from deltaspace.errors import BrokenFileError
+from deltaspace.subspace._fit_checkpoint import (
+    CHECKPOINT_FILE,
+    count_lines,
+    fit_identity,
+    load_fit_checkpoint,
+    save_fit_checkpoint,
+    set_numpy_rng_state,
+    set_torch_rng_state,
+    torch_rng_state,
+    truncate_lines,
+)
 from deltaspace.subspace._optim import check_step_options, make_optimizer, make_schedule, seeded
 from deltaspace.subspace.alignment import (
     alignment_maps,
@@ -57,7 +77,7 @@ from deltaspace.subspace.alignment import (
     output_change,
     output_changes,
 )
-from deltaspace.subspace.batches import TaskBatches
+from deltaspace.subspace.batches import TaskBatches, TrainStream
 from deltaspace.subspace.bundle import SubspaceBundle
 from deltaspace.subspace.closed_form import closed_form_basis, complement_directions, rms_norm, shared_codes
 from deltaspace.subspace.evaluate import evaluate, relative
@@ -129,9 +149,14 @@ class FitConfig:
         encoder_hidden, sketch_dim, fastfood_width: projection sizes (defaults: max(d, T), max(d, 256),
             max(d, 64)).
         eval_every: validate every this many steps (0: never; the last state is returned).
+        eval_centroid_only: validate each member at the centroid of the task's codes only (T·M evaluations
+            per check instead of up to T·M·(M+1) with every member's own code too): for long fits.
         metric: validation metric (``accuracy`` or ``macro_f1``).
-        seed: seeds projection init, weights / task order and the members' own randomness (dropout).
-        log_every: steps between log lines; progress: show a tqdm bar.
+        seed: seeds projection init, weights / task order, the batch order and the members' own
+            randomness (dropout).
+        checkpoint_every: with ``output_dir``, save a resumable checkpoint every this many steps and after
+            the last (0: never); see :mod:`~deltaspace.subspace._fit_checkpoint`.
+        log_every: steps between log lines; progress: show a tqdm bar (loss, last validation, ETA).
     """
 
     dim: int = 4
@@ -165,8 +190,10 @@ class FitConfig:
     sketch_dim: int | None = None
     fastfood_width: int | None = None
     eval_every: int = 0
+    eval_centroid_only: bool = False
     metric: str = "accuracy"
     seed: int = 0
+    checkpoint_every: int = 100
     log_every: int = 50
     progress: bool = True
 
@@ -178,6 +205,8 @@ class FitConfig:
         if self.init == "random" and self.steps < 1:
             raise ValueError("a random start needs steps >= 1 (or use init: closed_form)")
         check_step_options(self.optimizer, self.schedule, self.eval_every, self.metric)
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0 (0: never), got {self.checkpoint_every}")
         if self.mixing not in MIXINGS:
             raise ValueError(f"unknown mixing {self.mixing!r}; use {', '.join(MIXINGS)}")
         if self.task_order not in TASK_ORDERS:
@@ -239,12 +268,15 @@ def sample_weights(rng: np.random.Generator, members: int, mixing: str, alpha: f
     return np.tile(w, (members, 1))
 
 
-def fixed_points(codes: dict[str, Tensor]) -> dict[str, Tensor]:
+def fixed_points(codes: dict[str, Tensor], centroid_only: bool = False) -> dict[str, Tensor]:
     """The deterministic validation points: each member's code (a vertex) and their centroid (left out
-    when the codes coincide, as after the closed-form start: it would repeat the vertices)."""
-    points = {f"vertex:{name}": z for name, z in codes.items()}
+    when the codes coincide, as after the closed-form start: it would repeat the vertices); with
+    ``centroid_only`` the centroid alone."""
     stacked = torch.stack(list(codes.values()))
     centroid = stacked.mean(0)
+    if centroid_only:
+        return {"centroid": centroid}
+    points = {f"vertex:{name}": z for name, z in codes.items()}
     if (stacked - centroid).abs().max() > 1e-6 * max(1.0, float(centroid.abs().max())):
         points["centroid"] = centroid
     return points
@@ -257,12 +289,13 @@ def validate_points(
     tasks: Sequence[TaskBatches],
     store: SolutionStore,
     metric: str,
+    centroid_only: bool = False,
 ) -> tuple[float, dict[str, Any]]:
     """Evaluate every member at every fixed point of every task; score = mean (relative when possible)."""
     details: dict[str, Any] = {}
     raw, rel = [], []
     for task in tasks:
-        points = fixed_points({m.name: codes[m.name][task.name] for m in members})
+        points = fixed_points({m.name: codes[m.name][task.name] for m in members}, centroid_only)
         for label, z in points.items():
             for member in members:
                 theta = ups[member.name](z.to(member.theta0.device))
@@ -332,9 +365,16 @@ def fit(
         store: Δ_m^t for every member m and source task t.
         tasks: the source tasks' batches (``None`` only for reconstruction-only fits).
         config: :class:`FitConfig`.
-        output_dir: if given, the returned bundle is saved there (atomically).
-        log_path: if given, one JSON line per step is appended there.
-        on_step: called with each step's record (step, task, loss, per-member ce / recon, weights).
+        output_dir: if given, the returned bundle is saved there (atomically). A fit of ``steps > 0`` also
+            keeps a resumable checkpoint there (``fit_checkpoint.pt``, every ``checkpoint_every`` steps and
+            after the last, deleted once the bundle is saved): called again with the same arguments after
+            a kill, the fit continues from it and returns the bundle an uninterrupted fit would; a
+            checkpoint of a fit with other settings, source tasks or members is refused
+            (:class:`~deltaspace.errors.RunMismatchError`: delete it or use another ``output_dir``).
+        log_path: if given, one JSON line per step is appended there (with the step's ``seconds``); a
+            resumed fit first drops the lines logged after its checkpoint.
+        on_step: called with each step's record (step, task, loss, per-member ce / recon, weights,
+            seconds).
 
     Returns:
         The best :class:`SubspaceBundle` by deterministic validation when ``eval_every > 0``, else the
@@ -347,14 +387,23 @@ def fit(
     can_validate = tasks is not None and all(t.eval_batches for t in tasks)
     start = time.perf_counter()
     code_device = members[0].theta0.device
+    checkpoint_path, identity, saved = None, None, None
+    if output_dir is not None and config.steps and config.checkpoint_every:
+        checkpoint_path = Path(output_dir) / CHECKPOINT_FILE
+        deltas = {m.name: {t: store.delta(m.name, t) for t in task_names} for m in members}
+        identity = fit_identity(config.to_dict(), task_names, deltas)
+        saved = load_fit_checkpoint(checkpoint_path, identity)  # refuses one of another fit, before any work
 
     with seeded(config.seed):
         proj, member_meta = _build_projections(members, store, task_names, config, task_by_name or None)
         params = [
             p for m in [*proj.ups.values(), *proj.downs.values()] for p in m.parameters() if p.requires_grad
         ]
-        rng = np.random.default_rng(config.seed)
         streams = {t.name: t.stream() for t in tasks} if tasks is not None and config.task_weight > 0 else {}
+        loop = _Loop(rng=np.random.default_rng(config.seed), streams=streams, best=BestCheckpoint())
+        if config.steps:
+            loop.optimizer = make_optimizer(params, config.optimizer, config.lr, config.weight_decay)
+            loop.schedule = make_schedule(loop.optimizer, config.schedule, config.steps)
 
         def current_codes() -> dict[str, dict[str, Tensor]]:
             with torch.no_grad():
@@ -367,14 +416,12 @@ def fit(
             codes = current_codes()
             if can_validate:
                 return validate_points(
-                    members, proj.ups, codes, [task_by_name[t] for t in task_names], store, config.metric
-                )
+                    members, proj.ups, codes, [task_by_name[t] for t in task_names], store, config.metric,
+                    config.eval_centroid_only,
+                )  # fmt: skip
             errors = _reconstruction(proj.ups, proj.deltas, codes)
             mean_error = float(np.mean([e for by_task in errors.values() for e in by_task.values()]))
             return -mean_error, {"reconstruction": errors}
-
-        best: BestCheckpoint[_FitState] = BestCheckpoint()
-        validation: list[dict[str, Any]] = []
 
         def snapshot() -> _FitState:
             return _FitState(
@@ -385,80 +432,221 @@ def fit(
                 codes=current_codes(),
             )
 
-        def checkpoint(step: int) -> None:
+        def validate_at(step: int) -> float:
             with torch.no_grad():
                 score, details = selection()
-            validation.append({"step": step, "score": score, **details})
+            loop.validation.append({"step": step, "score": score, **details})
             logger.info("subspace fit step %d: validation score %.4f", step, score)
-            best.offer(step, score, snapshot)
+            loop.best.offer(step, score, snapshot)
+            return score
 
-        if config.eval_every and config.init == "closed_form":
-            checkpoint(0)  # the exact start is a candidate like any other
+        save = None
+        if checkpoint_path is not None:
+
+            def save() -> None:
+                state = loop.state_dict(proj, time.perf_counter() - start)
+                save_fit_checkpoint(checkpoint_path, identity, state)
+
+        if saved is not None:
+            loop.load_state_dict(saved, proj, code_device)
+            truncate_lines(log_path, loop.log_lines)
+            logger.info("subspace fit resumes at step %d from %s", loop.step, checkpoint_path)
+        else:
+            loop.log_lines = count_lines(log_path)
+            if config.eval_every and config.init == "closed_form":
+                validate_at(0)  # the exact start is a candidate like any other
         if config.steps:
-            _train(members, proj, streams, params, rng, config, code_device, task_names, checkpoint, log_path,
-                   on_step)  # fmt: skip
+            _train(members, proj, params, loop, config, code_device, task_names, validate_at, log_path,
+                   on_step, save)  # fmt: skip
         if not config.eval_every:
-            best.keep(config.steps, float("nan"), snapshot())  # nothing validated: the last state
+            loop.best.keep(config.steps, float("nan"), snapshot())  # nothing validated: the last state
 
-    bundle = _bundle(best, proj.ups, config, task_names, member_meta, validation, start)
+    # a resumed fit's wall time counts the time before its resume too
+    bundle = _bundle(
+        loop.best, proj.ups, config, task_names, member_meta, loop.validation, start - loop.seconds_before
+    )
     bundle.metadata["reconstruction"] = bundle.reconstruction_errors(store)
     if output_dir is not None:
         bundle.save(output_dir)
+        if checkpoint_path is not None:
+            checkpoint_path.unlink(missing_ok=True)  # the bundle is the result; a rerun now starts afresh
     return bundle
+
+
+@dataclass
+class _Loop:
+    """What the joint fit changes as it runs besides the projections' weights. With those weights it is
+    what a checkpoint saves (:meth:`state_dict`) and a resume restores (:meth:`load_state_dict`)."""
+
+    rng: np.random.Generator  # task order, interpolation weights, members per step
+    streams: dict[str, TrainStream]  # each task's training batches and their position
+    best: BestCheckpoint[_FitState]
+    validation: list[dict[str, Any]] = field(default_factory=list)
+    optimizer: torch.optim.Optimizer | None = None
+    schedule: Any = None
+    step: int = 0  # optimiser steps taken
+    log_lines: int = 0  # lines of the step log as of `step`
+    seconds_before: float = 0.0  # what the fit ran before this call (a resumed fit)
+
+    def state_dict(self, proj: _Projections, seconds: float) -> dict[str, Any]:
+        """Tensors and plain values only (``seconds``: how long this call has run)."""
+        return {
+            "step": self.step,
+            "weights": {key: p.detach() for key, p in _parameters(proj).items()},
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "numpy_rng": self.rng.bit_generator.state,
+            "torch_rng": torch_rng_state(),
+            "streams": {name: stream.state_dict() for name, stream in self.streams.items()},
+            "best": None if self.best.empty else _best_state(self.best, proj),
+            "validation": self.validation,
+            "log_lines": self.log_lines,
+            "seconds": self.seconds_before + seconds,
+        }
+
+    def load_state_dict(self, saved: dict[str, Any], proj: _Projections, code_device: torch.device) -> None:
+        """Restore what :meth:`state_dict` saved, the projections' weights and torch's RNG included."""
+        parameters = _parameters(proj)
+        if set(parameters) != set(saved["weights"]):
+            raise BrokenFileError(
+                "the fit checkpoint holds other projection weights than this fit builds (written by another "
+                "version of deltaspace?); delete it to start the fit afresh"
+            )
+        with torch.no_grad():
+            for key, p in parameters.items():
+                p.copy_(saved["weights"][key])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.schedule.load_state_dict(saved["schedule"])
+        for name, stream in self.streams.items():
+            stream.load_state_dict(saved["streams"][name])  # replays its epoch under a forked RNG
+        pass
+        set_torch_rng_state(saved["torch_rng"])
+        if saved["best"] is not None:
+            best = saved["best"]
+            state = _FitState(
+                ups={name: _full_state(up, best["ups"][name]) for name, up in proj.ups.items()},
+                codes={
+                    name: {t: z.to(code_device) for t, z in by_task.items()}
+                    for name, by_task in best["codes"].items()
+                },
+            )
+            self.best.keep(best["step"], best["value"], state, best["metrics"])
+            self.best.evals_without_improvement = best["evals_without_improvement"]
+        self.validation[:] = saved["validation"]
+        self.step, self.log_lines, self.seconds_before = saved["step"], saved["log_lines"], saved["seconds"]
+
+
+def _parameters(proj: _Projections) -> dict[str, nn.Parameter]:
+    """Every parameter of the projections by name: what the fit trains (their buffers never change, so a
+    resume rebuilds them as they were)."""
+    return {
+        f"{kind}.{name}.{key}": p
+        for kind, modules in (("up", proj.ups), ("down", proj.downs))
+        for name, module in modules.items()
+        for key, p in module.named_parameters()
+    }
+
+
+def _best_state(best: BestCheckpoint[_FitState], proj: _Projections) -> dict[str, Any]:
+    """The kept state for a checkpoint: the up-projections' parameters (not their fixed buffers) and codes."""
+    kept = best.state
+    ups = {
+        name: {key: kept.ups[name][key] for key, _ in up.named_parameters()} for name, up in proj.ups.items()
+    }
+    return {
+        "step": best.step,
+        "value": best.value,
+        "metrics": best.metrics,
+        "evals_without_improvement": best.evals_without_improvement,
+        "ups": ups,
+        "codes": kept.codes,
+    }
+
+
+def _full_state(up: UpProjection, parameters: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``up``'s state dict with ``parameters`` in place of its own (its buffers are shared, not copied:
+    they never change)."""
+    state = dict(up.state_dict())
+    for key, value in parameters.items():
+        state[key] = value.to(state[key].device)
+    return state
 
 
 def _train(
     members: Sequence[SubspaceMember],
     proj: _Projections,
-    streams: dict[str, Any],
     params: list[Tensor],
-    rng: np.random.Generator,
+    loop: _Loop,
     config: FitConfig,
     code_device: torch.device,
     task_names: list[str],
-    checkpoint: Callable[[int], None],
+    validate_at: Callable[[int], float],
     log_path: str | os.PathLike | None,
     on_step: Callable[[dict[str, Any]], None] | None,
+    save: Callable[[], None] | None,
 ) -> None:
-    """The joint fit: ``config.steps`` optimiser steps, validating every ``config.eval_every``."""
-    optimizer = make_optimizer(params, config.optimizer, config.lr, config.weight_decay)
-    schedule = make_schedule(optimizer, config.schedule, config.steps)
+    """The joint fit from step ``loop.step`` to ``config.steps``: validating every ``config.eval_every``
+    steps and saving (``save``) every ``config.checkpoint_every`` and after the last."""
     log_file = open(log_path, "a", encoding="utf-8") if log_path is not None else None  # noqa: SIM115
-    bar = tqdm(total=config.steps, desc="subspace fit", disable=not config.progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=config.steps,
+        initial=loop.step,
+        desc="subspace fit",
+        disable=not config.progress,
+        dynamic_ncols=True,
+    )
+    last_score = loop.validation[-1]["score"] if loop.validation else None
     try:
-        for step in range(1, config.steps + 1):
+        for step in range(loop.step + 1, config.steps + 1):
+            began = time.perf_counter()
             if config.task_order == "round_robin":
                 task = task_names[(step - 1) % len(task_names)]
             else:
-                task = task_names[int(rng.integers(len(task_names)))]
-            weights = sample_weights(rng, len(members), config.mixing, config.dirichlet_alpha)
-            chosen = _choose_members(rng, len(members), config.members_per_step)
-            record = _step(members, proj, task, streams.get(task), weights, chosen, config, code_device)
+                task = task_names[int(loop.rng.integers(len(task_names)))]
+            weights = sample_weights(loop.rng, len(members), config.mixing, config.dirichlet_alpha)
+            chosen = _choose_members(loop.rng, len(members), config.members_per_step)
+            record = _step(members, proj, task, loop.streams.get(task), weights, chosen, config, code_device)
             if not math.isfinite(record["loss"]):
                 raise ValueError(
                     f"stage-1 loss became {record['loss']} at step {step} (task {task}); lower the lr"
                 )
             if config.grad_clip is not None:
                 record["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, config.grad_clip))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            record.update(step=step, lr=schedule.get_last_lr()[0])
-            schedule.step()
+            loop.optimizer.step()
+            loop.optimizer.zero_grad(set_to_none=True)
+            seconds = time.perf_counter() - began  # the step alone: validation and saving are not in it
+            record.update(step=step, lr=loop.schedule.get_last_lr()[0], seconds=seconds)
+            loop.schedule.step()
+            loop.step = step
             if log_file is not None:
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()
+                loop.log_lines += 1
             if on_step is not None:
                 on_step(record)
             if step % config.log_every == 0:
-                logger.info("subspace fit step %d task %s loss %.4f", step, task, record["loss"])
-            bar.set_postfix(loss=f"{record['loss']:.4f}", task=task, refresh=False)
-            bar.update(1)
+                logger.info(
+                    "subspace fit step %d/%d task %s loss %.4f (%.3f s/step)",
+                    step, config.steps, task, record["loss"], record["seconds"],
+                )  # fmt: skip
             if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
-                checkpoint(step)
+                last_score = validate_at(step)
+            bar.set_postfix(_postfix(record, last_score), refresh=False)
+            bar.update(1)
+            if save is not None and (step % config.checkpoint_every == 0 or step == config.steps):
+                save()
     finally:
         bar.close()
         if log_file is not None:
             log_file.close()
+
+
+def _postfix(record: dict[str, Any], score: float | None) -> dict[str, str]:
+    """The progress bar's postfix: the step's loss and task, and the last validation score."""
+    postfix = {"loss": f"{record['loss']:.4f}", "task": record["task"]}
+    if score is not None:
+        postfix["val"] = f"{score:.4f}"
+    return postfix
 
 
 def _choose_members(rng: np.random.Generator, members: int, per_step: int | None) -> list[int]:
