@@ -11,6 +11,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel, BertTokenizer
 
+from deltaspace.rng import seeded
 from deltaspace.study import StudyConfig, run_study
 from deltaspace.study.config import SHIPPED, load_study_config
 from deltaspace.study.records import Stage2Record
@@ -203,6 +204,15 @@ def test_leave_one_out_never_fits_on_the_task_it_solves(tiny_study: StudyConfig)
     assert "leave-one-out" in (out / "report.md").read_text()
 
 
+def _epoch_order(batches) -> list[tuple[int, ...]]:
+    """One epoch's training examples (their unpadded token ids), in the order they come."""
+    return [
+        tuple(ids[mask.bool()].tolist())
+        for b in batches.train_batches()
+        for ids, mask in zip(b["input_ids"], b["attention_mask"], strict=True)
+    ]
+
+
 def test_evaluation_batches_hold_examples_of_similar_length(tiny_study: StudyConfig) -> None:
     from deltaspace.study.pipeline import StudyContext
 
@@ -222,6 +232,12 @@ def test_evaluation_batches_hold_examples_of_similar_length(tiny_study: StudyCon
         assert (
             train_lengths != sorted(train_lengths) or len(set(train_lengths)) == 1
         )  # training stays shuffled
+
+        with seeded(0):
+            first, second = _epoch_order(batches), _epoch_order(batches)
+        with seeded(0):  # the order follows from the seed (so a resumed fit replays it)
+            assert _epoch_order(batches) == first
+        assert first != second and sorted(first) == sorted(second)  # a new order of the same examples
 
 
 def test_single_task_setting_runs_one_study_per_source_and_reports_tables_1_and_2(

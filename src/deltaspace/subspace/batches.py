@@ -151,7 +151,7 @@ class TrainStream(Iterator[Any]):
 
     def __init__(self, task: TaskBatches) -> None:
         self.task = task
-        self.epoch = 0  # epochs started before the current one
+        self.epoch = 0  # the current epoch (0: the first)
         self.position = 0  # batches taken from the current epoch
         self._epoch_rng: Tensor | None = None
         self._batches: Iterator[Any] | None = None

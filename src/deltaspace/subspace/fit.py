@@ -26,8 +26,11 @@ Differences from the paper's code (each a deliberate improvement, the paper's ch
 - Memory: each member's backward runs right after its forward (the mixed code enters every member as a
   detached leaf and its gradient is routed back into the encoders at the end).
 - Validation, when asked for (``eval_every > 0``), is deterministic: each member at its own code and at
-  the centroid of the task's codes; the best checkpoint is kept. With ``eval_every = 0`` nothing is
-  evaluated and the last state is returned (a validation that selects among one checkpoint is waste).
+  the centroid of the task's codes (or, cheaper, ``eval_centroid_only``); the best checkpoint is kept.
+  With ``eval_every = 0`` nothing is evaluated and the last state is returned (a validation that selects
+  among one checkpoint is waste).
+- Resumable: ``checkpoint_every`` steps, one atomic checkpoint (:mod:`~deltaspace.subspace._fit_checkpoint`);
+  a fit called again with the same arguments continues where it stopped and ends in the same bundle.
 - Encoders are not returned: stages 2–6 need only the up-projections and the source codes.
 
 Long fits (thousands of steps): with ``output_dir`` the fit checkpoints every ``checkpoint_every`` steps
@@ -519,7 +522,7 @@ class _Loop:
         self.schedule.load_state_dict(saved["schedule"])
         for name, stream in self.streams.items():
             stream.load_state_dict(saved["streams"][name])  # replays its epoch under a forked RNG
-        pass
+        set_numpy_rng_state(self.rng, saved["numpy_rng"])
         set_torch_rng_state(saved["torch_rng"])
         if saved["best"] is not None:
             best = saved["best"]
