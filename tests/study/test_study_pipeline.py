@@ -282,13 +282,18 @@ def test_single_task_setting_runs_one_study_per_source_and_reports_tables_1_and_
     # the pairs share one folder of original-space runs
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["sentiment", "sentiment2", "topic", "topic2"]
     text = report.read_text()
-    for heading in ("Table 1", "Table 2", "Original space on the targets"):
+    for heading in ("Table 1", "Table 2", "The targets' references", "Original space: each DET trained alone"):
         assert heading in text
     for direction in ("A→L", "A→P", "L→A", "L→P", "P→A", "P→L"):
         assert direction in text
     assert "paper, Table 1 average | 88.5 | 80.9 | 85.3 | 84.9 |" in text
     assert "paper, Table 2 average | 81.7 | 80.2 | 85.0 | 81.0 | 85.3 | 82.6 | 82.6 |" in text
     assert "sentiment → sentiment2" in text and "topic → topic2" in text
+    # every task's runs beside majority and the same-budget probe (computed, not left blank)
+    baselines = json.loads((out / "baselines.json").read_text())
+    assert set(baselines) == {"sentiment", "sentiment2", "topic", "topic2"}
+    assert all(0 <= b["probe"]["test"]["accuracy"] <= 1 for b in baselines.values())
+    assert "| sentiment2 (target) | " in text and "Runs above the probe: " in text
 
     with pytest.raises(ValueError, match="set per pair"):
         SingleTaskConfig.from_dict({"pairs": {sentiment: [topic2]}, "study": {"source_tasks": [topic]}})

@@ -100,7 +100,40 @@ def run_single_task(config: SingleTaskConfig, *, stages: tuple[str, ...] = STAGE
     write_json_atomic(out / "config.json", config.to_dict())
     for study in config.studies():
         run_study(study, stages=tuple(stage for stage in stages if stage in STAGES))
+    if "report" in stages:
+        write_baselines(config)
     return write_single_task_report(out)
+
+
+def _tasks(config: SingleTaskConfig) -> list[str]:
+    """Every task of the pairs once, sources first."""
+    seen: dict[str, None] = {}
+    for source, targets in config.pairs.items():
+        seen.setdefault(source)
+        for target in targets:
+            seen.setdefault(target)
+    return list(seen)
+
+
+def write_baselines(config: SingleTaskConfig) -> Path:
+    """``<out>/baselines.json``: each task's majority class and same-budget frozen probe, on the examples the
+    original-space runs were scored on (the probe is fitted once per task and budget and cached)."""
+    from deltaspace.tasks.load import load_task
+    from deltaspace.train.baselines import majority_baseline, probe_baseline
+    from deltaspace.train.config import TrainConfig
+
+    study = config.studies()[0]
+    baselines = {}
+    for task in _tasks(config):
+        train = TrainConfig.from_dict({**study.train, "task": task, "model": study.model, "head": "prototype"})
+        loaded = load_task(task, seed=train.data_seed)
+        baselines[slug(task)] = {
+            "majority": majority_baseline(train, loaded),
+            "probe": probe_baseline(train, loaded),
+        }
+    path = Path(config.out) / "baselines.json"
+    write_json_atomic(path, baselines)
+    return path
 
 
 # ---------------------------------------------------------------- the report
@@ -185,6 +218,7 @@ def write_single_task_report(out: str | Path) -> Path:
     if not records:
         lines.append("No target has finished stage 2 yet.")
         return _write(out, lines)
+    lines += _sweep_runs(out, config, methods)
     lines += _originals(records, methods)
     lines += _optimisation(records, methods, controls=[k for k in records[0][1].runs if k != LEARNED])
     lines += _transfer(records, methods)
@@ -222,6 +256,47 @@ def _stage1(fit: dict[str, Any]) -> str:
     return f"{start}, {extra}, {joint}"
 
 
+def _sweep_runs(out: Path, config: dict[str, Any], methods: list[str]) -> list[str]:
+    """Each task's original-space runs (their own test examples) beside majority and the same-budget probe."""
+    from deltaspace.train.result import run_path
+
+    baselines = json.loads((out / "baselines.json").read_text()) if (out / "baselines.json").is_file() else {}
+    tasks = list(dict.fromkeys(t for s, ts in config["pairs"].items() for t in (s, *ts)))
+    rows, beats = [], 0
+    seed = config["study"].get("seed", 0)
+    for task in tasks:
+        cells, scores = [], []
+        for method in methods:
+            result = run_path(out / "runs", task, method, seed) / "result.json"
+            if result.is_file():
+                data = json.loads(result.read_text())
+                scores.append(data["test"]["accuracy"])
+                cells.append(f"{scores[-1]:.3f} ({data['steps']} steps)")
+            else:
+                cells.append("–")
+        known = baselines.get(slug(task), {})
+        probe = known.get("probe", {}).get("test", {}).get("accuracy")
+        majority = known.get("majority", {}).get("test", {}).get("accuracy")
+        beats += sum(1 for score in scores if probe is not None and score > probe)
+        role = "source" if task in config["pairs"] else "target"
+        rows.append([f"{slug(task)} ({role})", _acc(majority), _acc(probe), *cells])
+    total = sum(1 for row in rows for cell in row[3:] if cell != "–")
+    return [
+        "## Original space: each DET trained alone",
+        "",
+        "Test accuracy of the original-space runs on their own test examples (the sweep's), beside the "
+        "training split's majority class and the same-budget frozen-embedding probe (logistic regression, "
+        f"C chosen on validation) on the same examples. Runs above the probe: {beats} of {total}.",
+        "",
+        *_table(["task", "majority", "probe", *methods], rows),
+        "",
+    ]
+
+
+def _acc(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
 def _originals(records: list[tuple[str, Stage2Record]], methods: list[str]) -> list[str]:
     rows = []
     for source, record in records:
@@ -235,10 +310,10 @@ def _originals(records: list[tuple[str, Stage2Record]], methods: list[str]) -> l
             ]
         )
     return [
-        "## Original space on the targets",
+        "## The targets' references",
         "",
-        "Test accuracy of each DET trained on the target in its own space (θ0, the untrained start, in "
-        "parentheses): the denominators of everything below.",
+        "Each DET's original-space solution re-scored on the subspace stages' test examples (θ0, the "
+        "untrained start, in parentheses): the denominators of everything below.",
         "",
         *_table(["pair", *methods, "test examples"], rows),
         "",
