@@ -11,6 +11,8 @@
 # Environment: SHARDS (12), CONFIG (configs/sweep_tuned.yaml), RUNS (the config's out), LOGS (runs/tuned-logs),
 # REPORT (runs/tuned-results.md), TAR (runs/tuned-results.tgz), PYTHON (python3); DELTASPACE_CACHE: the assets.
 # Rerunning resumes: finished runs are skipped. Under `timeout`, a killed sweep loses only unfinished runs.
+# A config with combo_tuning (configs/coeff_adds.yaml) runs its combo_lr and combo_option phases between the
+# grid and the seeds, each on every shard before the next.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SHARDS=${SHARDS:-12}
@@ -25,9 +27,11 @@ RUNS=${RUNS:-$("$PY" -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]
 # One thread per process (the shards share the cores); progress bars at most every 30 s in the logs.
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1 TQDM_MININTERVAL=30
 mkdir -p "$LOGS"
+PHASES="grid seeds"
+grep -q '^combo_tuning:' "$CONFIG" && PHASES="grid combo_lr combo_option seeds"
 status=0
 if [ -z "${PACK_ONLY:-}" ]; then
-  for phase in grid seeds; do
+  for phase in $PHASES; do
     pids=()
     for ((i = 0; i < SHARDS; i++)); do
       "$PY" -m deltaspace.cli tune --config "$CONFIG" "${OUT_ARGS[@]}" --phase "$phase" --shard "$i/$SHARDS" \

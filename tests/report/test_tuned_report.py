@@ -69,20 +69,22 @@ def _config(out) -> TunedSweepConfig:
     )
 
 
-def _write(spec: RunSpec, correct: int, params: int, val: float = 0.5) -> None:
-    """A finished run whose first ``correct`` test examples are right and the rest wrong."""
+def _write(spec: RunSpec, correct: int, params: int, val: float = 0.5, **fields) -> None:
+    """A finished run whose first ``correct`` test examples are right and the rest wrong (``fields``: other
+    values of its result.json)."""
     run_dir = spec.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     spec.config.to_json(run_dir / "config.json")
     predictions = [y if i < correct else 1 - y for i, y in enumerate(LABELS)]
     save_predictions(run_dir, {"test": (predictions, LABELS)})
-    RunResult(
+    values = dict(
         task=spec.task, method=spec.method, seed=spec.seed, model="m", head="prototype",
         trainable_params=params, total_params=1000, best_step=1, steps=1, epochs=1.0, stopped_early=False,
         validation={"accuracy": val, "loss": 1.0}, test={"accuracy": correct / N, "macro_f1": correct / N / 2},
         train_time_s=1.0, total_time_s=1.0, peak_rss_mb=1.0,
         method_options={"C": 1.0} if spec.kind == "probe" else {},
-    ).save(run_dir)  # fmt: skip
+    )  # fmt: skip
+    RunResult(**{**values, **fields}).save(run_dir)
 
 
 PARAMS = {"bitfit": 100, "coeff": 10, "head": 2, "coeff+bitfit": 110, "probe": 20}

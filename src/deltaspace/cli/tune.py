@@ -1,5 +1,6 @@
-"""`deltaspace tune` (the tuned sweep: learning-rate grid, then seeds at the chosen rate) and
-`deltaspace report results` (docs/results.md from it)."""
+"""`deltaspace tune` (the tuned sweep: learning-rate grid, then seeds at the chosen rate),
+`deltaspace report results` (docs/results.md from it) and `deltaspace report coeff-adds` (its "What Coeff
+adds" section from the two protocols of issue 20)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from deltaspace.cli.app import app
 from deltaspace.cli.train import _parse_seeds, _split_list, parse_assignments
 
 DEFAULT_CONFIG = Path("configs") / "sweep_tuned.yaml"
+RESULTS_FILE = Path("docs") / "results.md"
 
 report_app = typer.Typer(help="Reports from finished runs.", no_args_is_help=True)
 app.add_typer(report_app, name="report")
@@ -66,7 +68,13 @@ _SET = typer.Option("--set", help="TrainConfig field for every run, key=value (r
 @app.command("tune")
 def tune_command(
     config: Annotated[Path | None, _TUNE_CONFIG] = None,
-    phase: Annotated[str, typer.Option(help="grid, seeds or all (grid, then seeds).")] = "all",
+    phase: Annotated[
+        str,
+        typer.Option(
+            help="grid, combo_lr, combo_option, seeds or all (each in turn; the combo phases run only with "
+            "combo_tuning in the config)."
+        ),
+    ] = "all",
     shard: Annotated[str, typer.Option(help="i/n: run only shard i (from 0) of n of each phase.")] = "0/1",
     out: Annotated[str | None, _OUT] = None,
     task: Annotated[list[str] | None, _TUNE_TASKS] = None,
@@ -92,7 +100,7 @@ def tune_command(
     frozen probe (<out>/results.md, default out runs/tune/<task>).
 
     Many tasks: `deltaspace tune --config configs/sweep_tuned_v2.yaml` (the tuned comparison; shardable with
-    --shard i/n: run --phase grid on every shard before --phase seeds). Uses the GPU when there is one."""
+    --shard i/n: run each phase on every shard before the next). Uses the GPU when there is one."""
     if config is None:
         _tune_one_task(task, method, combo, seed, out, set_, grid, head, phase, shard, plan)
         return
@@ -106,20 +114,32 @@ def tune_command(
     if phase not in (*PHASES, "all"):
         from deltaspace.errors import UserInputError
 
-        raise UserInputError(f"unknown phase {phase!r}; use grid, seeds or all")
+        raise UserInputError(f"unknown phase {phase!r}; use {', '.join(PHASES)} or all")
     shard_spec = parse_shard(shard)
     sweep = _load(config, out, task, method, combo, seed, set_)
     if plan:
-        counts = {name: len(sweep.phase_runs(name)) for name in PHASES}
-        typer.echo(
-            f"{sweep.out}: grid phase {counts['grid']} runs (incl. {len(sweep.tasks) if sweep.probe is not None else 0} "
-            f"probes), seeds phase {counts['seeds']} runs; {sum(counts.values())} in all"
-        )
+        typer.echo(_plan(sweep))
         return
     sweep.check()
     outcomes = run_tuned(sweep, phase, shard=shard_spec, isolate=isolate, fail_fast=fail_fast)
     if is_main_process() and any(o.status == "failed" for o in outcomes):
         raise typer.Exit(code=1)
+
+
+def _plan(sweep) -> str:
+    """How many runs each phase has (the combo_lr count is an upper bound: a rate listed twice runs once)."""
+    from deltaspace.train.tuned import PHASES
+
+    counts = {name: len(sweep.phase_runs(name)) for name in PHASES}
+    probes = len(sweep.tasks) if sweep.probe is not None else 0
+    phases = [f"grid phase {counts['grid']} runs (incl. {probes} probes)"]
+    if sweep.combo_tuning is not None:
+        phases += [
+            f"combo_lr phase {counts['combo_lr']} runs (at most)",
+            f"combo_option phase {counts['combo_option']} runs",
+        ]
+    phases.append(f"seeds phase {counts['seeds']} runs")
+    return f"{sweep.out}: {', '.join(phases)}; {sum(counts.values())} in all"
 
 
 def _tune_one_task(
@@ -198,3 +218,36 @@ def report_results_command(
     command = " ".join(["deltaspace report results", *given])
     write_tuned_report(sweep, output, command, resamples=resamples)
     typer.echo(f"wrote {output}")
+
+
+@report_app.command("coeff-adds")
+def report_coeff_adds_command(
+    tuned: Annotated[
+        Path, typer.Option(help="Item 1's tuned sweep config (combo_tuning: ΔC's rate and dropout tuned).")
+    ] = Path("configs") / "coeff_adds.yaml",
+    paper: Annotated[
+        Path, typer.Option(help="Item 2's sweep config (the paper's regime: one rate, long training).")
+    ] = Path("configs") / "coeff_paper_regime.yaml",
+    output: Annotated[Path, typer.Option(help="The markdown file whose section is written.")] = RESULTS_FILE,
+    resamples: Annotated[int, typer.Option(help="Bootstrap replicates.")] = 2000,
+) -> None:
+    """The "What Coeff adds" section of docs/results.md: Coeff + X − X under both protocols, paired by seed,
+    with bootstrap intervals and collapsed runs counted. Replaces that section only (the rest of the file and
+    the section's hand-written reading are kept); a protocol without finished runs is said to be not run yet."""
+    import sys
+
+    from deltaspace.errors import UserInputError
+    from deltaspace.report.coeff_adds import paper_protocol, tuned_protocol, write_coeff_adds
+    from deltaspace.train.sweep import SweepConfig
+    from deltaspace.train.tuned import TunedSweepConfig
+
+    if resamples < 1:
+        raise UserInputError(f"--resamples must be >= 1, got {resamples}")
+    protocols = [
+        tuned_protocol(TunedSweepConfig.from_file(tuned), tuned),
+        paper_protocol(SweepConfig.from_file(paper), paper),
+    ]
+    given = sys.argv[sys.argv.index("coeff-adds") + 1 :] if "coeff-adds" in sys.argv else []
+    command = " ".join(["deltaspace report coeff-adds", *given])
+    write_coeff_adds(protocols, output, command, resamples=resamples)
+    typer.echo(f"wrote the section 'What Coeff adds' of {output}")

@@ -92,3 +92,19 @@ def paired_differences(
                 )
         differences[task] = np.stack([np.asarray(x, float) - np.asarray(y, float) for x, y in pairs])
     return differences
+
+
+def paired_gain(
+    a: Mapping[str, Mapping[int, np.ndarray]],
+    b: Mapping[str, Mapping[int, np.ndarray]],
+    *,
+    resamples: int = 2000,
+) -> tuple[Interval, dict[str, Interval]] | None:
+    """The gain ``a − b`` averaged over tasks with its interval, and each task's own (for 'helps on k
+    tasks'), paired as :func:`paired_differences`; None when no task has a seed both have."""
+    differences = paired_differences(a, b)
+    if not differences:
+        return None
+    pooled = bootstrap_average(differences, resamples=resamples)
+    per_task = {t: bootstrap_average({t: d}, resamples=resamples, seed=1) for t, d in differences.items()}
+    return pooled, per_task

@@ -22,7 +22,7 @@ import numpy as np
 from deltaspace.errors import UserInputError
 from deltaspace.io import write_text_atomic
 from deltaspace.report.numbers import human
-from deltaspace.report.stats import Interval, bootstrap_average, paired_differences
+from deltaspace.report.stats import Interval, bootstrap_average, paired_gain
 from deltaspace.report.user_tasks import user_task_section
 from deltaspace.train.config import TrainConfig
 from deltaspace.train.probe import PROBE
@@ -49,6 +49,7 @@ BUDGET_FIELDS = (
     "eval_every",
     "max_eval_examples",
 )
+COLLAPSE_MARGIN = 0.005  # as `tune --task` and the user-task section count collapsed runs
 # The full-data probe of bench/linear_probe.py, relative to the working directory (the repository root).
 FULL_PROBE_RESULTS = Path("bench") / "results" / "linear_probe.json"
 
@@ -73,6 +74,13 @@ class Run:
     total_params: int
     correct: np.ndarray
     train_time_s: float
+    majority: float = math.nan  # the majority class's test accuracy on the run's split
+    best_at_end: bool = False  # the best validation score came at the run's last step (still improving)
+
+    @property
+    def collapsed(self) -> bool:
+        """Test accuracy at or below the majority class (+0.005): the run predicts (nearly) one class."""
+        return self.accuracy <= self.majority + COLLAPSE_MARGIN
 
 
 @dataclasses.dataclass
@@ -115,37 +123,60 @@ class Results:
         return all(self.runs.get((t, method)) for t in self.tasks)
 
 
-def load_results(config: TunedSweepConfig) -> Results:
-    """Every finished run of the comparison, with its per-example test correctness; runs of one task must
-    have been scored on the same test examples (same labels in the same order), or the pairing is void."""
-    selections = config.choose_rates(strict=False)
+def read_run(run_dir: Path) -> tuple[Run, list[int]]:
+    """A finished run's scores and per-example test correctness, with the gold test labels."""
+    result = load_result(run_dir)
+    predictions, gold = load_predictions(run_dir, "test")
+    majority = result.baselines.get("majority", {}).get("test", {}).get("accuracy")
+    if majority is None:  # no recorded baselines: the most frequent test label's share (an upper bound)
+        majority = max(np.bincount(gold)) / len(gold) if gold else math.nan
+    run = Run(
+        accuracy=result.test["accuracy"],
+        macro_f1=result.test.get("macro_f1", math.nan),
+        val_accuracy=result.validation.get("accuracy", math.nan),
+        params=result.trainable_params,
+        total_params=result.total_params,
+        correct=np.asarray(predictions) == np.asarray(gold),
+        train_time_s=result.train_time_s,
+        majority=float(majority),
+        best_at_end=not result.stopped_early and result.best_step == result.steps,
+    )
+    return run, gold
+
+
+def read_runs(
+    entries: list[tuple[str, str, int, Path]],
+) -> tuple[dict[tuple[str, str], dict[int, Run]], dict[str, list[int]]]:
+    """The finished runs of ``entries`` (task, method, seed, run folder) as ``runs[(task, method)][seed]``,
+    and each task's gold test labels. Runs of one task must have been scored on the same test examples (same
+    labels in the same order), or the pairing is void."""
     runs: dict[tuple[str, str], dict[int, Run]] = {}
     labels: dict[str, list[int]] = {}
-    settings: dict[str, dict[str, object]] = {}
-    expected = len(config.tasks) * (len(config.methods) + len(config.combos)) * len(config.seeds)
-    expected += len(config.tasks) if config.probe is not None else 0
-    for task, method, seed, run_dir in config.final_runs(selections):
+    for task, method, seed, run_dir in entries:
         if not is_finished(run_dir):
             continue
-        result = load_result(run_dir)
-        predictions, gold = load_predictions(run_dir, "test")
+        run, gold = read_run(Path(run_dir))
         if labels.setdefault(task, gold) != gold:
             raise UserInputError(
                 f"{run_dir} was scored on other test examples than the other runs of {task}; every run of a "
                 "task needs the same data_seed and max_eval_examples (rerun it with the sweep's settings)"
             )
+        runs.setdefault((task, method), {})[seed] = run
+    return runs, labels
+
+
+def load_results(config: TunedSweepConfig) -> Results:
+    """Every finished run of the comparison, with its per-example test correctness (:func:`read_runs`)."""
+    selections = config.choose_rates(strict=False)
+    expected = len(config.tasks) * (len(config.methods) + len(config.combos)) * len(config.seeds)
+    expected += len(config.tasks) if config.probe is not None else 0
+    entries = config.final_runs(selections)
+    runs, labels = read_runs(entries)
+    settings: dict[str, dict[str, object]] = {}
+    for task, method, _, run_dir in entries:
         if method != PROBE and task not in settings and (run_dir / CONFIG_FILE).is_file():
             resolved = TrainConfig.from_json(run_dir / CONFIG_FILE)
             settings[task] = {field: getattr(resolved, field) for field in BUDGET_FIELDS}
-        runs.setdefault((task, method), {})[seed] = Run(
-            accuracy=result.test["accuracy"],
-            macro_f1=result.test.get("macro_f1", math.nan),
-            val_accuracy=result.validation.get("accuracy", math.nan),
-            params=result.trainable_params,
-            total_params=result.total_params,
-            correct=np.asarray(predictions) == np.asarray(gold),
-            train_time_s=result.train_time_s,
-        )
     tasks = [t for t in config.tasks if t in labels]
     if not tasks:
         raise UserInputError(
@@ -238,15 +269,11 @@ def _metric_table(
 
 def _paired(results: Results, a: str, b: str, resamples: int) -> tuple[Interval, dict[str, Interval]] | None:
     """Pooled paired gain ``a − b`` with its interval, and each task's (for 'helps on k tasks')."""
-    differences = paired_differences(results.correct(a), results.correct(b))
-    if not differences:
-        return None
-    pooled = bootstrap_average(differences, resamples=resamples)
-    per_task = {t: bootstrap_average({t: d}, resamples=resamples, seed=1) for t, d in differences.items()}
-    return pooled, per_task
+    return paired_gain(results.correct(a), results.correct(b), resamples=resamples)
 
 
-def _helps(per_task: dict[str, Interval]) -> str:
+def helps_summary(per_task: dict[str, Interval]) -> str:
+    """``k/n (i with interval > 0, j < 0)``: on how many tasks the mean gain is above zero."""
     up = sum(i.estimate > 0 for i in per_task.values())
     significant_up = sum(i.low > 0 for i in per_task.values())
     significant_down = sum(i.high < 0 for i in per_task.values())
@@ -271,7 +298,9 @@ def _combo_section(results: Results, resamples: int) -> tuple[list[str], list[st
         pooled, per_task = paired
         cells = [f"{100 * per_task[t].estimate:+.1f}" if t in per_task else "–" for t in tasks]
         lines.append(
-            f"| {base} | {pooled.format(signed=True)} | {_helps(per_task)} | " + " | ".join(cells) + " |"
+            f"| {base} | {pooled.format(signed=True)} | {helps_summary(per_task)} | "
+            + " | ".join(cells)
+            + " |"
         )
         verdict = "helps" if pooled.low > 0 else "hurts" if pooled.high < 0 else "no clear change"
         reading.append(
@@ -514,13 +543,13 @@ def tuned_report(
     return "\n".join(lines) + "\n"
 
 
-def _kept_reading(path: Path) -> str | None:
-    """The hand-written reading between the markers of an existing file, if it has one."""
+def kept_reading(path: Path, start: str = READING_START, end: str = READING_END) -> str | None:
+    """The hand-written text between the markers ``start`` and ``end`` of an existing file, if it has one."""
     if not path.is_file():
         return None
     text = path.read_text(encoding="utf-8")
-    if READING_START in text and READING_END in text.split(READING_START, 1)[1]:
-        return text.split(READING_START, 1)[1].split(READING_END, 1)[0].strip("\n")
+    if start in text and end in text.split(start, 1)[1]:
+        return text.split(start, 1)[1].split(end, 1)[0].strip("\n")
     return None
 
 
@@ -534,7 +563,7 @@ def write_tuned_report(
 ) -> str:
     """Write :func:`tuned_report` to ``output`` atomically, keeping its hand-written reading."""
     report = tuned_report(config, command, full_probe=full_probe, resamples=resamples)
-    kept = _kept_reading(Path(output))
+    kept = kept_reading(Path(output))
     if kept is not None:
         report = report.replace(f"{READING_START}\n{PLACEHOLDER}\n", f"{READING_START}\n{kept}\n", 1)
     write_text_atomic(output, report)
