@@ -119,6 +119,7 @@ def main() -> None:
             raise SystemExit(f"{path} not found; run `python bench/user_tasks/build.py` first")
         rows.append(measure(name, f"{path}?text=text&label=label", args.runs))
         _write(rows)
+    _write(rows)  # the rows kept from the record after the last measured one too
 
 
 def _write(rows: list[dict]) -> None:

@@ -24,9 +24,11 @@ def _beats(rows: list[dict[str, Any]], accuracy) -> int:
 
 
 def _grid(tune: dict[str, Any]) -> str:
-    """``linear,`` with the heads tune tried as a footnote mark when it tried only one (older records)."""
+    """``linear,``; marked ¹ when tune tried one head (older records), ² when the other head's grid was run
+    on its own after the record (``tune --head linear --seed 0``) and lost on validation."""
     tried = tune.get("validation_by_head", {"prototype": None})
-    return f"{tune.get('head', 'prototype')}{'' if len(tried) > 1 else '¹'},"
+    mark = "²" if tune.get("linear_grid_separately") else ("" if len(tried) > 1 else "¹")
+    return f"{tune.get('head', 'prototype')}{mark},"
 
 
 def user_task_section(path: str | Path = USER_TASK_RESULTS) -> list[str] | None:
@@ -81,7 +83,11 @@ def user_task_section(path: str | Path = USER_TASK_RESULTS) -> list[str] | None:
         "data, early stopping); `train` lora is `tune`'s prototype-head ×1 seed-0 run, the same configuration. "
         "`tune` = `deltaspace tune --task FILE --method lora` (the prototype and the linear head × ×0.316 / ×1 / "
         "×3.16 the preset rate, chosen on validation, seeds 0–2 at the choice); its time is the sum of its "
-        "runs' wall clocks. ¹ Measured before `tune` tried the head (prototype only).",
+        "runs' wall clocks. ¹ Measured before `tune` tried the head (prototype only). ² The prototype-head "
+        "grid and seeds are that earlier record; the linear-head grid was run on its own later (`deltaspace "
+        "tune --head linear --seed 0`) and scored below the prototype head's best on validation, so `tune` "
+        "with both heads chooses the same runs (runs are deterministic on this machine: friends_speaker's "
+        "rerun reproduced every recorded prototype-head validation score exactly).",
         "",
         *table,
         "",
