@@ -21,7 +21,8 @@ from deltaspace.errors import UserInputError
 from deltaspace.io import write_json_atomic, write_text_atomic
 from deltaspace.study.config import StudyConfig, _build
 from deltaspace.study.records import LEARNED, Stage2Record
-from deltaspace.study.report import _table, pooled
+from deltaspace.study.report import _acc, _mean, _pct, _table, pooled
+from deltaspace.study.report import _with_interval as _ci
 from deltaspace.subspace.gain import GainCell
 from deltaspace.train.result import slug
 
@@ -105,14 +106,9 @@ def run_single_task(config: SingleTaskConfig, *, stages: tuple[str, ...] = STAGE
     return write_single_task_report(out)
 
 
-def _tasks(config: SingleTaskConfig) -> list[str]:
-    """Every task of the pairs once, sources first."""
-    seen: dict[str, None] = {}
-    for source, targets in config.pairs.items():
-        seen.setdefault(source)
-        for target in targets:
-            seen.setdefault(target)
-    return list(seen)
+def _tasks(pairs: dict[str, list[str]]) -> list[str]:
+    """Every task of the pairs once, each source before its targets."""
+    return list(dict.fromkeys(task for source, targets in pairs.items() for task in (source, *targets)))
 
 
 def write_baselines(config: SingleTaskConfig) -> Path:
@@ -124,7 +120,7 @@ def write_baselines(config: SingleTaskConfig) -> Path:
 
     study = config.studies()[0]
     baselines = {}
-    for task in _tasks(config):
+    for task in _tasks(config.pairs):
         train = TrainConfig.from_dict({**study.train, "task": task, "model": study.model, "head": "prototype"})
         loaded = load_task(task, seed=train.data_seed)
         baselines[slug(task)] = {
@@ -150,23 +146,8 @@ def _records(out: Path, config: dict[str, Any]) -> list[tuple[str, Stage2Record]
     return found
 
 
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1f}"
-
-
-def _ci(value: float | None, interval: tuple[float, float] | None) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.1f}" + (f" [{interval[0]:.1f}, {interval[1]:.1f}]" if interval else "")
-
-
 def _relative(metric: float, original: float) -> float | None:
     return 100.0 * metric / original if original > 0 else None
-
-
-def _mean(values: list[float | None]) -> float | None:
-    kept = [v for v in values if v is not None]
-    return sum(kept) / len(kept) if kept else None
 
 
 def _directions(methods: list[str]) -> list[tuple[str, str]]:
@@ -261,10 +242,9 @@ def _sweep_runs(out: Path, config: dict[str, Any], methods: list[str]) -> list[s
     from deltaspace.train.result import run_path
 
     baselines = json.loads((out / "baselines.json").read_text()) if (out / "baselines.json").is_file() else {}
-    tasks = list(dict.fromkeys(t for s, ts in config["pairs"].items() for t in (s, *ts)))
     rows, beats = [], 0
     seed = config["study"].get("seed", 0)
-    for task in tasks:
+    for task in _tasks(config["pairs"]):
         cells, scores = [], []
         for method in methods:
             result = run_path(out / "runs", task, method, seed) / "result.json"
@@ -291,10 +271,6 @@ def _sweep_runs(out: Path, config: dict[str, Any], methods: list[str]) -> list[s
         *_table(["task", "majority", "probe", *methods], rows),
         "",
     ]
-
-
-def _acc(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3f}"
 
 
 def _originals(records: list[tuple[str, Stage2Record]], methods: list[str]) -> list[str]:
@@ -325,13 +301,12 @@ def _optimisation(
 ) -> list[str]:
     rows, by_method = [], {m: [] for m in methods}
     for source, record in records:
-        cells = []
+        values = []
         for method in methods:
             run = record.runs[LEARNED][method]
-            value = _relative(run.metric, record.accuracy(record.original[method]))
-            by_method[method].append(value)
-            cells.append(_pct(value))
-        rows.append([f"{slug(source)} → {record.task}", *cells, _pct(_mean([_v(c) for c in cells]))])
+            values.append(_relative(run.metric, record.accuracy(record.original[method])))
+            by_method[method].append(values[-1])
+        rows.append([f"{slug(source)} → {record.task}", *map(_pct, values), _pct(_mean(values))])
     everything = [v for values in by_method.values() for v in values]
     rows.append(["**average**", *(_pct(_mean(by_method[m])) for m in methods), f"**{_pct(_mean(everything))}**"])
     rows.append(
@@ -360,10 +335,6 @@ def _optimisation(
         *_table(["subspace", *methods, "all DETs"], gain_rows),
         "",
     ]
-
-
-def _v(text: str) -> float | None:
-    return None if text == "–" else float(text)
 
 
 def _transfer(records: list[tuple[str, Stage2Record]], methods: list[str]) -> list[str]:

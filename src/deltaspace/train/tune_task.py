@@ -309,10 +309,8 @@ def tune(
     out = Path(out) if out is not None else Path("runs") / "tune" / slug(task)
     if out.exists() and not out.is_dir():
         raise UserInputError(f"tune output {out} is a file; choose another --out")
-    heads = resolve_heads(heads, dict(train or {}))
-    specs, configs = plan(
-        task, methods, out=out, grid=grid, seeds=seeds, heads=heads, train=_without_head(train)
-    )
+    specs, configs = plan(task, methods, out=out, grid=grid, seeds=seeds, heads=heads, train=train)
+    heads = list(dict.fromkeys(head for head, _ in configs[methods[0]]))  # as plan resolved them
     check_model(specs[0].config.model)
     for method in methods:
         check_method(method, specs[0].config.method_options)
@@ -380,10 +378,6 @@ def tune(
     if show:
         _print(result)
     return result
-
-
-def _without_head(train: dict[str, Any] | None) -> dict[str, Any]:
-    return {key: value for key, value in (train or {}).items() if key != "head"}
 
 
 def _print(result: TuneResult) -> None:
