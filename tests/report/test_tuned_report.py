@@ -180,3 +180,79 @@ def test_the_report_names_the_suite_it_measured():
         == f"**Suite:** v2 (3 of its {len(SUITE_TASKS)} tasks; `docs/tasks.md`)."
     )
     assert suite_line(["mine.csv"]) == "**Tasks:** mine.csv."
+
+
+def test_sections_the_report_does_not_produce_are_kept_in_order(tmp_path, monkeypatch):
+    # Regenerating docs/results.md keeps every `## ` section of the old file that the report does not write
+    # itself (hand-written ones, and those of `report coeff-adds` and bench/llm_verbalizer/measure.py), after
+    # the generated part in their old order; the report's own sections are replaced, never duplicated.
+    import deltaspace.report.tuned_report as module
+
+    config = _config(tmp_path / "runs")
+    _fill(config)
+    output = tmp_path / "results.md"
+    own_task = ["## Your own task", "", "Fresh user-task table.", ""]
+    monkeypatch.setattr(module, "user_task_section", lambda: own_task)
+    old = "\n".join(
+        [
+            "# Old title",
+            "",
+            "## Reading",
+            "",
+            READING_START,
+            "Hand reading.",
+            READING_END,
+            "",
+            "## Test accuracy",
+            "",
+            "| stale table |",
+            "",
+            "## What Coeff adds",
+            "",
+            "Paired Coeff + X − X.",
+            "",
+            "```",
+            "## not a heading: inside a code block",
+            "```",
+            "",
+            "## Coeff-Tuning on top of each method",
+            "",
+            "| stale combos |",
+            "",
+            "## Your own task",
+            "",
+            "Stale user-task table.",
+            "",
+            "## An LLM with a verbalizer head",
+            "",
+            "SmolLM2 rows.",
+            "",
+            "### A subsection stays with its section",
+            "",
+        ]
+    )
+    output.write_text(old)
+    text = write_tuned_report(config, output, "cmd", resamples=50)
+    assert text == output.read_text()
+    headings = [line for line in text.splitlines() if line.startswith("## ") and "not a heading" not in line]
+    assert headings == [
+        "## Reading",
+        "## Test accuracy",
+        "## Coeff-Tuning on top of each method",
+        "## Test macro-F1",
+        "## Chosen learning rates",
+        "## Your own task",
+        "## What Coeff adds",
+        "## An LLM with a verbalizer head",
+    ]
+    assert f"{READING_START}\nHand reading.\n{READING_END}" in text
+    assert "stale" not in text.lower() and "Old title" not in text
+    assert "Fresh user-task table." in text
+    kept = text.split("## What Coeff adds", 1)[1]
+    assert "Paired Coeff + X − X.\n\n```\n## not a heading: inside a code block\n```" in kept
+    assert kept.rstrip().endswith("SmolLM2 rows.\n\n### A subsection stays with its section")
+    # Regenerating again changes nothing; without the user-task results the old section is kept, not lost.
+    assert write_tuned_report(config, output, "cmd", resamples=50) == text
+    monkeypatch.setattr(module, "user_task_section", lambda: None)
+    again = write_tuned_report(config, output, "cmd", resamples=50)
+    assert again.count("## Your own task") == 1 and "Fresh user-task table." in again

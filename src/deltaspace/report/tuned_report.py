@@ -6,6 +6,8 @@ Coeff-Tuning on top of each, the same-budget baselines, with paired bootstrap in
 Everything in the file is computed from the runs' ``result.json`` / ``predictions.json`` and the grid's
 choices, including the generated reading at the top, except one hand-written paragraph between the
 READING markers, which is kept when the file is regenerated (a placeholder says so until it is written).
+Sections of the existing file that this report does not produce itself (written by hand or by other tools,
+such as "What Coeff adds" or "An LLM with a verbalizer head") are kept too, in their order, after it.
 Missing runs (a sweep still under way) are left out and counted in the header, never guessed.
 """
 
@@ -50,6 +52,15 @@ BUDGET_FIELDS = (
     "max_eval_examples",
 )
 COLLAPSE_MARGIN = 0.005  # as `tune --task` and the user-task section count collapsed runs
+# The ``## `` sections this report owns: an existing file's copy is always replaced (or dropped when the new
+# report has none, e.g. no combinations), never kept beside the new one.
+OWN_SECTIONS = (
+    "## Reading",
+    "## Test accuracy",
+    "## Coeff-Tuning on top of each method",
+    "## Test macro-F1",
+    "## Chosen learning rates",
+)
 # The full-data probe of bench/linear_probe.py, relative to the working directory (the repository root).
 FULL_PROBE_RESULTS = Path("bench") / "results" / "linear_probe.json"
 
@@ -553,6 +564,34 @@ def kept_reading(path: Path, start: str = READING_START, end: str = READING_END)
     return None
 
 
+def sections(markdown: str) -> list[tuple[str, str]]:
+    """The ``## `` sections of ``markdown`` as ``(heading line, section text)``, each from its heading up to
+    the next ``## `` heading (lines in fenced code blocks are not headings); the text before the first
+    heading is left out."""
+    found: list[tuple[str, list[str]]] = []
+    fence: str | None = None
+    for line in markdown.split("\n"):
+        stripped = line.lstrip()
+        if fence is None and stripped.startswith(("```", "~~~")):
+            fence = stripped[:3]
+        elif fence is not None and stripped.startswith(fence):
+            fence = None
+        elif fence is None and line.startswith("## "):
+            found.append((line.rstrip(), []))
+        if found:
+            found[-1][1].append(line)
+    return [(heading, "\n".join(lines).strip("\n")) for heading, lines in found]
+
+
+def kept_sections(path: Path, report: str) -> list[str]:
+    """The sections of the existing file ``path`` that ``report`` does not produce (neither one of
+    :data:`OWN_SECTIONS` nor a heading ``report`` has), in their order in the file."""
+    if not path.is_file():
+        return []
+    produced = {*OWN_SECTIONS, *(heading for heading, _ in sections(report))}
+    return [text for heading, text in sections(path.read_text(encoding="utf-8")) if heading not in produced]
+
+
 def write_tuned_report(
     config: TunedSweepConfig,
     output: str | Path,
@@ -561,10 +600,15 @@ def write_tuned_report(
     full_probe: str | Path | None = FULL_PROBE_RESULTS,
     resamples: int = 2000,
 ) -> str:
-    """Write :func:`tuned_report` to ``output`` atomically, keeping its hand-written reading."""
+    """Write :func:`tuned_report` to ``output`` atomically, keeping its hand-written reading and, after the
+    generated part, every section of the existing file that the report does not produce
+    (:func:`kept_sections`)."""
     report = tuned_report(config, command, full_probe=full_probe, resamples=resamples)
     kept = kept_reading(Path(output))
     if kept is not None:
         report = report.replace(f"{READING_START}\n{PLACEHOLDER}\n", f"{READING_START}\n{kept}\n", 1)
+    others = kept_sections(Path(output), report)
+    if others:
+        report = report.rstrip("\n") + "\n\n" + "\n\n".join(others) + "\n"
     write_text_atomic(output, report)
     return report
