@@ -1,12 +1,14 @@
 """The blocked Coeff attention against the explicit reference, at the level of the attention function.
 
-Panels are made tiny (a few rows) so every case runs through many panels and column ranges.
+Both implementations of the blocked path run every case: the torch ops (blocked.py) and the fused C++ kernel
+(fused.py). Panels and blocks are made tiny (a few rows) so every case runs through many of them and through
+several column ranges.
 """
 
 import pytest
 import torch
 
-from deltaspace.attention import blocked
+from deltaspace.attention import blocked, fused
 from deltaspace.attention.blocked import BlockedPlan, blocked_attention
 from deltaspace.attention.explicit import explicit_attention
 from deltaspace.attention.layout import MASKED, KeyLayout
@@ -17,6 +19,19 @@ B, H, H_KV, D = 2, 4, 2, 8
 @pytest.fixture(autouse=True)
 def tiny_panels(monkeypatch):
     monkeypatch.setattr(blocked, "PANEL_ELEMENTS", 3 * B * H * 16)  # ~3 query rows per panel
+    monkeypatch.setattr(fused, "MAX_BLOCK_ROWS", 3)
+
+
+def _fused_kernel():
+    if fused.kernel() is None:
+        pytest.skip("the fused kernel could not be built here (see the warning); the torch-op path is tested")
+    return fused.fused_attention
+
+
+@pytest.fixture(params=["torch ops", "fused kernel"])
+def blocked_impl(request):
+    """blocked_attention's two implementations: same signature, same results."""
+    return blocked_attention if request.param == "torch ops" else _fused_kernel()
 
 
 def _inputs(q_len, kv_len, seed=0, prefix=0):
@@ -87,7 +102,7 @@ def _valid_rows(layout):
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_forward_and_gradients_match_explicit(name):
+def test_forward_and_gradients_match_explicit(name, blocked_impl):
     q, k, v, c, layout, softcap = _case(name)
     tensors = [t for t in (q, k, v, c) if t is not None]
     valid = _valid_rows(layout)
@@ -99,7 +114,8 @@ def test_forward_and_gradients_match_explicit(name):
         if path == "explicit":
             out, _ = explicit_attention(q, k, v, c, layout, scaling=D**-0.5, softcap=softcap)
         else:
-            out = blocked_attention(q, k, v, c, BlockedPlan(layout, D**-0.5, softcap))
+            impl = blocked_attention if softcap is not None else blocked_impl  # the kernel has no softcap
+            out = impl(q, k, v, c, BlockedPlan(layout, D**-0.5, softcap))
         loss = (out * weight)[valid].sum()
         return out, torch.autograd.grad(loss, tensors)
 
@@ -110,26 +126,26 @@ def test_forward_and_gradients_match_explicit(name):
         torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-11)
 
 
-def test_gradcheck_with_attention_dropout():
-    """Dropout masks come from (seed, panel): backward must regenerate exactly forward's masks."""
+def test_gradcheck_with_attention_dropout(blocked_impl):
+    """Dropout masks come from the seed: backward must regenerate exactly forward's masks."""
     q, k, v, c = _inputs(6, 6, seed=1)
     layout = KeyLayout.build(
         None, q_len=6, kv_len=6, num_prefix=0, causal=True, sliding_window=None, bias=None
     )
     plan = BlockedPlan(layout, D**-0.5, dropout=0.3, seed=1234)
-    assert torch.autograd.gradcheck(lambda *t: blocked_attention(*t, plan), (q, k, v, c))
+    assert torch.autograd.gradcheck(lambda *t: blocked_impl(*t, plan), (q, k, v, c))
 
 
-def test_dropout_is_seeded_and_acts():
+def test_dropout_is_seeded_and_acts(blocked_impl):
     q, k, v, c = _inputs(7, 7, seed=2)
     layout = KeyLayout.build(
         None, q_len=7, kv_len=7, num_prefix=0, causal=False, sliding_window=None, bias=None
     )
     with torch.no_grad():
-        plain = blocked_attention(q, k, v, c, BlockedPlan(layout, D**-0.5))
-        first = blocked_attention(q, k, v, c, BlockedPlan(layout, D**-0.5, dropout=0.5, seed=3))
-        again = blocked_attention(q, k, v, c, BlockedPlan(layout, D**-0.5, dropout=0.5, seed=3))
-        other = blocked_attention(q, k, v, c, BlockedPlan(layout, D**-0.5, dropout=0.5, seed=4))
+        plain = blocked_impl(q, k, v, c, BlockedPlan(layout, D**-0.5))
+        first = blocked_impl(q, k, v, c, BlockedPlan(layout, D**-0.5, dropout=0.5, seed=3))
+        again = blocked_impl(q, k, v, c, BlockedPlan(layout, D**-0.5, dropout=0.5, seed=3))
+        other = blocked_impl(q, k, v, c, BlockedPlan(layout, D**-0.5, dropout=0.5, seed=4))
     assert torch.equal(first, again)
     assert not torch.allclose(first, plain) and not torch.allclose(first, other)
 
@@ -163,6 +179,28 @@ def test_dropout_mask_rate_and_unbiased_scale(p):
     assert not torch.equal(dropped, blocked._dropped(plan, 1, torch.empty(200_000)))  # panels differ
     kept_fraction = 1.0 - (blocked._drop_threshold(p) + 2**15) / 2**16
     assert blocked._keep_scale(p) * kept_fraction == pytest.approx(1.0, rel=1e-12)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_fused_dropout_rate_is_unbiased_and_independent_of_blocking(p, monkeypatch):
+    """With V = 1 and no mixing each output is the kept share of its row's probability mass, scaled by
+    1/(1-p): its mean over many rows is 1 (unbiased), and the masks do not depend on the block size."""
+    impl = _fused_kernel()
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(1, 2, 512, 4, generator=g), torch.randn(1, 2, 512, 4, generator=g)
+    v = torch.ones(1, 2, 512, 1)
+    layout = KeyLayout.build(
+        None, q_len=512, kv_len=512, num_prefix=0, causal=False, sliding_window=None, bias=None
+    )
+    plan = BlockedPlan(layout, 0.0, dropout=p, seed=11)  # scaling 0: uniform maps, each key weighs 1/512
+    out = impl(q, k, v, None, plan)
+    kept = out * (1 - p) * 512  # number of kept keys per row
+    assert kept.mean().item() == pytest.approx(512 * (1 - p), rel=0.01)
+    assert kept.std().item() == pytest.approx((512 * p * (1 - p)) ** 0.5, rel=0.15)  # independent draws
+    assert out.mean().item() == pytest.approx(1.0, abs=0.01)
+    monkeypatch.setattr(fused, "MAX_BLOCK_ROWS", 64)
+    # One key dropped differently would move an output by 1/512/(1-p) > 1e-3; gemm rounding stays ~1e-6.
+    torch.testing.assert_close(impl(q, k, v, None, plan), out, rtol=0, atol=1e-5)
 
 
 def test_explicit_path_keeps_one_map_for_backward():

@@ -7,8 +7,9 @@ the post-softmax maps across heads, which no fused kernel (SDPA, FlashAttention,
 Order of operations: prefix K/V (always visible) -> Q·Kᵀ·scaling (-> softcap) (+ position bias) (+ mask)
 -> softmax -> mix heads with C -> attention dropout -> · V, grouped-query attention without copying K/V
 on the blocked path. Two interchangeable paths compute it: :mod:`~deltaspace.attention.explicit` (whole
-maps; the reference, faster for short sequences) and :mod:`~deltaspace.attention.blocked` (query panels
-recomputed in backward; memory O(N)). The Coeff hook's ``attention_path`` ("auto", "explicit", "blocked")
+maps; the reference, faster for short sequences) and the blocked one (query panels recomputed in backward;
+memory O(N)): :mod:`~deltaspace.attention.fused`'s C++ kernel where it builds, else
+:mod:`~deltaspace.attention.blocked`'s torch ops. The Coeff hook's ``attention_path`` ("auto", "explicit", "blocked")
 chooses. The hooks on the module (:mod:`~deltaspace.attention.hooks`) supply the prefixes and the head mix.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from deltaspace.attention import fused
 from deltaspace.attention.blocked import BlockedPlan, blocked_attention
 from deltaspace.attention.explicit import explicit_attention
 from deltaspace.attention.hooks import apply_hooks
@@ -92,5 +94,6 @@ def attend(
         # The seed comes from torch's RNG, so runs under torch.manual_seed reproduce their dropout masks.
         seed = int(torch.randint(0, 1 << 62, ()).item()) if dropout > 0.0 else 0
         plan = BlockedPlan(layout, float(scaling), softcap, float(dropout), seed)
-        output, weights = blocked_attention(query, key, value, coefficients, plan), None
+        blocked = fused.fused_attention if fused.supports(query, plan) and fused.kernel() else blocked_attention
+        output, weights = blocked(query, key, value, coefficients, plan), None
     return output.to(query.dtype).transpose(1, 2).contiguous(), weights
