@@ -94,6 +94,8 @@ def attend(
         # The seed comes from torch's RNG, so runs under torch.manual_seed reproduce their dropout masks.
         seed = int(torch.randint(0, 1 << 62, ()).item()) if dropout > 0.0 else 0
         plan = BlockedPlan(layout, float(scaling), softcap, float(dropout), seed)
-        blocked = fused.fused_attention if fused.supports(query, plan) and fused.kernel() else blocked_attention
+        blocked = (
+            fused.fused_attention if fused.supports(query, plan) and fused.kernel() else blocked_attention
+        )
         output, weights = blocked(query, key, value, coefficients, plan), None
     return output.to(query.dtype).transpose(1, 2).contiguous(), weights

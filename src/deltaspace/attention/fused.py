@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import shutil
 import warnings
 from pathlib import Path
@@ -27,7 +28,6 @@ from types import ModuleType
 import torch
 
 from deltaspace.attention.blocked import BlockedPlan, compute_dtype, full_precision
-
 
 SOURCE = Path(__file__).with_name("fused_kernel.cpp")
 # -fno-trapping-math lets GCC vectorise the rounding in the exp; torch builds itself with the same flag.
@@ -40,9 +40,19 @@ MAX_BLOCK_ROWS = 64
 _loaded: dict[str, ModuleType | None] = {}
 
 
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next((line for line in info if line.startswith("flags")), "")
+    except OSError:
+        return platform.processor()
+
+
 def _module_name() -> str:
-    """A name that changes with the source and flags, so an edited kernel is never served from torch's cache."""
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode()).hexdigest()[:12]
+    """A name that changes with the source, the flags and the CPU (-march=native), so torch's build cache never
+    serves an edited kernel or one built for another machine's instruction set."""
+    key = SOURCE.read_bytes() + " ".join(CFLAGS).encode() + _cpu_flags().encode()
+    digest = hashlib.sha256(key).hexdigest()[:12]
     return f"deltaspace_coeff_attention_{digest}"
 
 
@@ -51,7 +61,7 @@ def _ninja_on_path() -> None:
     if shutil.which("ninja") is not None:
         return
     try:
-        import ninja  # noqa: PLC0415
+        import ninja
 
         os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
     except ImportError:
@@ -64,7 +74,7 @@ def kernel() -> ModuleType | None:
         return None
     if "module" not in _loaded:
         try:
-            from torch.utils.cpp_extension import load  # noqa: PLC0415
+            from torch.utils.cpp_extension import load
 
             _ninja_on_path()
             _loaded["module"] = load(
@@ -147,7 +157,10 @@ class _FusedAttention(torch.autograd.Function):
             )
         inputs = (query, key, value, coefficients)
         return (
-            *(g.to(t.dtype) if need and t is not None else None for g, t, need in zip(grads, inputs, needs)),
+            *(
+                g.to(t.dtype) if need and t is not None else None
+                for g, t, need in zip(grads, inputs, needs, strict=True)
+            ),
             None,
         )
 
