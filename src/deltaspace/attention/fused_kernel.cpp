@@ -167,7 +167,8 @@ T row_dot(const T* a, const T* b, int64_t n) {
 
 // Scores of row i (head h) over columns [lo, lo + width) -> probabilities, in place.
 template <typename T>
-void softmax_row(const Problem<T>& p, int64_t b, int64_t h, int64_t i, int64_t lo, int64_t width, T* s) {
+void softmax_row(const Problem<T>& p, int64_t b, int64_t h, int64_t i, int64_t lo, int64_t width, T* s,
+                 T* stats, bool known) {
   const int64_t skip = std::max<int64_t>(p.prefix - lo, 0);  // leading prefix columns: always visible
   if (skip < width) {
     T* row = s + skip;
@@ -192,9 +193,15 @@ void softmax_row(const Problem<T>& p, int64_t b, int64_t h, int64_t i, int64_t l
       for (int64_t j = std::max<int64_t>(last + 1, 0); j < n; ++j) row[j] = T(kMasked);
     }
   }
-  const T top = row_max(s, width);
-  const T total = exp_sum(s, width, top);
-  const T inv = T(1) / total;
+  // `stats` holds the row's (max, 1 / sum): written in forward, reused by backward's recomputation (one pass
+  // instead of three, and bitwise the same probabilities).
+  if (!known) {
+    stats[0] = row_max(s, width);
+    stats[1] = T(1) / exp_sum(s, width, stats[0]);
+  } else {
+    for (int64_t j = 0; j < width; ++j) s[j] = exp_approx(s[j] - stats[0]);
+  }
+  const T inv = stats[1];
   for (int64_t j = 0; j < width; ++j) s[j] *= inv;
 }
 
@@ -282,48 +289,58 @@ void mix_planes(const T* w, int64_t heads, const T* in, T* out, int64_t plane, T
   }
 }
 
-// dC[h, k] += <grad[h], probs[k]> over one block, four k at a time so that each loaded grad vector feeds
-// four register accumulators.
+// dC[h, k] += <grad[h], probs[k]> over one block. Column chunks outermost, so the 2H chunk rows stay in L1
+// while all H² products are taken (h outermost would stream every probs plane H times); four k at a time
+// so each loaded grad vector feeds four accumulators; per-lane partial sums in `lanes` (H² vectors).
 template <typename T>
-void mix_weight_grad(int64_t heads, const T* grad, const T* probs, int64_t plane, T* dc) {
+void mix_weight_grad(int64_t heads, const T* grad, const T* probs, int64_t plane, T* dc, T* lanes) {
   using S = Simd<T>;
-  for (int64_t h = 0; h < heads; ++h) {
-    const T* g = grad + h * plane;
-    int64_t k0 = 0;
-    for (; k0 + 4 <= heads; k0 += 4) {
-      const T* p0 = probs + k0 * plane;
-      const T *p1 = p0 + plane, *p2 = p1 + plane, *p3 = p2 + plane;
-      typename S::Vec a0 = {}, a1 = {}, a2 = {}, a3 = {};
-      int64_t j = 0;
-      for (; j + S::kWidth <= plane; j += S::kWidth) {
-        const typename S::Vec gv = S::load(g + j);
-        a0 += gv * S::load(p0 + j);
-        a1 += gv * S::load(p1 + j);
-        a2 += gv * S::load(p2 + j);
-        a3 += gv * S::load(p3 + j);
+  using V = typename S::Vec;
+  const int64_t full = plane / S::kWidth * S::kWidth;
+  std::fill(lanes, lanes + heads * heads * S::kWidth, T(0));
+  for (int64_t at = 0; at < full; at += kChunk) {
+    const int64_t stop = std::min(at + kChunk, full);
+    for (int64_t h = 0; h < heads; ++h) {
+      const T* g = grad + h * plane;
+      T* acc = lanes + h * heads * S::kWidth;
+      int64_t k0 = 0;
+      for (; k0 + 4 <= heads; k0 += 4) {
+        const T* p0 = probs + k0 * plane;
+        V a0 = S::load(acc + k0 * S::kWidth), a1 = S::load(acc + (k0 + 1) * S::kWidth);
+        V a2 = S::load(acc + (k0 + 2) * S::kWidth), a3 = S::load(acc + (k0 + 3) * S::kWidth);
+        for (int64_t j = at; j < stop; j += S::kWidth) {
+          const V gv = S::load(g + j);
+          a0 += gv * S::load(p0 + j);
+          a1 += gv * S::load(p0 + plane + j);
+          a2 += gv * S::load(p0 + 2 * plane + j);
+          a3 += gv * S::load(p0 + 3 * plane + j);
+        }
+        S::store(acc + k0 * S::kWidth, a0);
+        S::store(acc + (k0 + 1) * S::kWidth, a1);
+        S::store(acc + (k0 + 2) * S::kWidth, a2);
+        S::store(acc + (k0 + 3) * S::kWidth, a3);
       }
-      T t0 = S::sum(a0), t1 = S::sum(a1), t2 = S::sum(a2), t3 = S::sum(a3);
-      for (; j < plane; ++j) {
-        t0 += g[j] * p0[j];
-        t1 += g[j] * p1[j];
-        t2 += g[j] * p2[j];
-        t3 += g[j] * p3[j];
+      for (; k0 < heads; ++k0) {
+        V a = S::load(acc + k0 * S::kWidth);
+        for (int64_t j = at; j < stop; j += S::kWidth) a += S::load(g + j) * S::load(probs + k0 * plane + j);
+        S::store(acc + k0 * S::kWidth, a);
       }
-      T* row = dc + h * heads + k0;
-      row[0] += t0;
-      row[1] += t1;
-      row[2] += t2;
-      row[3] += t3;
     }
-    for (; k0 < heads; ++k0) dc[h * heads + k0] += row_dot(g, probs + k0 * plane, plane);
   }
+  for (int64_t h = 0; h < heads; ++h)
+    for (int64_t k = 0; k < heads; ++k) {
+      T total = S::sum(S::load(lanes + (h * heads + k) * S::kWidth));
+      for (int64_t j = full; j < plane; ++j) total += grad[h * plane + j] * probs[k * plane + j];
+      dc[h * heads + k] += total;
+    }
 }
 
 // Probabilities of every head over a block into `probs` (H x rows x width), mixed (and dropped) maps into
 // `mixed`; `keep` receives the dropout mask when dropout is on. Returns the buffer holding the mixed maps
 // (`probs` itself when nothing is mixed or dropped).
 template <typename T>
-T* mixed_maps(const Problem<T>& p, const Block<T>& blk, T* probs, T* mixed, uint8_t* keep, T* tmp) {
+T* mixed_maps(const Problem<T>& p, const Block<T>& blk, T* probs, T* mixed, uint8_t* keep, T* tmp, T* stats,
+              bool known) {
   const int64_t rows = blk.rows(), width = blk.width(), plane = rows * width;
   for (int64_t h = 0; h < p.heads; ++h) {
     const int64_t g = h / (p.heads / p.kv_heads);
@@ -331,7 +348,9 @@ T* mixed_maps(const Problem<T>& p, const Block<T>& blk, T* probs, T* mixed, uint
     const T* k = p.k + ((blk.b * p.kv_heads + g) * p.keys + blk.lo) * p.dim;
     T* s = probs + h * plane;
     gemm_rm<T>(false, true, rows, width, p.dim, p.scale, q, p.dim, k, p.dim, T(0), s, width);
-    for (int64_t r = 0; r < rows; ++r) softmax_row(p, blk.b, h, blk.r0 + r, blk.lo, width, s + r * width);
+    T* row_stats = stats + ((blk.b * p.heads + h) * p.q_len + blk.r0) * 2;
+    for (int64_t r = 0; r < rows; ++r)
+      softmax_row(p, blk.b, h, blk.r0 + r, blk.lo, width, s + r * width, row_stats + 2 * r, known);
   }
   T* out = probs;
   if (p.c) {
@@ -418,11 +437,13 @@ Problem<T> problem(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
 }
 
 template <typename T>
-at::Tensor forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& o,
-                        int64_t block_rows) {
+std::vector<at::Tensor> forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                     const Options& o, int64_t block_rows) {
   const Problem<T> p = problem<T>(q, k, v, o);
   at::Tensor output = at::empty({p.batch, p.heads, p.q_len, p.vdim}, q.options());
+  at::Tensor stats = at::empty({p.batch, p.heads, p.q_len, 2}, q.options());  // per row: max, 1 / sum
   T* out = output.data_ptr<T>();
+  T* stats_base = stats.data_ptr<T>();
   const auto work = blocks(p, block_rows);
   at::parallel_for(0, static_cast<int64_t>(work.size()), 1, [&](int64_t begin, int64_t end) {
     const int64_t size = p.heads * block_rows * p.keys;
@@ -430,7 +451,7 @@ at::Tensor forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tens
     std::vector<uint8_t> keep(p.drop_threshold ? size : 0);
     for (int64_t w = begin; w < end; ++w) {
       const Block<T>& blk = work[w];
-      const T* maps = mixed_maps(p, blk, probs.data(), mixed.data(), keep.data(), row.data());
+      const T* maps = mixed_maps(p, blk, probs.data(), mixed.data(), keep.data(), row.data(), stats_base, false);
       const int64_t rows = blk.rows(), width = blk.width();
       for (int64_t h = 0; h < p.heads; ++h) {
         const int64_t g = h / (p.heads / p.kv_heads);
@@ -441,13 +462,13 @@ at::Tensor forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tens
       }
     }
   });
-  return output;
+  return {output, stats};
 }
 
 template <typename T>
-std::vector<at::Tensor> backward_impl(const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
-                                      const at::Tensor& v, const Options& o, int64_t block_rows,
-                                      std::vector<bool> needs) {
+std::vector<at::Tensor> backward_impl(const at::Tensor& grad_out, const at::Tensor& stats,
+                                      const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                      const Options& o, int64_t block_rows, std::vector<bool> needs) {
   const Problem<T> p = problem<T>(q, k, v, o);
   const bool need_q = needs[0], need_k = needs[1], need_v = needs[2], need_c = needs[3] && p.c;
   const int64_t threads = at::get_num_threads();
@@ -457,6 +478,7 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_out, const at::Tens
   at::Tensor grad_v_t = need_v ? at::zeros({threads, p.batch, p.kv_heads, p.vdim, p.keys}, q.options()) : at::Tensor();
   at::Tensor grad_c = need_c ? at::zeros({threads, p.heads, p.heads}, q.options()) : at::Tensor();
   const T* go = grad_out.data_ptr<T>();
+  T* stats_base = const_cast<T*>(stats.data_ptr<T>());  // read only: `known` rows
   T* dq_base = need_q ? grad_q.data_ptr<T>() : nullptr;
   T* dk_base = need_k ? grad_k_t.data_ptr<T>() : nullptr;
   T* dv_base = need_v ? grad_v_t.data_ptr<T>() : nullptr;
@@ -466,7 +488,7 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_out, const at::Tens
   at::parallel_for(0, static_cast<int64_t>(work.size()), 1, [&](int64_t begin, int64_t end) {
     const int64_t thread = at::get_thread_num();
     const int64_t size = p.heads * block_rows * p.keys;
-    std::vector<T> probs(size), mixed(size), row(p.heads * kChunk);
+    std::vector<T> probs(size), mixed(size), row(p.heads * kChunk), lanes(p.heads * p.heads * Simd<T>::kWidth);
     std::vector<uint8_t> keep(p.drop_threshold ? size : 0);
     T* dk = need_k ? dk_base + thread * k_acc : nullptr;
     T* dv = need_v ? dv_base + thread * v_acc : nullptr;
@@ -474,7 +496,7 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_out, const at::Tens
     for (int64_t w = begin; w < end; ++w) {
       const Block<T>& blk = work[w];
       const int64_t rows = blk.rows(), width = blk.width(), plane = rows * width;
-      const T* maps = mixed_maps(p, blk, probs.data(), mixed.data(), keep.data(), row.data());
+      const T* maps = mixed_maps(p, blk, probs.data(), mixed.data(), keep.data(), row.data(), stats_base, true);
       auto kv_head = [&](int64_t h) { return blk.b * p.kv_heads + h / (p.heads / p.kv_heads); };
       auto head_rows = [&](int64_t h) { return (blk.b * p.heads + h) * p.q_len + blk.r0; };
       if (dv)
@@ -489,7 +511,7 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_out, const at::Tens
       if (p.drop_threshold > 0)
         for (int64_t j = 0; j < p.heads * plane; ++j) grad[j] = keep[j] ? grad[j] * p.keep_scale : T(0);
       if (p.c) {
-        if (dc) mix_weight_grad(p.heads, grad, probs.data(), plane, dc);
+        if (dc) mix_weight_grad(p.heads, grad, probs.data(), plane, dc, lanes.data());
         mix_planes(p.c_t.data(), p.heads, grad, grad, plane, row.data());
       }
       if (!(need_q || need_k)) continue;
@@ -530,7 +552,8 @@ void check(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   }
 }
 
-at::Tensor forward(at::Tensor q, at::Tensor k, at::Tensor v, c10::optional<at::Tensor> coefficients,
+// Returns (output, per-row softmax statistics for backward).
+std::vector<at::Tensor> forward(at::Tensor q, at::Tensor k, at::Tensor v, c10::optional<at::Tensor> coefficients,
                    c10::optional<at::Tensor> mask, c10::optional<at::Tensor> bias, double scale, int64_t prefix,
                    bool causal, int64_t offset, int64_t window, double dropout, int64_t seed,
                    int64_t block_rows) {
@@ -541,17 +564,18 @@ at::Tensor forward(at::Tensor q, at::Tensor k, at::Tensor v, c10::optional<at::T
   return forward_impl<float>(q, k, v, o, block_rows);
 }
 
-std::vector<at::Tensor> backward(at::Tensor grad_out, at::Tensor q, at::Tensor k, at::Tensor v,
+std::vector<at::Tensor> backward(at::Tensor grad_out, at::Tensor stats, at::Tensor q, at::Tensor k, at::Tensor v,
                                  c10::optional<at::Tensor> coefficients, c10::optional<at::Tensor> mask,
                                  c10::optional<at::Tensor> bias, double scale, int64_t prefix, bool causal,
                                  int64_t offset, int64_t window, double dropout, int64_t seed,
                                  int64_t block_rows, std::vector<bool> needs) {
   check(q, k, v);
-  TORCH_CHECK(grad_out.is_contiguous() && grad_out.scalar_type() == q.scalar_type(),
-              "fused Coeff attention: contiguous gradient of the query dtype expected");
+  TORCH_CHECK(grad_out.is_contiguous() && grad_out.scalar_type() == q.scalar_type() && stats.is_contiguous() &&
+                  stats.scalar_type() == q.scalar_type(),
+              "fused Coeff attention: contiguous gradient and statistics of the query dtype expected");
   const Options o = options(coefficients, mask, bias, scale, prefix, causal, offset, window, dropout, seed);
-  if (q.scalar_type() == at::kDouble) return backward_impl<double>(grad_out, q, k, v, o, block_rows, needs);
-  return backward_impl<float>(grad_out, q, k, v, o, block_rows, needs);
+  if (q.scalar_type() == at::kDouble) return backward_impl<double>(grad_out, stats, q, k, v, o, block_rows, needs);
+  return backward_impl<float>(grad_out, stats, q, k, v, o, block_rows, needs);
 }
 
 }  // namespace
