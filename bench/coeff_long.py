@@ -10,7 +10,7 @@ whose unfused attention maps alone would need more than half the free memory is 
 Step time is the median wall time of the timed steps; CPU time (user + system of the process) is reported
 beside it because the machine may be shared: wall time inflates under contention, CPU time much less.
 
-    python bench/coeff_long.py [--quick] [--threads 2] [--only minilm-l6] [--no-torch-ops]
+    python bench/coeff_long.py [--quick] [--threads 2] [--only minilm-l6] [--lengths 2048,4096] [--no-torch-ops]
 
 Coeff+LoRA runs twice: on the fused C++ kernel of the blocked path (the default wherever it builds) and, as
 "coeff+lora@torch-ops", on the blocked path's torch-op implementation (DELTASPACE_FUSED_ATTENTION=0), the
@@ -294,6 +294,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="a few small configurations (a smoke run)")
     parser.add_argument("--only", choices=list(PLAN), help="one model only")
+    parser.add_argument(
+        "--lengths",
+        type=lambda text: [int(x) for x in text.split(",")],
+        help="only these sequence lengths, e.g. 2048,4096 (the other rows of the last run are kept)",
+    )
     parser.add_argument("--timeout", type=int, default=1200, help="seconds per configuration")
     parser.add_argument(
         "--no-torch-ops", action="store_true", help="skip the torch-op (pre-kernel) Coeff+LoRA runs"
@@ -311,10 +316,19 @@ def main() -> None:
     plan = QUICK if args.quick else PLAN
     suffix = "_quick" if args.quick else ""
     rows: list[dict] = []
+    previous = RESULTS / f"coeff_long{suffix}.json"
+
+    def selected(model_name: str, length: int) -> bool:
+        return (not args.only or model_name == args.only) and (not args.lengths or length in args.lengths)
+
+    if (args.only or args.lengths) and previous.exists():  # keep the last run's rows of everything else
+        rows = [
+            r for r in json.loads(previous.read_text())["results"] if not selected(r["model"], r["seq_len"])
+        ]
     for model_name, sizes in plan.items():
-        if args.only and model_name != args.only:
-            continue
         for length, batch in sizes:
+            if not selected(model_name, length):
+                continue
             for dropout in DROPOUTS:
                 for method in METHODS:
                     if args.no_torch_ops and method.endswith(TORCH_OPS):

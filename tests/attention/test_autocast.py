@@ -12,6 +12,7 @@ import torch
 from peft import LoraConfig
 
 from deltaspace import CoeffTuningConfig, get_delta_model
+from deltaspace.attention import fused
 from deltaspace.attention.blocked import BlockedPlan, blocked_attention
 from deltaspace.attention.explicit import explicit_attention
 from deltaspace.attention.layout import KeyLayout
@@ -39,14 +40,17 @@ def _run(path, q, k, v, c, autocast: bool, dtype: torch.dtype = torch.bfloat16):
         if path == "explicit":
             out, _ = explicit_attention(q, k, v, c, layout, scaling=D**-0.5)
         else:
-            out = blocked_attention(q, k, v, c, BlockedPlan(layout, D**-0.5, None))
+            blocked = fused.fused_attention if path == "fused" else blocked_attention
+            out = blocked(q, k, v, c, BlockedPlan(layout, D**-0.5, None))
         loss = out.float().pow(2).sum()
     return out, torch.autograd.grad(loss, (q, k, v, c))
 
 
 @pytest.mark.parametrize("dtype", HALF)
-@pytest.mark.parametrize("path", ["explicit", "blocked"])
+@pytest.mark.parametrize("path", ["explicit", "blocked", "fused"])
 def test_attention_paths_run_under_half_precision_autocast(path, dtype):
+    if path == "fused" and fused.kernel() is None:
+        pytest.skip("the fused kernel could not be built here")
     q, k, v, c = _inputs(dtype)
     out, grads = _run(path, q, k, v, c, autocast=True, dtype=dtype)
     reference = [t.detach().float().requires_grad_() for t in (q, k, v, c)]

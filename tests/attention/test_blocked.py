@@ -19,7 +19,7 @@ B, H, H_KV, D = 2, 4, 2, 8
 @pytest.fixture(autouse=True)
 def tiny_panels(monkeypatch):
     monkeypatch.setattr(blocked, "PANEL_ELEMENTS", 3 * B * H * 16)  # ~3 query rows per panel
-    monkeypatch.setattr(fused, "MAX_BLOCK_ROWS", 3)
+    monkeypatch.setattr(fused, "MAX_BLOCK_ROWS", 3)  # ~3 query rows per block
 
 
 def _fused_kernel():
