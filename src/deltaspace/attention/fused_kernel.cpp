@@ -115,6 +115,35 @@ struct Problem {
 };
 
 
+// Optional per-phase timers (bench/coeff_kernel_profile.py builds the kernel with -DDS_PROFILE): CPU seconds
+// per phase, summed over threads. Compiled out otherwise.
+#ifdef DS_PROFILE
+#include <chrono>
+constexpr int kPhases = 13;
+constexpr int kMaxThreads = 256;
+double phase_seconds[kMaxThreads][kPhases];
+#define PHASE_START auto phase_t0 = std::chrono::steady_clock::now();
+#define PHASE(i)                                                                                     \
+  {                                                                                                  \
+    const auto phase_t1 = std::chrono::steady_clock::now();                                          \
+    phase_seconds[at::get_thread_num() % kMaxThreads][i] +=                                          \
+        std::chrono::duration<double>(phase_t1 - phase_t0).count();                                  \
+    phase_t0 = phase_t1;                                                                             \
+  }
+std::vector<double> read_phases() {
+  std::vector<double> out(kPhases, 0.0);
+  for (auto& row : phase_seconds)
+    for (int i = 0; i < kPhases; ++i) {
+      out[i] += row[i];
+      row[i] = 0.0;
+    }
+  return out;
+}
+#else
+#define PHASE_START
+#define PHASE(i)
+#endif
+
 constexpr float kMasked = std::numeric_limits<float>::lowest();
 
 // Row reductions with explicit lanes: the compiler may not reorder a float sum itself (no -ffast-math), and
@@ -347,14 +376,19 @@ T* mixed_maps(const Problem<T>& p, const Block<T>& blk, T* probs, T* mixed, uint
     const T* q = p.q + ((blk.b * p.heads + h) * p.q_len + blk.r0) * p.dim;
     const T* k = p.k + ((blk.b * p.kv_heads + g) * p.keys + blk.lo) * p.dim;
     T* s = probs + h * plane;
+    PHASE_START
     gemm_rm<T>(false, true, rows, width, p.dim, p.scale, q, p.dim, k, p.dim, T(0), s, width);
+    PHASE(known ? 5 : 0)  // scores
     T* row_stats = stats + ((blk.b * p.heads + h) * p.q_len + blk.r0) * 2;
     for (int64_t r = 0; r < rows; ++r)
       softmax_row(p, blk.b, h, blk.r0 + r, blk.lo, width, s + r * width, row_stats + 2 * r, known);
+    PHASE(known ? 6 : 1)  // softmax
   }
   T* out = probs;
   if (p.c) {
+    PHASE_START
     mix_planes(p.c, p.heads, probs, mixed, plane, tmp);
+    PHASE(known ? 7 : 2)  // mix
     out = mixed;
   }
   if (p.drop_threshold > 0) {
@@ -371,15 +405,23 @@ T* mixed_maps(const Problem<T>& p, const Block<T>& blk, T* probs, T* mixed, uint
   return out;
 }
 
+// The blocks, ordered first, last, second, second to last, ...: at::parallel_for hands each thread a
+// contiguous range, and under a causal mask a block's cost grows with its row index, so this order gives
+// every thread about the same work.
 template <typename T>
 std::vector<Block<T>> blocks(const Problem<T>& p, int64_t block_rows) {
-  std::vector<Block<T>> out;
+  std::vector<Block<T>> ordered;
   for (int64_t b = 0; b < p.batch; ++b)
     for (int64_t r0 = 0; r0 < p.q_len; r0 += block_rows) {
       const int64_t r1 = std::min(r0 + block_rows, p.q_len);
       const auto cols = p.columns(r0, r1);
-      out.push_back({b, r0, r1, cols.first, cols.second});
+      ordered.push_back({b, r0, r1, cols.first, cols.second});
     }
+  std::vector<Block<T>> out;
+  for (size_t lo = 0, hi = ordered.size(); lo < hi;) {
+    out.push_back(ordered[lo++]);
+    if (lo < hi) out.push_back(ordered[--hi]);
+  }
   return out;
 }
 
@@ -453,6 +495,7 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& q, const at::Tensor& k, c
       const Block<T>& blk = work[w];
       const T* maps = mixed_maps(p, blk, probs.data(), mixed.data(), keep.data(), row.data(), stats_base, false);
       const int64_t rows = blk.rows(), width = blk.width();
+      PHASE_START
       for (int64_t h = 0; h < p.heads; ++h) {
         const int64_t g = h / (p.heads / p.kv_heads);
         const T* v_ = p.v + ((blk.b * p.kv_heads + g) * p.keys + blk.lo) * p.vdim;
@@ -460,6 +503,7 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& q, const at::Tensor& k, c
         gemm_rm<T>(false, false, rows, p.vdim, width, T(1), maps + h * rows * width, width, v_, p.vdim, T(0),
                    o_, p.vdim);
       }
+      PHASE(3)  // P̂ V
     }
   });
   return {output, stats};
@@ -497,22 +541,26 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_out, const at::Tens
       const Block<T>& blk = work[w];
       const int64_t rows = blk.rows(), width = blk.width(), plane = rows * width;
       const T* maps = mixed_maps(p, blk, probs.data(), mixed.data(), keep.data(), row.data(), stats_base, true);
+      PHASE_START
       auto kv_head = [&](int64_t h) { return blk.b * p.kv_heads + h / (p.heads / p.kv_heads); };
       auto head_rows = [&](int64_t h) { return (blk.b * p.heads + h) * p.q_len + blk.r0; };
       if (dv)
         for (int64_t h = 0; h < p.heads; ++h)  // dVᵀ (Dv x width) += dOᵀ (Dv x rows) · maps (rows x width)
           gemm_rm<T>(true, false, p.vdim, width, rows, T(1), go + head_rows(h) * p.vdim, p.vdim,
                      maps + h * plane, width, T(1), dv + kv_head(h) * p.vdim * p.keys + blk.lo, p.keys);
+      PHASE(8)  // dV
       if (!(need_q || need_k || dc)) continue;
       T* grad = mixed.data();  // dMixed, then dProbs, then dScores, in place
       for (int64_t h = 0; h < p.heads; ++h)
         gemm_rm<T>(false, true, rows, width, p.vdim, T(1), go + head_rows(h) * p.vdim, p.vdim,
                    p.v + (kv_head(h) * p.keys + blk.lo) * p.vdim, p.vdim, T(0), grad + h * plane, width);
+      PHASE(9)  // dP̂ = dO Vᵀ
       if (p.drop_threshold > 0)
         for (int64_t j = 0; j < p.heads * plane; ++j) grad[j] = keep[j] ? grad[j] * p.keep_scale : T(0);
       if (p.c) {
         if (dc) mix_weight_grad(p.heads, grad, probs.data(), plane, dc, lanes.data());
         mix_planes(p.c_t.data(), p.heads, grad, grad, plane, row.data());
+        PHASE(10)  // dC and the transposed mix
       }
       if (!(need_q || need_k)) continue;
       for (int64_t h = 0; h < p.heads * rows; ++h) {  // softmax backward: P ⊙ (dP − rowsum(dP ⊙ P))
@@ -521,6 +569,7 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_out, const at::Tens
         const T dot = row_dot(d, pr, width);
         for (int64_t j = 0; j < width; ++j) d[j] = pr[j] * (d[j] - dot);
       }
+      PHASE(11)  // softmax backward
       for (int64_t h = 0; h < p.heads; ++h) {
         if (need_q)  // dQ (rows x D) = scale · dS (rows x width) · K (width x D)
           gemm_rm<T>(false, false, rows, p.dim, width, p.scale, grad + h * plane, width,
@@ -530,6 +579,7 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_out, const at::Tens
           gemm_rm<T>(true, false, p.dim, width, rows, p.scale, p.q + head_rows(h) * p.dim, p.dim,
                      grad + h * plane, width, T(1), dk + kv_head(h) * p.dim * p.keys + blk.lo, p.keys);
       }
+      PHASE(12)  // dQ, dK
     }
   });
   auto finish = [&](const at::Tensor& acc) {
@@ -583,4 +633,7 @@ std::vector<at::Tensor> backward(at::Tensor grad_out, at::Tensor stats, at::Tens
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward, "fused Coeff attention, forward");
   m.def("backward", &backward, "fused Coeff attention, backward");
+#ifdef DS_PROFILE
+  m.def("read_phases", &read_phases, "CPU seconds per phase since the last call (DS_PROFILE builds only)");
+#endif
 }
