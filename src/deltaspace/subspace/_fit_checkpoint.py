@@ -2,15 +2,16 @@
 
 :func:`~deltaspace.subspace.fit.fit` writes it every ``checkpoint_every`` steps and after the last one, and
 deletes it once the bundle is saved (the bundle is the result; a checkpoint of a finished fit is only
-weight). It holds (``fit._Loop.state_dict``) the step; every parameter of the up- and down-projections
-(their buffers are fixed random maps and bases, rebuilt as they were from the seed); the optimiser's and
-the lr schedule's state; numpy's generator state and torch's CPU and CUDA RNG states; each task's batch
-stream (epoch, batches taken, the CPU RNG state at the epoch's start); the best state so far (value, step,
-the up-projections' parameters, the source codes); the validation history; the step log's line count and
-the seconds run so far. Beside that state it records the fit's *identity*: the :class:`FitConfig` less
-the fields that do not change what is computed (:data:`RESUME_FREE`), the source tasks in order, the
-members (name, size) and the norm of every source delta. A fit called again with the same arguments resumes from the checkpoint and ends exactly where an
-uninterrupted one would; one whose identity differs is refused with :class:`RunMismatchError` rather than
+weight). It holds (``fit._Loop.state_dict``) the step and whether patience stopped the fit there; every
+parameter of the up- and down-projections (their buffers are fixed random maps and bases, rebuilt as they
+were from the seed); the optimiser's and the lr schedule's state; numpy's generator state and torch's CPU
+and CUDA RNG states; each task's batch stream (epoch, batches taken, the CPU RNG state at the epoch's
+start); the best state so far (value, step, the validations since it, the up-projections' parameters, the
+source codes); the validation history; the step log's line count and the seconds run so far. Beside that
+state it records the fit's *identity*: the :class:`FitConfig` less the fields that do not change what is
+computed (:data:`RESUME_FREE`), the source tasks in order, the members (name, size) and the norm of every
+source delta. A fit called again with the same arguments resumes from the checkpoint and ends exactly where
+an uninterrupted one would; one whose identity differs is refused with :class:`RunMismatchError` rather than
 resumed (hours of a long fit are not thrown away silently, and a changed fit is not silently continued).
 
 The file is loaded with ``torch.load(..., weights_only=True)``: it holds tensors and plain values only (RNG

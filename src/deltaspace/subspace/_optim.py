@@ -16,14 +16,17 @@ OPTIMIZERS = ("adafactor", "adamw")
 SCHEDULES = ("constant", "cosine")
 
 
-def check_step_options(optimizer: str, schedule: str, eval_every: int, metric: str) -> None:
+def check_step_options(
+    optimizer: str, schedule: str, eval_every: int, metric: str, *, loss_allowed: bool = False
+) -> None:
     """The options stage 1 and stage 2 share: a known optimiser and schedule, ``eval_every >= 0`` (0: never
-    validate) and a known validation metric."""
+    validate) and a known validation metric (``loss_allowed``: the validation loss too, lower is better)."""
     if optimizer not in OPTIMIZERS or schedule not in SCHEDULES:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS} and schedule one of {SCHEDULES}")
     if eval_every < 0:
         raise ValueError(f"eval_every must be >= 0, got {eval_every}")
-    check_metric(metric)
+    if not (loss_allowed and metric == "loss"):
+        check_metric(metric)
 
 
 def make_optimizer(

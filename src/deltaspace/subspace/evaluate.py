@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from deltaspace.subspace.batches import batch_labels
@@ -48,6 +49,36 @@ def evaluate(
 ) -> dict[str, float]:
     """Accuracy and macro-F1 of ``member`` with parameters ``theta`` over ``batches`` (percent-free, 0..1)."""
     return score(*predictions(member, theta, batches), num_labels)
+
+
+@torch.no_grad()
+def evaluate_with_loss(
+    member: SubspaceMember, theta: Tensor, batches: Sequence[Any], *, num_labels: int | None = None
+) -> dict[str, float]:
+    """:func:`evaluate` plus ``loss``, the mean cross-entropy per example. A member with ``outputs(theta,
+    batch)`` (logits in eval mode, as :class:`~deltaspace.subspace.DeltaModelMember` has) is run once per
+    batch for both; any other member's ``loss`` is called beside ``predict`` (with whatever dropout it uses)."""
+    if not batches:
+        raise ValueError(
+            f"member {member.name!r}: no evaluation batches given; supply eval batches for the task"
+        )
+    theta = theta.detach()
+    outputs = getattr(member, "outputs", None)
+    predicted, labels, total, count = [], [], 0.0, 0
+    for batch in batches:
+        gold = batch_labels(batch).reshape(-1)
+        if callable(outputs):
+            logits = outputs(theta, batch)
+            pred = logits.argmax(-1)
+            loss = F.cross_entropy(logits.float(), gold.to(logits.device).long())
+        else:
+            pred, loss = member.predict(theta, batch), member.loss(theta, batch)
+        predicted.append(pred.reshape(-1).cpu())
+        labels.append(gold.cpu())
+        total += float(loss) * gold.numel()
+        count += gold.numel()
+    scores = score(torch.cat(predicted).long(), torch.cat(labels).long(), num_labels)
+    return {**scores, "loss": total / count}
 
 
 def relative(metric: float, original: float | None) -> float | None:

@@ -26,9 +26,10 @@ Differences from the paper's code (each a deliberate improvement, the paper's ch
 - Memory: each member's backward runs right after its forward (the mixed code enters every member as a
   detached leaf and its gradient is routed back into the encoders at the end).
 - Validation, when asked for (``eval_every > 0``), is deterministic: each member at its own code and at
-  the centroid of the task's codes (or, cheaper, ``eval_centroid_only``); the best checkpoint is kept.
-  With ``eval_every = 0`` nothing is evaluated and the last state is returned (a validation that selects
-  among one checkpoint is waste).
+  the centroid of the task's codes (or, cheaper, ``eval_centroid_only``); the best checkpoint is kept,
+  and with ``patience`` the fit stops once that many validations in a row have not improved on it
+  (``steps`` is then the most it may take). With ``eval_every = 0`` nothing is evaluated and the last
+  state is returned (a validation that selects among one checkpoint is waste).
 - Resumable: ``checkpoint_every`` steps, one atomic checkpoint (:mod:`~deltaspace.subspace._fit_checkpoint`);
   a fit called again with the same arguments continues where it stopped and ends in the same bundle.
 - Encoders are not returned: stages 2–6 need only the up-projections and the source codes.
@@ -83,7 +84,7 @@ from deltaspace.subspace.alignment import (
 from deltaspace.subspace.batches import TaskBatches, TrainStream
 from deltaspace.subspace.bundle import SubspaceBundle
 from deltaspace.subspace.closed_form import closed_form_basis, complement_directions, rms_norm, shared_codes
-from deltaspace.subspace.evaluate import evaluate, relative
+from deltaspace.subspace.evaluate import evaluate_with_loss, relative
 from deltaspace.subspace.member import SubspaceMember, check_member
 from deltaspace.subspace.projections import (
     BasisUp,
@@ -152,9 +153,15 @@ class FitConfig:
         encoder_hidden, sketch_dim, fastfood_width: projection sizes (defaults: max(d, T), max(d, 256),
             max(d, 64)).
         eval_every: validate every this many steps (0: never; the last state is returned).
+        patience: stop once this many validations in a row have not improved on the best one (needs
+            ``eval_every``; ``None``: run all ``steps``, which are then the most the fit may take); the best
+            state is returned either way. The closed-form start's validation (step 0) counts as the first.
         eval_centroid_only: validate each member at the centroid of the task's codes only (T·M evaluations
             per check instead of up to T·M·(M+1) with every member's own code too): for long fits.
-        metric: validation metric (``accuracy`` or ``macro_f1``).
+        metric: validation metric: ``accuracy`` or ``macro_f1`` (relative to the originals where the store
+            has their metrics), or ``loss`` (the mean cross-entropy, lower is better: smooth where accuracy
+            on a few hundred examples moves in steps, and not the originals' own selection criterion, so a
+            start at the originals does not win every tie). Every validation records all three.
         seed: seeds projection init, weights / task order, the batch order and the members' own
             randomness (dropout).
         checkpoint_every: with ``output_dir``, save a resumable checkpoint every this many steps and after
@@ -193,6 +200,7 @@ class FitConfig:
     sketch_dim: int | None = None
     fastfood_width: int | None = None
     eval_every: int = 0
+    patience: int | None = None
     eval_centroid_only: bool = False
     metric: str = "accuracy"
     seed: int = 0
@@ -207,7 +215,12 @@ class FitConfig:
             raise ValueError(f"unknown init {self.init!r}; use {' or '.join(INITS)}")
         if self.init == "random" and self.steps < 1:
             raise ValueError("a random start needs steps >= 1 (or use init: closed_form)")
-        check_step_options(self.optimizer, self.schedule, self.eval_every, self.metric)
+        check_step_options(self.optimizer, self.schedule, self.eval_every, self.metric, loss_allowed=True)
+        if self.patience is not None and (self.patience < 1 or not self.eval_every):
+            raise ValueError(
+                f"patience counts validations: it needs eval_every > 0 and must be >= 1 or null, got "
+                f"patience={self.patience}, eval_every={self.eval_every}"
+            )
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0 (0: never), got {self.checkpoint_every}")
         if self.mixing not in MIXINGS:
@@ -294,22 +307,28 @@ def validate_points(
     metric: str,
     centroid_only: bool = False,
 ) -> tuple[float, dict[str, Any]]:
-    """Evaluate every member at every fixed point of every task; score = mean (relative when possible)."""
+    """Evaluate every member at every fixed point of every task. The score is the mean of ``metric``: relative
+    to the originals when the store has their metrics (not for ``loss``). The details hold ``metric`` per
+    task, point and member, and the mean ``accuracy`` and ``loss`` whatever the metric."""
     details: dict[str, Any] = {}
-    raw, rel = [], []
+    raw, rel, accuracy, loss = [], [], [], []
     for task in tasks:
         points = fixed_points({m.name: codes[m.name][task.name] for m in members}, centroid_only)
         for label, z in points.items():
             for member in members:
                 theta = ups[member.name](z.to(member.theta0.device))
-                value = evaluate(member, theta, task.eval_batches, num_labels=task.num_labels)[metric]
+                scores = evaluate_with_loss(member, theta, task.eval_batches, num_labels=task.num_labels)
+                value = scores[metric]
                 details.setdefault(task.name, {}).setdefault(label, {})[member.name] = value
                 raw.append(value)
-                original = store.original_metric(member.name, task.name, metric)
+                accuracy.append(scores["accuracy"])
+                loss.append(scores["loss"])
+                original = None if metric == "loss" else store.original_metric(member.name, task.name, metric)
                 rel.append(relative(value, original) if original else None)
+    means = {"accuracy": float(np.mean(accuracy)), "loss": float(np.mean(loss))}
     if all(r is not None for r in rel):
-        return float(np.mean(rel)), {"relative": True, "metrics": details}
-    return float(np.mean(raw)), {"relative": False, "metrics": details}
+        return float(np.mean(rel)), {"relative": True, "metrics": details, **means}
+    return float(np.mean(raw)), {"relative": False, "metrics": details, **means}
 
 
 def _check_inputs(
@@ -403,7 +422,9 @@ def fit(
             p for m in [*proj.ups.values(), *proj.downs.values()] for p in m.parameters() if p.requires_grad
         ]
         streams = {t.name: t.stream() for t in tasks} if tasks is not None and config.task_weight > 0 else {}
-        loop = _Loop(rng=np.random.default_rng(config.seed), streams=streams, best=BestCheckpoint())
+        # the validation loss is the one score where lower is better (the reconstruction fallback is -error)
+        best = BestCheckpoint(higher_is_better=not (can_validate and config.metric == "loss"))
+        loop = _Loop(rng=np.random.default_rng(config.seed), streams=streams, best=best)
         if config.steps:
             loop.optimizer = make_optimizer(params, config.optimizer, config.lr, config.weight_decay)
             loop.schedule = make_schedule(loop.optimizer, config.schedule, config.steps)
@@ -458,16 +479,14 @@ def fit(
             loop.log_lines = count_lines(log_path)
             if config.eval_every and config.init == "closed_form":
                 validate_at(0)  # the exact start is a candidate like any other
-        if config.steps:
+        if config.steps and not loop.stopped_early:  # a fit stopped early may be resumed after its stop
             _train(members, proj, params, loop, config, code_device, task_names, validate_at, log_path,
                    on_step, save)  # fmt: skip
         if not config.eval_every:
             loop.best.keep(config.steps, float("nan"), snapshot())  # nothing validated: the last state
 
     # a resumed fit's wall time counts the time before its resume too
-    bundle = _bundle(
-        loop.best, proj.ups, config, task_names, member_meta, loop.validation, start - loop.seconds_before
-    )
+    bundle = _bundle(loop, proj.ups, config, task_names, member_meta, start - loop.seconds_before)
     bundle.metadata["reconstruction"] = bundle.reconstruction_errors(store)
     if output_dir is not None:
         bundle.save(output_dir)
@@ -488,6 +507,7 @@ class _Loop:
     optimizer: torch.optim.Optimizer | None = None
     schedule: Any = None
     step: int = 0  # optimiser steps taken
+    stopped_early: bool = False  # `patience` validations in a row did not improve on the best
     log_lines: int = 0  # lines of the step log as of `step`
     seconds_before: float = 0.0  # what the fit ran before this call (a resumed fit)
 
@@ -495,6 +515,7 @@ class _Loop:
         """Tensors and plain values only (``seconds``: how long this call has run)."""
         return {
             "step": self.step,
+            "stopped_early": self.stopped_early,
             "weights": {key: p.detach() for key, p in _parameters(proj).items()},
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
@@ -537,6 +558,8 @@ class _Loop:
             self.best.evals_without_improvement = best["evals_without_improvement"]
         self.validation[:] = saved["validation"]
         self.step, self.log_lines, self.seconds_before = saved["step"], saved["log_lines"], saved["seconds"]
+        # absent from the checkpoints written before patience existed
+        self.stopped_early = bool(saved.get("stopped_early", False))
 
 
 def _parameters(proj: _Projections) -> dict[str, nn.Parameter]:
@@ -589,7 +612,8 @@ def _train(
     save: Callable[[], None] | None,
 ) -> None:
     """The joint fit from step ``loop.step`` to ``config.steps``: validating every ``config.eval_every``
-    steps and saving (``save``) every ``config.checkpoint_every`` and after the last."""
+    steps, stopping once ``config.patience`` validations in a row have not improved on the best, and saving
+    (``save``) every ``config.checkpoint_every`` steps and after the last (the early stop's included)."""
     log_file = open(log_path, "a", encoding="utf-8") if log_path is not None else None  # noqa: SIM115
     bar = tqdm(
         total=config.steps,
@@ -634,10 +658,19 @@ def _train(
                 )  # fmt: skip
             if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
                 last_score = validate_at(step)
+                stale = loop.best.evals_without_improvement
+                loop.stopped_early = config.patience is not None and stale >= config.patience
             bar.set_postfix(_postfix(record, last_score), refresh=False)
             bar.update(1)
-            if save is not None and (step % config.checkpoint_every == 0 or step == config.steps):
+            last = step == config.steps or loop.stopped_early
+            if save is not None and (step % config.checkpoint_every == 0 or last):
                 save()
+            if loop.stopped_early:
+                logger.info(
+                    "subspace fit stops early at step %d: %d validations without improving on step %d's",
+                    step, config.patience, loop.best.step,
+                )  # fmt: skip
+                break
     finally:
         bar.close()
         if log_file is not None:
@@ -919,15 +952,15 @@ class _FitState:
 
 
 def _bundle(
-    best: BestCheckpoint[_FitState],
+    loop: _Loop,
     ups: dict[str, UpProjection],
     config: FitConfig,
     task_names: list[str],
     member_meta: dict[str, Any],
-    validation: list[dict[str, Any]],
     start: float,
 ) -> SubspaceBundle:
     """A bundle of the best state (copies, so later training does not change it)."""
+    best = loop.best
     kept = best.state  # fit() always keeps one (the last state when nothing is validated)
     snapshot = {}
     for name, up in ups.items():
@@ -942,7 +975,9 @@ def _bundle(
         "closed_form": member_meta.get("_closed_form"),
         "best_step": best.step,
         "best_score": None if math.isnan(best.value) else best.value,
-        "validation": validation,
+        "steps_run": loop.step,
+        "stopped_early": loop.stopped_early,
+        "validation": loop.validation,
         "wall_seconds": time.perf_counter() - start,
     }
     return SubspaceBundle(snapshot, kept.codes, metadata)
