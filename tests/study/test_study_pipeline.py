@@ -295,6 +295,30 @@ def test_single_task_setting_runs_one_study_per_source_and_reports_tables_1_and_
     assert all(0 <= b["probe"]["test"]["accuracy"] <= 1 for b in baselines.values())
     assert "| sentiment2 (target) | " in text and "Runs above the probe: " in text
 
+    # a variant with the joint fit trained reuses these runs (no training: its out holds no runs folder);
+    # its report says how each pair's fit ran and where source validation was best
+    study = config.study
+    variant = SingleTaskConfig.from_dict(
+        {
+            "name": "tiny-single-fit",
+            "out": str(folder / "single-fit"),
+            "runs": str(out / "runs"),
+            "pairs": config.pairs,
+            "study": {**study, "fit": {**study["fit"], "steps": 6, "eval_every": 2, "patience": 1,
+                                       "metric": "loss", "eval_centroid_only": True}},
+        }
+    )  # fmt: skip
+    text = run_single_task(variant).read_text()
+    assert not (folder / "single-fit" / "runs").exists()
+    for source in (sentiment, topic):
+        fit = json.loads((folder / "single-fit" / Path(source).stem / "subspace" / "fit.json").read_text())
+        steps = [check["step"] for check in fit["validation"]]
+        assert steps[0] == 0 and fit["steps_run"] == steps[-1] <= 6
+        assert fit["best_step"] in steps and all(check["loss"] > 0 for check in fit["validation"])
+        assert fit["stopped_early"] == (fit["steps_run"] < 6)
+    assert "## Stage 1: the joint fit" in text and "for at most 6 steps" in text
+    assert "Runs above the probe: " in text and "| sentiment2 (target) | " in text
+
     with pytest.raises(ValueError, match="set per pair"):
         SingleTaskConfig.from_dict({"pairs": {sentiment: [topic2]}, "study": {"source_tasks": [topic]}})
     with pytest.raises(ValueError, match="other than"):

@@ -20,7 +20,16 @@ from deltaspace.subspace.controls import CONTROLS
 from deltaspace.subspace.fit import FitConfig
 from deltaspace.subspace.optimise import OptimiseConfig
 
-SHIPPED = ("default", "full_suite", "full_suite_loo", "single_task", "full_suite_v1", "full_suite_loo_v1")
+SHIPPED = (
+    "default",
+    "full_suite",
+    "full_suite_loo",
+    "single_task",
+    "single_task_fit",
+    "single_task_fit_random",
+    "full_suite_v1",
+    "full_suite_loo_v1",
+)
 HELDOUT_MODES = ("fixed", "leave_one_out")
 
 
@@ -282,8 +291,8 @@ def _describe(hint: Any) -> str:
 
 
 def load_study_config(spec: str | Path | None = None):
-    """A shipped config by name (``default``, ``full_suite``, ``single_task``) or a YAML/JSON file; ``None``
-    = default. A :class:`StudyConfig`, or a :class:`~deltaspace.study.single_task.SingleTaskConfig` for a
+    """A shipped config by name (:data:`SHIPPED`: ``default``, ``full_suite``, ``single_task``, ...) or a
+    YAML/JSON file; ``None`` = default. A :class:`StudyConfig`, or a :class:`~deltaspace.study.single_task.SingleTaskConfig` for a
     config with ``pairs`` (the paper's single-task setting: one study per source task)."""
     spec = "default" if spec is None else str(spec)
     if spec in SHIPPED:

@@ -298,6 +298,16 @@ class StudyContext:
             "closed_form": bundle.metadata.get("closed_form"),
             "reconstruction_error": bundle.reconstruction_errors(self.store),
             "source_tasks": sources,
+            # the joint fit's course: steps taken, the validation it kept, whether patience stopped it
+            "wall_seconds": bundle.metadata.get("wall_seconds"),  # a resumed fit's earlier calls too
+            "steps_run": bundle.metadata.get("steps_run"),
+            "stopped_early": bundle.metadata.get("stopped_early"),
+            "best_step": bundle.metadata.get("best_step"),
+            "best_score": bundle.metadata.get("best_score"),
+            "validation": [
+                {key: check.get(key) for key in ("step", "score", "accuracy", "loss", "relative")}
+                for check in bundle.metadata.get("validation", [])
+            ],
         }
         write_json_atomic(directory / "fit.json", summary)
 

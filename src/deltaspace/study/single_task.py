@@ -4,7 +4,8 @@ code one DET found to the others (transfer).
 
 One study per source task, ``<out>/<source>/``: the pipeline of :mod:`deltaspace.study.pipeline` with
 ``source_tasks: [source]`` and the source's targets held out, all sharing one folder of original-space runs
-(``<out>/runs``). No landscape: with one source task there is no plane of task codes to draw. Then
+(``<out>/runs``, or ``runs``: a variant of the study, e.g. with a trained joint fit, reuses another's
+original-space runs). No landscape: with one source task there is no plane of task codes to draw. Then
 ``<out>/report.md`` sets every pair's optimisation and its six transfer directions beside the paper's
 Tables 1 and 2, as relative performance (the paper's figure) and gain recovered over θ0 (the comparable
 one here: our θ0 is a zero-shot head, the paper's scores about zero).
@@ -39,10 +40,13 @@ PAPER_TRANSFER = {"A→L": 81.7, "A→P": 80.2, "L→A": 85.0, "L→P": 81.0, "P
 @dataclasses.dataclass
 class SingleTaskConfig:
     """``pairs``: source task -> its target tasks; ``study``: every other :class:`StudyConfig` field, shared
-    by the pairs' studies (model, methods, train, fit, optimise, controls, budgets)."""
+    by the pairs' studies (model, methods, train, fit, optimise, controls, budgets); ``runs``: the folder of
+    original-space runs (default ``<out>/runs``), which a variant of the study may share with another (runs
+    are reused only when trained with exactly the same settings)."""
 
     name: str = "single_task"
     out: str = "studies/single_task"
+    runs: str | None = None
     pairs: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     study: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -62,7 +66,7 @@ class SingleTaskConfig:
 
     @property
     def runs_dir(self) -> Path:
-        return Path(self.out) / "runs"
+        return Path(self.runs) if self.runs else Path(self.out) / "runs"
 
     def studies(self) -> list[StudyConfig]:
         """One study per source task: its own subspace, its targets held out; one shared runs folder."""
@@ -200,6 +204,7 @@ def write_single_task_report(out: str | Path) -> Path:
         lines.append("No target has finished stage 2 yet.")
         return _write(out, lines)
     lines += _sweep_runs(out, config, methods)
+    lines += _joint_fit(out, config)
     lines += _originals(records, methods)
     lines += _optimisation(records, methods, controls=[k for k in records[0][1].runs if k != LEARNED])
     lines += _transfer(records, methods)
@@ -233,8 +238,65 @@ def _stage1(fit: dict[str, Any]) -> str:
         else "random directions for the other d − 1"
     )
     steps = fit.get("steps", 0)
-    joint = f"then {steps} joint-fit steps" if steps else "no joint fit"
+    joint = "no joint fit"
+    if steps:
+        joint = (
+            f"then the joint fit (task loss at random mixtures of the DETs' codes decoded by every DET, plus "
+            f"reconstruction; {fit.get('optimizer', '?')}, lr {fit.get('lr', '?')}) for at most {steps} steps"
+        )
+        if fit.get("eval_every"):
+            joint += f", validated on the source task every {fit['eval_every']} steps ({fit.get('metric')})"
+            if fit.get("patience"):
+                joint += f", stopped after {fit['patience']} validations without improvement"
+            joint += ", the best validated state kept"
     return f"{start}, {extra}, {joint}"
+
+
+def _joint_fit(out: Path, config: dict[str, Any]) -> list[str]:
+    """Each pair's stage-1 fit: how long it ran, where source validation stopped improving, its cost."""
+    if not config["study"].get("fit", {}).get("steps"):
+        return []
+    rows = []
+    for source in config["pairs"]:
+        path = out / slug(source) / "subspace" / "fit.json"
+        if not path.is_file():
+            rows.append([slug(source), "running or not started", *["–"] * 5])
+            continue
+        fit = json.loads(path.read_text())
+        checks = fit.get("validation") or []
+        start = next((c for c in checks if c["step"] == 0), None)
+        best = next((c for c in checks if c["step"] == fit.get("best_step")), None)
+
+        def course(key: str, digits: int, start=start, best=best) -> str:
+            if start is None or best is None or start.get(key) is None:
+                return "–"
+            return f"{start[key]:.{digits}f} → {best[key]:.{digits}f}"
+
+        per_step = fit.get("seconds_per_step")
+        wall = fit.get("wall_seconds") or fit.get("seconds")
+        stopped = "patience" if fit.get("stopped_early") else "max steps"
+        rows.append(
+            [
+                slug(source),
+                f"{fit.get('steps_run')} ({stopped})",
+                f"{fit.get('best_step')}",
+                course("loss", 4),
+                course("accuracy", 3),
+                f"{per_step:.2f}" if per_step else "–",
+                f"{wall / 60:.1f}" if wall else "–",
+            ]
+        )
+    return [
+        "## Stage 1: the joint fit",
+        "",
+        "Per source task: the steps the fit ran (and what ended it), the step whose source validation was "
+        "best (the state kept; 0 is the closed-form start), the source validation loss and accuracy (mean "
+        "over the DETs at the validation points) at the start and at that step, seconds per step "
+        "(validation included) and the fit's wall time.",
+        "",
+        *_table(["source", "steps run", "best step", "val loss", "val accuracy", "s/step", "minutes"], rows),
+        "",
+    ]
 
 
 def _sweep_runs(out: Path, config: dict[str, Any], methods: list[str]) -> list[str]:
@@ -244,10 +306,11 @@ def _sweep_runs(out: Path, config: dict[str, Any], methods: list[str]) -> list[s
     baselines = json.loads((out / "baselines.json").read_text()) if (out / "baselines.json").is_file() else {}
     rows, beats = [], 0
     seed = config["study"].get("seed", 0)
+    runs = Path(config["runs"]) if config.get("runs") else out / "runs"
     for task in _tasks(config["pairs"]):
         cells, scores = [], []
         for method in methods:
-            result = run_path(out / "runs", task, method, seed) / "result.json"
+            result = run_path(runs, task, method, seed) / "result.json"
             if result.is_file():
                 data = json.loads(result.read_text())
                 scores.append(data["test"]["accuracy"])
