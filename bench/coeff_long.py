@@ -282,6 +282,14 @@ def _markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _reading(suffix: str) -> str:
+    """The hand-written "## Reading" of the existing results file, kept below the regenerated table."""
+    path = RESULTS / f"coeff_long{suffix}.md"
+    text = path.read_text() if path.exists() else ""
+    start = text.find("\n## Reading")
+    return "" if start < 0 else text[start:]
+
+
 def _write(name: str, text: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     tmp = RESULTS / (name + ".tmp")
@@ -346,7 +354,7 @@ def main() -> None:
                         "table": _ratio_rows(rows),
                     }
                     _write(f"coeff_long{suffix}.json", json.dumps(report, indent=2))
-                    _write(f"coeff_long{suffix}.md", _markdown(report))
+                    _write(f"coeff_long{suffix}.md", _markdown(report) + _reading(suffix))
     print(_markdown(report))
 
 
