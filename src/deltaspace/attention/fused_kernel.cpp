@@ -1,11 +1,12 @@
 // Fused CPU kernel of the blocked Coeff attention (forward and backward); see fused.py for when it is used.
 //
-// Same algorithm as blocked.py: query rows are cut into small blocks holding every head's whole rows over
-// the visible keys, so the softmax is exact without a log-sum-exp pass. Per block and thread, all steps run
-// on two buffers of H x rows x keys floats that stay in cache (blocked.py streams 8 MiB panels through a
-// dozen separate torch ops): scores via BLAS, mask + softmax in one row sweep, the head mix as one small
-// gemm, dropout from a counter-based hash (the same mask in forward and backward, independent of blocking),
-// then the products with V. Blocks run in parallel (at::parallel_for); dK, dV and dC accumulate per thread.
+// Same algorithm as blocked.py: query rows are cut into blocks holding every head's whole rows over the
+// visible keys, so the softmax is exact without a statistics pass. Per block and thread, every step works on
+// two buffers of H x rows x keys floats in one C++ loop (blocked.py streams 8 MiB panels through a dozen
+// separate torch ops): the products through BLAS, mask + softmax in one row sweep, the head mix and its
+// backward register-blocked over L1-sized chunks, dropout from a counter-based hash (the same mask in
+// forward and backward, independent of blocking). Blocks run in parallel (at::parallel_for); dK, dV and dC
+// accumulate per thread. Where the time goes: bench/coeff_kernel_profile.py.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
