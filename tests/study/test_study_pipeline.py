@@ -317,6 +317,8 @@ def test_single_task_setting_runs_one_study_per_source_and_reports_tables_1_and_
         assert fit["best_step"] in steps and all(check["loss"] > 0 for check in fit["validation"])
         assert fit["stopped_early"] == (fit["steps_run"] < 6)
     assert "## Stage 1: the joint fit" in text and "for at most 6 steps" in text
+    pair = (folder / "single-fit" / Path(sentiment).stem / "report.md").read_text()
+    assert "at most 6 joint-fit steps (" in pair and ", best at " in pair
     assert "Runs above the probe: " in text and "| sentiment2 (target) | " in text
 
     with pytest.raises(ValueError, match="set per pair"):

@@ -133,8 +133,14 @@ def _fit(out: Path) -> list[str]:
         else "the paper's random start"
     )
     per_step = [f["seconds_per_step"] for f in fits if f.get("seconds_per_step")]
+    steps = f"{cfg['steps']} joint-fit steps"
+    ran = [f for f in fits if f.get("steps_run") is not None]
+    if cfg["steps"] and ran and cfg.get("eval_every"):  # validated: the steps run and the state kept
+        course = ", ".join(f"{f['steps_run']} run, best at {f['best_step']}" for f in ran)
+        patience = f", patience {cfg['patience']}" if cfg.get("patience") else ""
+        steps = f"at most {cfg['steps']} joint-fit steps ({course}; validation every {cfg['eval_every']}{patience})"
     lines = [
-        f"Intrinsic dimension d = {cfg['dim']}; {start}, then {cfg['steps']} joint-fit steps "
+        f"Intrinsic dimension d = {cfg['dim']}; {start}, then {steps} "
         f"({cfg['optimizer']}, lr {cfg['lr']:g}, {'all source tasks reconstructed every step' if cfg.get('recon_all_tasks', True) else 'one task reconstructed per step'}"
         f"{', ' + str(cfg['members_per_step']) + ' DETs per step' if cfg.get('members_per_step') else ''}); "
         f"{len(fits)} subspace(s), {sum(f['seconds'] for f in fits):.0f} s in all"
