@@ -6,6 +6,8 @@ All models are returned in eval mode with a fixed seed.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -21,8 +23,10 @@ from transformers import (
     ViTForImageClassification,
 )
 
-# Two cores are shared by pytest-xdist workers: one torch thread each avoids oversubscription.
+# Two cores are shared by pytest-xdist workers: one torch thread each avoids oversubscription, and studies
+# run in the test's own process (tests/study/test_workers.py asks for worker processes explicitly).
 torch.set_num_threads(1)
+os.environ.setdefault("DELTASPACE_WORKERS", "1")
 
 
 @pytest.fixture(autouse=True, scope="session")

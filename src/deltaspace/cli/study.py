@@ -25,6 +25,13 @@ def study(
         str, typer.Option(help="Comma-separated stages to run: sweep,fit,optimise,landscape,report.")
     ] = "sweep,fit,optimise,landscape,report",
     fetch: Annotated[bool, typer.Option(help="Fetch missing models and tasks first.")] = True,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Processes for each stage's independent jobs (runs, tasks, pairs). Default: one per core "
+            "(up to 4) on a CPU machine, 1 with a GPU. 1 runs everything in this process."
+        ),
+    ] = None,
 ) -> None:
     """Run (or resume) the study: sweep -> subspace fit -> optimisation + transfer -> landscape -> report.md."""
     from rich.console import Console
@@ -53,7 +60,7 @@ def study(
             fetch_assets()  # idempotent: nothing to do (and no network) once the cache is complete
     # expected failures: one line (deltaspace.cli.app)
     if single:
-        report = run_single_task(study_config, stages=chosen)
+        report = run_single_task(study_config, stages=chosen, workers=workers)
     else:
-        report = run_study(study_config, stages=chosen)
+        report = run_study(study_config, stages=chosen, workers=workers)
     Console().print(f"[bold green]report:[/] {report}")

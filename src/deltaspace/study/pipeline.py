@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ import torch
 from deltaspace.io import write_json_atomic
 from deltaspace.study.config import StudyConfig
 from deltaspace.study.records import LEARNED, Stage2Record, SubspaceRun
-from deltaspace.study.report import write_report
+from deltaspace.study.report import WORKER_KEYS, write_report
 from deltaspace.train.result import DELTA_DIR, run_path, slug
 
 STAGES = ("sweep", "fit", "optimise", "landscape", "report")
@@ -44,35 +43,144 @@ def _log(message: str) -> None:
     Console(stderr=True).print(f"[bold cyan]study[/] {message}")
 
 
-def run_study(config: StudyConfig, *, stages: tuple[str, ...] = STAGES) -> Path:
-    """Run (or resume) the study; returns the path of report.md."""
+def run_study(config: StudyConfig, *, stages: tuple[str, ...] = STAGES, workers: int | None = None) -> Path:
+    """Run (or resume) the study; returns the path of report.md. ``workers``: processes for the
+    independent jobs of each stage (default: one per core on a CPU machine; see :mod:`.workers`)."""
     config.validate()
+    run_studies([config], stages=stages, workers=workers)
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "config.json", config.to_dict())
-    timings_path = out / "timings.json"
-    timings: dict[str, float] = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    start = time.perf_counter()
+    report = write_report(out)
+    _add_timing(out, "report", time.perf_counter() - start)
+    return report
 
-    def timed(name: str, work: Callable[[], Any]) -> Any:
-        _log(f"stage [bold]{name}[/]")
-        start = time.perf_counter()
-        result = work()
-        timings[name] = timings.get(name, 0.0) + (time.perf_counter() - start)
-        write_json_atomic(timings_path, timings)
-        return result
 
-    if "sweep" in stages:
-        timed("sweep", lambda: run_sweep(config))
-    context: StudyContext | None = None
-    if any(stage in stages for stage in ("fit", "optimise", "landscape")):
-        context = timed("prepare", lambda: StudyContext(config))
-    if "fit" in stages:
-        timed("fit", context.fit)
-    if "optimise" in stages:
-        timed("optimise", context.optimise_all)
-    if "landscape" in stages:
-        timed("landscape", context.landscape)
-    return timed("report", lambda: write_report(out))
+def run_studies(
+    configs: list[StudyConfig], *, stages: tuple[str, ...] = STAGES, workers: int | None = None
+) -> dict[str, float]:
+    """Run (or resume) the stages of several studies (e.g. a single-task study's pairs), stage by stage,
+    each stage's independent jobs spread over ``workers`` processes; returns each stage's wall seconds.
+
+    Each study's ``timings.json`` gets, per stage, the stage's wall time when it is the only study, and its
+    own jobs' seconds when several share the stage."""
+    from deltaspace.study.workers import resolve_workers, run_jobs, usable_cores
+
+    workers = resolve_workers(workers)
+    for config in configs:
+        config.validate()
+        out = Path(config.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "config.json", config.to_dict())
+    log_dir = Path(configs[0].out) / "logs"
+    walls: dict[str, float] = {}
+    try:
+        for stage in ("sweep", "fit", "optimise", "landscape"):
+            if stage not in stages:
+                continue
+            _log(f"stage [bold]{stage}[/]")
+            start = time.perf_counter()
+            if stage == "sweep" and workers == 1:
+                for config in configs:  # as a plain sweep: its own summary of the runs trained now
+                    run_sweep(config)
+                seconds: dict[str, float] = {}
+            else:
+                jobs = [job for config in configs for job in _jobs(stage, config)]
+                if min(workers, len(jobs)) > 1:
+                    _CONTEXTS.clear()  # the workers build their own
+                seconds = run_jobs(jobs, workers=workers, log_dir=log_dir, desc=f"study {stage}")
+                if stage == "sweep":
+                    for config in configs:  # every run is finished now: checked, and summarised
+                        run_sweep(config)
+            walls[stage] = time.perf_counter() - start
+            for config in configs:
+                own = sum(s for label, s in seconds.items() if label.startswith(f"{config.name}: "))
+                _add_timing(Path(config.out), stage, walls[stage] if len(configs) == 1 else own)
+        walls["workers"] = float(workers)
+        walls["threads_per_worker"] = float(max(1, usable_cores() // workers))
+        for config in configs:  # the last call's, not summed
+            path = Path(config.out) / "timings.json"
+            timings = json.loads(path.read_text()) if path.exists() else {}
+            write_json_atomic(path, {**timings, **{k: walls[k] for k in WORKER_KEYS}})
+    finally:
+        _CONTEXTS.clear()
+    return walls
+
+
+def _add_timing(out: Path, stage: str, seconds: float) -> None:
+    path = out / "timings.json"
+    timings: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
+    timings[stage] = timings.get(stage, 0.0) + seconds
+    write_json_atomic(path, timings)
+
+
+# ---------------------------------------------------------------- the jobs of each stage
+
+# One StudyContext per study and process (a worker that gets several of a study's jobs loads it once).
+_CONTEXTS: dict[str, StudyContext] = {}
+
+
+def _context(study: dict[str, Any]) -> StudyContext:
+    if study["out"] not in _CONTEXTS:
+        _CONTEXTS[study["out"]] = StudyContext(StudyConfig.from_dict(study))
+    return _CONTEXTS[study["out"]]
+
+
+def _jobs(stage: str, config: StudyConfig) -> list:
+    """The unfinished jobs of ``stage`` (finished ones leave their result file and are not listed)."""
+    from deltaspace.study.workers import Job
+    from deltaspace.train.sweep import is_finished
+
+    study, out, name = config.to_dict(), Path(config.out), config.name
+    if stage == "sweep":
+        return [
+            Job(f"{name}: run {spec.key}", train_run, (study, spec.key))
+            for spec in sweep_config(config).runs()
+            if not is_finished(spec.run_dir)
+        ]
+    if stage == "fit":
+        loo = config.heldout_mode == "leave_one_out"
+        targets = config.stage2_tasks if loo else [None]
+        return [
+            Job(f"{name}: fit" + (f" without {slug(task)}" if task else ""), fit_subspace, (study, task))
+            for task in targets
+            if not (out / ("subspace-loo/" + slug(task) if task else "subspace") / "fit.json").is_file()
+        ]
+    if stage == "optimise":
+        return [
+            Job(f"{name}: stage 2 {slug(task)}", optimise_task, (study, task))
+            for task in config.stage2_tasks
+            if not (out / "stage2" / f"{slug(task)}.json").is_file()
+        ]
+    if stage == "landscape" and not (out / "landscape.json").is_file():
+        return [Job(f"{name}: landscape", draw_landscape, (study,))]
+    return []
+
+
+def train_run(study: dict[str, Any], key: str) -> None:
+    """One original-space run of the study's sweep (by run key)."""
+    from deltaspace.train.sweep import run_specs
+
+    (spec,) = [s for s in sweep_config(StudyConfig.from_dict(study)).runs() if s.key == key]
+    run_specs([spec], fail_fast=True)
+
+
+def fit_subspace(study: dict[str, Any], task: str | None) -> None:
+    """Stage 1: the shared subspace (``task`` None) or, leaving one out, the one fitted without ``task``."""
+    context = _context(study)
+    context.fit_one(context.bundle_dir(task), context.config.fit_sources(task))
+
+
+def optimise_task(study: dict[str, Any], task: str) -> None:
+    """Stages 2-3 on one task: optimisation in the learned subspace and the controls, then transfer."""
+    context = _context(study)
+    path = context.out / "stage2" / f"{slug(task)}.json"
+    if not path.is_file():
+        context.optimise_task(task, path)
+
+
+def draw_landscape(study: dict[str, Any]) -> None:
+    """Stage 4."""
+    _context(study).landscape()
 
 
 # ---------------------------------------------------------------- stage 0: original-space solutions
@@ -254,14 +362,7 @@ class StudyContext:
             return self.out / "subspace-loo" / slug(task)
         return self.out / "subspace"
 
-    def fit(self) -> None:
-        if self.config.heldout_mode == "leave_one_out":
-            for task in self.config.stage2_tasks:
-                self._fit_one(self.bundle_dir(task), self.config.fit_sources(task))
-        else:
-            self._fit_one(self.bundle_dir(), self.config.fit_sources())
-
-    def _fit_one(self, directory: Path, sources: list[str]) -> None:
+    def fit_one(self, directory: Path, sources: list[str]) -> None:
         from deltaspace.subspace import SubspaceBundle, fit
 
         if (directory / "fit.json").is_file():
@@ -335,13 +436,7 @@ class StudyContext:
             max_dense_elements=self.config.fit.max_dense_elements,
         )
 
-    def optimise_all(self) -> None:
-        for task in self.config.stage2_tasks:
-            path = self.out / "stage2" / f"{slug(task)}.json"
-            if not path.is_file():
-                self._optimise_task(task, path)
-
-    def _optimise_task(self, task: str, path: Path) -> None:
+    def optimise_task(self, task: str, path: Path) -> None:
         from deltaspace.subspace import IntrinsicDelta, optimise, transfer
 
         gold, initial, original = self.reference_predictions(task)

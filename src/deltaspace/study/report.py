@@ -351,6 +351,15 @@ def _paper(summary: dict[str, Any], relative: float | None, transfer_relative: f
     ]
 
 
+WORKER_KEYS = ("workers", "threads_per_worker")  # timings.json: how the stages ran, beside their seconds
+
+
+def _workers(timings: dict[str, float]) -> str:
+    workers, threads = int(timings["workers"]), int(timings.get("threads_per_worker", 1))
+    plural = "es" if workers > 1 else ""
+    return f"{workers} worker process{plural} x {threads} thread{'s' if threads > 1 else ''} each (the last call's)"
+
+
 def write_report(out: str | Path) -> Path:
     """Write ``<out>/report.md`` from the stage outputs present; returns its path."""
     out = Path(out)
@@ -415,7 +424,12 @@ def write_report(out: str | Path) -> Path:
         ]
     if timings:
         lines += ["", "## Time per stage", ""]
-        lines += _table(["stage", "seconds"], [[k, f"{v:.0f}"] for k, v in timings.items()])
+        lines += _table(
+            ["stage", "seconds"], [[k, f"{v:.0f}"] for k, v in timings.items() if k not in WORKER_KEYS]
+        )
+        if "workers" in timings:
+            total = sum(v for k, v in timings.items() if k not in WORKER_KEYS) / 60
+            lines += ["", f"{_workers(timings)}; {total:.1f} min in all."]
     path = out / "report.md"
     write_text_atomic(path, "\n".join(lines) + "\n")
     return path

@@ -22,7 +22,7 @@ from deltaspace.errors import UserInputError
 from deltaspace.io import write_json_atomic, write_text_atomic
 from deltaspace.study.config import StudyConfig, _build
 from deltaspace.study.records import LEARNED, Stage2Record
-from deltaspace.study.report import _acc, _mean, _pct, _table, pooled
+from deltaspace.study.report import WORKER_KEYS, _acc, _mean, _pct, _table, _workers, pooled
 from deltaspace.study.report import _with_interval as _ci
 from deltaspace.subspace.gain import GainCell
 from deltaspace.train.result import slug
@@ -95,17 +95,29 @@ class SingleTaskConfig:
         return config
 
 
-def run_single_task(config: SingleTaskConfig, *, stages: tuple[str, ...] = STAGES) -> Path:
-    """Run (or resume) every pair's study, then write ``<out>/report.md``; returns its path."""
-    from deltaspace.study.pipeline import run_study
+def run_single_task(
+    config: SingleTaskConfig, *, stages: tuple[str, ...] = STAGES, workers: int | None = None
+) -> Path:
+    """Run (or resume) every pair's study, stage by stage with the pairs' jobs spread over ``workers``
+    processes (see :func:`deltaspace.study.pipeline.run_studies`), then write ``<out>/report.md``;
+    returns its path. ``<out>/timings.json``: each stage's wall seconds over all pairs."""
+    from deltaspace.study.pipeline import run_studies
+    from deltaspace.study.report import write_report
 
     config.validate()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "config.json", config.to_dict())
-    for study in config.studies():
-        run_study(study, stages=tuple(stage for stage in stages if stage in STAGES))
+    studies = config.studies()
+    walls = run_studies(studies, stages=tuple(s for s in stages if s in STAGES), workers=workers)
+    timings_path = out / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+    for stage, seconds in walls.items():  # summed over resumed calls; the worker counts are the last call's
+        timings[stage] = seconds if stage in WORKER_KEYS else timings.get(stage, 0) + seconds
+    write_json_atomic(timings_path, timings)
     if "report" in stages:
+        for study in studies:
+            write_report(study.out)
         write_baselines(config)
     return write_single_task_report(out)
 
@@ -208,7 +220,21 @@ def write_single_task_report(out: str | Path) -> Path:
     lines += _originals(records, methods)
     lines += _optimisation(records, methods, controls=[k for k in records[0][1].runs if k != LEARNED])
     lines += _transfer(records, methods)
+    lines += _time(out)
     return _write(out, lines)
+
+
+def _time(out: Path) -> list[str]:
+    """Wall time per stage over every pair (every call summed, when the study was resumed)."""
+    path = out / "timings.json"
+    if not path.is_file():
+        return []
+    timings = json.loads(path.read_text())
+    stages = {k: v for k, v in timings.items() if k not in WORKER_KEYS}
+    rows = [[stage, f"{seconds / 60:.1f}"] for stage, seconds in stages.items()]
+    total = f"{sum(stages.values()) / 60:.1f} min in all (report and baselines not counted)"
+    workers = f"{_workers(timings)}; " if "workers" in timings else ""
+    return ["", "## Time", "", *_table(["stage", "minutes"], rows), "", f"{workers}{total}."]
 
 
 def _write(out: Path, lines: list[str]) -> Path:
