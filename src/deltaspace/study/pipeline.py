@@ -84,10 +84,12 @@ def run_studies(
                     run_sweep(config)
                 seconds: dict[str, float] = {}
             else:
-                jobs = [job for config in configs for job in _jobs(stage, config)]
-                if min(workers, len(jobs)) > 1:
-                    _CONTEXTS.clear()  # the workers build their own
-                seconds = run_jobs(jobs, workers=workers, log_dir=log_dir, desc=f"study {stage}")
+                seconds = {}
+                for step in ("optimise", "transfer") if stage == "optimise" else (stage,):
+                    jobs = [job for config in configs for job in _jobs(step, config)]
+                    if min(workers, len(jobs)) > 1:
+                        _CONTEXTS.clear()  # the workers build their own
+                    seconds |= run_jobs(jobs, workers=workers, log_dir=log_dir, desc=f"study {step}")
                 if stage == "sweep":
                     for config in configs:  # every run is finished now: checked, and summarised
                         run_sweep(config)
@@ -145,12 +147,16 @@ def _jobs(stage: str, config: StudyConfig) -> list:
             for task in targets
             if not (out / ("subspace-loo/" + slug(task) if task else "subspace") / "fit.json").is_file()
         ]
-    if stage == "optimise":
+    todo = [task for task in config.stage2_tasks if not (out / "stage2" / f"{slug(task)}.json").is_file()]
+    if stage == "optimise":  # each subspace of each task: the learned one and every control
         return [
-            Job(f"{name}: stage 2 {slug(task)}", optimise_task, (study, task))
-            for task in config.stage2_tasks
-            if not (out / "stage2" / f"{slug(task)}.json").is_file()
+            Job(f"{name}: stage 2 {slug(task)} ({kind})", optimise_part, (study, task, kind))
+            for task in todo
+            for kind in (LEARNED, *config.controls)
+            if not (out / "stage2" / "parts" / f"{slug(task)}--{kind}.json").is_file()
         ]
+    if stage == "transfer":  # then per task: transfer from the learned subspace, and the task's record
+        return [Job(f"{name}: stage 3 {slug(task)}", transfer_task, (study, task)) for task in todo]
     if stage == "landscape" and not (out / "landscape.json").is_file():
         return [Job(f"{name}: landscape", draw_landscape, (study,))]
     return []
@@ -170,8 +176,13 @@ def fit_subspace(study: dict[str, Any], task: str | None) -> None:
     context.fit_one(context.bundle_dir(task), context.config.fit_sources(task))
 
 
-def optimise_task(study: dict[str, Any], task: str) -> None:
-    """Stages 2-3 on one task: optimisation in the learned subspace and the controls, then transfer."""
+def optimise_part(study: dict[str, Any], task: str, kind: str) -> None:
+    """Stage 2 on one task in one subspace (the learned one or a control), every DET."""
+    _context(study).optimise_part(task, kind)
+
+
+def transfer_task(study: dict[str, Any], task: str) -> None:
+    """Stage 3 on one task (and any stage-2 part not done yet), then the task's record."""
     context = _context(study)
     path = context.out / "stage2" / f"{slug(task)}.json"
     if not path.is_file():
@@ -436,61 +447,64 @@ class StudyContext:
             max_dense_elements=self.config.fit.max_dense_elements,
         )
 
+    def part_path(self, task: str, kind: str) -> Path:
+        """Stage 2 of ``task`` in one subspace (``learned`` or a control), kept until the task's record is."""
+        return self.out / "stage2" / "parts" / f"{slug(task)}--{kind}.json"
+
+    def optimise_part(self, task: str, kind: str) -> None:
+        """Stage 2 of ``task`` in the subspace ``kind``, every DET: ``part_path``, unless it exists."""
+        from deltaspace.subspace import IntrinsicDelta, optimise
+
+        part = self.part_path(task, kind)
+        if part.is_file():  # resuming: this subspace finished before the study was stopped
+            return
+        originals = self.originals(task)
+        # built only when needed: resuming skips the finished ones (a span basis is k·D floats)
+        bundle = self.subspace(task, kind)
+        start = time.perf_counter()
+        runs: dict[str, SubspaceRun] = {}
+        for member in self.members:
+            result = optimise(
+                member, bundle, self.batches[task], self.config.optimise, original_metric=originals[member.name]
+            )
+            runs[member.name] = SubspaceRun(
+                metric=result.metric,
+                initial_metric=result.initial_metric,
+                selection_metric=result.selection_metric,
+                best_step=result.best_step,
+                predictions=result.predictions,
+                z=result.z.tolist(),
+                relative=result.relative,
+            )
+            if kind == LEARNED:
+                IntrinsicDelta.from_bundle(
+                    self.bundle_dir(task), member.name, result.z, task=task, metrics=result.metrics
+                ).save(self.out / "intrinsic" / f"{slug(task)}--{member.name}.json")
+        seconds = time.perf_counter() - start
+        write_json_atomic(part, {"runs": {d: dataclasses.asdict(r) for d, r in runs.items()}, "seconds": seconds})
+
     def optimise_task(self, task: str, path: Path) -> None:
-        from deltaspace.subspace import IntrinsicDelta, optimise, transfer
+        """Stages 2-3 of ``task``: every subspace's part (those not done yet, here), then transfer across
+        DETs from the learned one; writes the task's record to ``path`` and drops the parts."""
+        from deltaspace.subspace import transfer
 
         gold, initial, original = self.reference_predictions(task)
-        originals = self.originals(task)
         kinds = [LEARNED, *self.config.controls]
-        learned_bundle = self.subspace(task, LEARNED)
-        parts = self.out / "stage2" / "parts"
         runs: dict[str, dict[str, SubspaceRun]] = {}
         seconds: dict[str, float] = {}
         for kind in kinds:
-            part = parts / f"{slug(task)}--{kind}.json"
-            if part.is_file():  # resuming: this subspace finished before the study was stopped
-                data = json.loads(part.read_text())
-                runs[kind] = {det: SubspaceRun(**run) for det, run in data["runs"].items()}
-                seconds[kind] = data["seconds"]
-                continue
-            # built only when needed: resuming skips the finished ones (a span basis is k·D floats)
-            bundle = learned_bundle if kind == LEARNED else self.subspace(task, kind)
-            start = time.perf_counter()
-            runs[kind] = {}
-            for member in self.members:
-                result = optimise(
-                    member,
-                    bundle,
-                    self.batches[task],
-                    self.config.optimise,
-                    original_metric=originals[member.name],
-                )
-                runs[kind][member.name] = SubspaceRun(
-                    metric=result.metric,
-                    initial_metric=result.initial_metric,
-                    selection_metric=result.selection_metric,
-                    best_step=result.best_step,
-                    predictions=result.predictions,
-                    z=result.z.tolist(),
-                    relative=result.relative,
-                )
-                if kind == LEARNED:
-                    IntrinsicDelta.from_bundle(
-                        self.bundle_dir(task), member.name, result.z, task=task, metrics=result.metrics
-                    ).save(self.out / "intrinsic" / f"{slug(task)}--{member.name}.json")
-            seconds[kind] = time.perf_counter() - start
-            write_json_atomic(
-                part,
-                {"runs": {d: dataclasses.asdict(r) for d, r in runs[kind].items()}, "seconds": seconds[kind]},
-            )
+            self.optimise_part(task, kind)
+            data = json.loads(self.part_path(task, kind).read_text())
+            runs[kind] = {det: SubspaceRun(**run) for det, run in data["runs"].items()}
+            seconds[kind] = data["seconds"]
         start = time.perf_counter()
         learned = runs[LEARNED]
         matrix = transfer(
             self.members,
-            learned_bundle,
+            self.subspace(task, LEARNED),
             {name: torch.tensor(run.z) for name, run in learned.items()},
             self.batches[task],
-            original_metrics=originals,
+            original_metrics=self.originals(task),
             known={name: run.predictions for name, run in learned.items()},
         )
         seconds["transfer"] = time.perf_counter() - start
@@ -507,7 +521,7 @@ class StudyContext:
         )
         write_json_atomic(path, record.to_dict())
         for kind in kinds:
-            (parts / f"{slug(task)}--{kind}.json").unlink(missing_ok=True)
+            self.part_path(task, kind).unlink(missing_ok=True)
 
     # -- stage 4
 
