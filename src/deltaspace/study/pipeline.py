@@ -148,12 +148,15 @@ def _jobs(stage: str, config: StudyConfig) -> list:
             if not (out / ("subspace-loo/" + slug(task) if task else "subspace") / "fit.json").is_file()
         ]
     todo = [task for task in config.stage2_tasks if not (out / "stage2" / f"{slug(task)}.json").is_file()]
-    if stage == "optimise":  # each subspace of each task: the learned one and every control
+    if stage == "optimise":  # each task in each subspace (the learned one, every control) through each DET
+        parts = out / "stage2" / "parts"
         return [
-            Job(f"{name}: stage 2 {slug(task)} ({kind})", optimise_part, (study, task, kind))
+            Job(f"{name}: stage 2 {slug(task)} {kind} {det}", optimise_part, (study, task, kind, det))
             for task in todo
             for kind in (LEARNED, *config.controls)
-            if not (out / "stage2" / "parts" / f"{slug(task)}--{kind}.json").is_file()
+            if not (parts / f"{slug(task)}--{kind}.json").is_file()
+            for det in config.methods
+            if not (parts / f"{slug(task)}--{kind}--{det}.json").is_file()
         ]
     if stage == "transfer":  # then per task: transfer from the learned subspace, and the task's record
         return [Job(f"{name}: stage 3 {slug(task)}", transfer_task, (study, task)) for task in todo]
@@ -176,9 +179,9 @@ def fit_subspace(study: dict[str, Any], task: str | None) -> None:
     context.fit_one(context.bundle_dir(task), context.config.fit_sources(task))
 
 
-def optimise_part(study: dict[str, Any], task: str, kind: str) -> None:
-    """Stage 2 on one task in one subspace (the learned one or a control), every DET."""
-    _context(study).optimise_part(task, kind)
+def optimise_part(study: dict[str, Any], task: str, kind: str, det: str) -> None:
+    """Stage 2 on one task in one subspace (the learned one or a control) through one DET."""
+    _context(study).optimise_part(task, kind, det)
 
 
 def transfer_task(study: dict[str, Any], task: str) -> None:
@@ -447,41 +450,57 @@ class StudyContext:
             max_dense_elements=self.config.fit.max_dense_elements,
         )
 
-    def part_path(self, task: str, kind: str) -> Path:
-        """Stage 2 of ``task`` in one subspace (``learned`` or a control), kept until the task's record is."""
-        return self.out / "stage2" / "parts" / f"{slug(task)}--{kind}.json"
+    def part_path(self, task: str, kind: str, det: str) -> Path:
+        """Stage 2 of ``task`` in one subspace (``learned`` or a control) through one DET, kept until the
+        task's record is written."""
+        return self.out / "stage2" / "parts" / f"{slug(task)}--{kind}--{det}.json"
 
-    def optimise_part(self, task: str, kind: str) -> None:
-        """Stage 2 of ``task`` in the subspace ``kind``, every DET: ``part_path``, unless it exists."""
+    def optimise_part(self, task: str, kind: str, det: str) -> None:
+        """Stage 2 of ``task`` in the subspace ``kind`` through the DET ``det``: ``part_path``, unless it
+        exists (or a part of every DET from an earlier version of the study holds it)."""
         from deltaspace.subspace import IntrinsicDelta, optimise
 
-        part = self.part_path(task, kind)
-        if part.is_file():  # resuming: this subspace finished before the study was stopped
+        part = self.part_path(task, kind, det)
+        if part.is_file() or self._legacy_part(task, kind).is_file():  # finished before a stop
             return
-        originals = self.originals(task)
+        (member,) = [m for m in self.members if m.name == det]
         # built only when needed: resuming skips the finished ones (a span basis is k·D floats)
         bundle = self.subspace(task, kind)
         start = time.perf_counter()
-        runs: dict[str, SubspaceRun] = {}
+        result = optimise(
+            member, bundle, self.batches[task], self.config.optimise, original_metric=self.originals(task)[det]
+        )
+        run = SubspaceRun(
+            metric=result.metric,
+            initial_metric=result.initial_metric,
+            selection_metric=result.selection_metric,
+            best_step=result.best_step,
+            predictions=result.predictions,
+            z=result.z.tolist(),
+            relative=result.relative,
+        )
+        if kind == LEARNED:
+            IntrinsicDelta.from_bundle(
+                self.bundle_dir(task), det, result.z, task=task, metrics=result.metrics
+            ).save(self.out / "intrinsic" / f"{slug(task)}--{det}.json")
+        write_json_atomic(part, {"run": dataclasses.asdict(run), "seconds": time.perf_counter() - start})
+
+    def _legacy_part(self, task: str, kind: str) -> Path:
+        return self.out / "stage2" / "parts" / f"{slug(task)}--{kind}.json"
+
+    def _part(self, task: str, kind: str) -> tuple[dict[str, SubspaceRun], float]:
+        """Every DET's stage 2 of ``task`` in ``kind`` (the missing ones run here) and their seconds."""
+        legacy = self._legacy_part(task, kind)
+        if legacy.is_file():
+            data = json.loads(legacy.read_text())
+            return {det: SubspaceRun(**run) for det, run in data["runs"].items()}, data["seconds"]
+        runs, seconds = {}, 0.0
         for member in self.members:
-            result = optimise(
-                member, bundle, self.batches[task], self.config.optimise, original_metric=originals[member.name]
-            )
-            runs[member.name] = SubspaceRun(
-                metric=result.metric,
-                initial_metric=result.initial_metric,
-                selection_metric=result.selection_metric,
-                best_step=result.best_step,
-                predictions=result.predictions,
-                z=result.z.tolist(),
-                relative=result.relative,
-            )
-            if kind == LEARNED:
-                IntrinsicDelta.from_bundle(
-                    self.bundle_dir(task), member.name, result.z, task=task, metrics=result.metrics
-                ).save(self.out / "intrinsic" / f"{slug(task)}--{member.name}.json")
-        seconds = time.perf_counter() - start
-        write_json_atomic(part, {"runs": {d: dataclasses.asdict(r) for d, r in runs.items()}, "seconds": seconds})
+            self.optimise_part(task, kind, member.name)
+            data = json.loads(self.part_path(task, kind, member.name).read_text())
+            runs[member.name] = SubspaceRun(**data["run"])
+            seconds += data["seconds"]
+        return runs, seconds
 
     def optimise_task(self, task: str, path: Path) -> None:
         """Stages 2-3 of ``task``: every subspace's part (those not done yet, here), then transfer across
@@ -493,10 +512,7 @@ class StudyContext:
         runs: dict[str, dict[str, SubspaceRun]] = {}
         seconds: dict[str, float] = {}
         for kind in kinds:
-            self.optimise_part(task, kind)
-            data = json.loads(self.part_path(task, kind).read_text())
-            runs[kind] = {det: SubspaceRun(**run) for det, run in data["runs"].items()}
-            seconds[kind] = data["seconds"]
+            runs[kind], seconds[kind] = self._part(task, kind)
         start = time.perf_counter()
         learned = runs[LEARNED]
         matrix = transfer(
@@ -521,7 +537,9 @@ class StudyContext:
         )
         write_json_atomic(path, record.to_dict())
         for kind in kinds:
-            self.part_path(task, kind).unlink(missing_ok=True)
+            self._legacy_part(task, kind).unlink(missing_ok=True)
+            for member in self.members:
+                self.part_path(task, kind, member.name).unlink(missing_ok=True)
 
     # -- stage 4
 
