@@ -88,3 +88,13 @@ def test_worker_count_defaults_to_the_cores_and_refuses_nonsense(monkeypatch: py
     assert resolve_workers(3) == 3
     with pytest.raises(UserInputError, match="workers must be >= 1"):
         resolve_workers(0)
+
+
+def test_studies_sharing_a_runs_folder_train_each_run_once(tiny_study: StudyConfig) -> None:  # noqa: F811
+    from deltaspace.study.pipeline import _jobs, _unique
+
+    first = tiny_study.to_dict()
+    second = {**first, "name": "other", "out": first["out"] + "-other", "runs": str(tiny_study.runs_dir)}
+    jobs = [job for study in (first, second) for job in _jobs("sweep", StudyConfig.from_dict(study))]
+    assert len(jobs) == 2 * len(tiny_study.tasks) * len(tiny_study.methods)
+    assert len(_unique(jobs)) == len(tiny_study.tasks) * len(tiny_study.methods)

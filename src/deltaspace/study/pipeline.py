@@ -86,7 +86,7 @@ def run_studies(
             else:
                 seconds = {}
                 for step in ("optimise", "transfer") if stage == "optimise" else (stage,):
-                    jobs = [job for config in configs for job in _jobs(step, config)]
+                    jobs = _unique([job for config in configs for job in _jobs(step, config)])
                     if min(workers, len(jobs)) > 1:
                         _CONTEXTS.clear()  # the workers build their own
                     seconds |= run_jobs(jobs, workers=workers, log_dir=log_dir, desc=f"study {step}")
@@ -106,6 +106,22 @@ def run_studies(
     finally:
         _CONTEXTS.clear()
     return walls
+
+
+def _unique(jobs: list) -> list:
+    """Each original-space run once: studies that share a runs folder and a task (two single-task pairs
+    with the same target) would otherwise train it twice at the same time."""
+    seen: set[tuple[str, str]] = set()
+    kept = []
+    for job in jobs:
+        if job.run is train_run:
+            study, key = job.args
+            where = (str(StudyConfig.from_dict(study).runs_dir), key)
+            if where in seen:
+                continue
+            seen.add(where)
+        kept.append(job)
+    return kept
 
 
 def _add_timing(out: Path, stage: str, seconds: float) -> None:
