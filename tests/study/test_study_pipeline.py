@@ -180,6 +180,10 @@ def test_bad_configs_give_one_line_errors(tmp_path: Path) -> None:
     bad.write_text("nmae: x\n")
     with pytest.raises(ValueError, match="unknown study option"):
         load_study_config(bad)
+    with pytest.raises(ValueError, match="mixed_precision must be no or bf16"):
+        StudyConfig(mixed_precision="fp16").validate()
+    with pytest.raises(ValueError, match="set mixed_precision at the study level"):
+        StudyConfig(train={"mixed_precision": "bf16"}).validate()
 
 
 def test_leave_one_out_never_fits_on_the_task_it_solves(tiny_study: StudyConfig) -> None:
@@ -325,3 +329,16 @@ def test_single_task_setting_runs_one_study_per_source_and_reports_tables_1_and_
         SingleTaskConfig.from_dict({"pairs": {sentiment: [topic2]}, "study": {"source_tasks": [topic]}})
     with pytest.raises(ValueError, match="other than"):
         SingleTaskConfig.from_dict({"pairs": {sentiment: [sentiment]}, "study": shared})
+
+
+def test_a_bf16_study_trains_and_optimises_under_autocast(tiny_study: StudyConfig) -> None:
+    config = dataclasses.replace(tiny_study, mixed_precision="bf16", methods=["lora", "coeff"], controls=[],
+                                 method_overrides={k: v for k, v in tiny_study.method_overrides.items()
+                                                   if k in ("lora", "coeff")})  # fmt: skip
+    report = run_study(config, stages=("sweep", "fit", "optimise", "report"))
+    out = Path(config.out)
+    run_config = json.loads((out / "runs" / "sentiment" / "lora" / "seed0" / "config.json").read_text())
+    assert run_config["mixed_precision"] == "bf16"  # the originals trained under autocast too
+    record = Stage2Record.from_dict(json.loads((out / "stage2" / "sentiment2.json").read_text()))
+    assert set(record.runs["learned"]) == {"lora", "coeff"}
+    assert "every stage under **bfloat16 autocast**" in report.read_text()

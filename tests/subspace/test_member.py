@@ -45,3 +45,21 @@ def test_delta_model_member_rejects_bad_input(lora_member):
         member.loss(torch.zeros(3), batch)
     with pytest.raises(ValueError, match="no vector_to_solution"):
         DeltaModelMember("x", torch.nn.Linear(2, 2))
+
+
+def test_bf16_autocast_member_follows_the_float32_one(tiny_bert, text_batch):
+    model = get_delta_model(tiny_bert, LoraConfig(r=2, target_modules=["query", "value"]), seed=0)
+    exact = DeltaModelMember("lora", model, dropout_in_loss=False)
+    cast = DeltaModelMember("lora", model, dropout_in_loss=False, autocast=torch.bfloat16)
+    batch = {**text_batch, "labels": torch.tensor([0, 2])}
+    theta = (exact.theta0 + 0.1 * torch.randn_like(exact.theta0)).requires_grad_(True)
+    cast_theta = theta.detach().clone().requires_grad_(True)
+    loss, cast_loss = exact.loss(theta, batch), cast.loss(cast_theta, batch)
+    assert cast_loss.dtype == torch.float32 and cast.outputs(theta.detach(), batch).dtype == torch.float32
+    torch.testing.assert_close(cast_loss, loss, rtol=3e-2, atol=3e-2)  # bfloat16 keeps ~3 digits
+    assert not torch.equal(cast_loss, loss)  # the products did run in bfloat16
+    loss.backward()
+    cast_loss.backward()
+    assert cast_theta.grad.dtype == torch.float32
+    cosine = F.cosine_similarity(theta.grad, cast_theta.grad, dim=0)
+    assert cosine > 0.98, cosine  # the same descent direction

@@ -228,5 +228,22 @@ def test_run_directory_guards(tiny_model_dir, tiny_task, tmp_path):
     with pytest.raises(FileExistsError, match="files a run does not write"):
         train(config.replace(output_dir=str(foreign)), task=tiny_task)
     assert (foreign / "thesis.tex").read_text() == "keep me"
-    with pytest.raises(ValueError, match="needs a GPU"):
-        train(config.replace(mixed_precision="bf16", output_dir=str(tmp_path / "mp")), task=tiny_task)
+    with pytest.raises(ValueError, match="fp16' needs a GPU"):
+        train(config.replace(mixed_precision="fp16", output_dir=str(tmp_path / "mp")), task=tiny_task)
+
+
+def test_bf16_autocast_trains_on_cpu_and_keeps_float32_weights(tiny_model_dir, tiny_task, tmp_path):
+    config = _config(tiny_model_dir, tmp_path / "run", mixed_precision="bf16")
+    delta_model, tokenizer = _prebuilt(config, tiny_task)
+    loss_before = _train_loss(delta_model, tokenizer, tiny_task)
+    seen: list[torch.dtype] = []
+    linear = next(m for m in delta_model.modules() if isinstance(m, torch.nn.Linear))
+    hook = linear.register_forward_hook(lambda module, args, output: seen.append(output.dtype))
+    try:
+        result = train(config, task=tiny_task, prebuilt=(delta_model, tokenizer))
+    finally:
+        hook.remove()
+    assert torch.bfloat16 in seen  # the products ran in bfloat16 under autocast
+    assert all(p.dtype == torch.float32 for p in delta_model.parameters())  # master weights stay float32
+    assert _train_loss(delta_model, tokenizer, tiny_task) < loss_before - 0.05
+    assert result.steps == 16

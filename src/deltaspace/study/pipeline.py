@@ -225,7 +225,13 @@ def sweep_config(config: StudyConfig):
         methods=list(config.methods),
         seeds=[config.seed],
         # No majority / probe per run: the study reads its runs against θ0 and its own controls.
-        train={"model": config.model, "head": "prototype", "baselines": False, **config.train},
+        train={
+            "model": config.model,
+            "head": "prototype",
+            "baselines": False,
+            **config.train,
+            **({"mixed_precision": config.mixed_precision} if config.mixed_precision != "no" else {}),
+        },
         method_overrides=dict(config.method_overrides),
     )
 
@@ -279,7 +285,8 @@ class StudyContext:
         options = self.config.method_overrides.get(method, {}).get("method_options", {})
         configs = resolve_method(method, classifier, **options)
         delta_model = get_delta_model(classifier, *configs, seed=self.config.seed)
-        return DeltaModelMember(method, delta_model)
+        autocast = torch.bfloat16 if self.config.mixed_precision == "bf16" else None
+        return DeltaModelMember(method, delta_model, autocast=autocast)
 
     def run_dir(self, task: str, method: str) -> Path:
         return run_path(self.config.runs_dir, task, method, self.config.seed)

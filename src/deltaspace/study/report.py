@@ -354,6 +354,11 @@ def _paper(summary: dict[str, Any], relative: float | None, transfer_relative: f
 WORKER_KEYS = ("workers", "threads_per_worker")  # timings.json: how the stages ran, beside their seconds
 
 
+def _precision(config: dict[str, Any]) -> str:
+    """A note for the header when every stage ran under bfloat16 autocast."""
+    return "; every stage under **bfloat16 autocast**" if config.get("mixed_precision", "no") == "bf16" else ""
+
+
 def _workers(timings: dict[str, float]) -> str:
     workers, threads = int(timings["workers"]), int(timings.get("threads_per_worker", 1))
     plural = "es" if workers > 1 else ""
@@ -381,7 +386,7 @@ def write_report(out: str | Path) -> Path:
         f"# deltaspace study `{config['name']}`",
         "",
         f"Model **{Path(config['model']).name}**; DETs {', '.join(methods)}; {tasks}"
-        + f"; seed {config['seed']}. Stage 2: {optimise.get('steps', '?')} steps of "
+        + f"; seed {config['seed']}{_precision(config)}. Stage 2: {optimise.get('steps', '?')} steps of "
         f"{optimise.get('optimizer', '?')} (lr {optimise.get('lr', '?')}), start {optimise.get('init', '?')}. "
         f"Regenerate with `deltaspace study {out / 'config.json'}`.",
         "",

@@ -22,7 +22,7 @@ from deltaspace.errors import UserInputError
 from deltaspace.io import write_json_atomic, write_text_atomic
 from deltaspace.study.config import StudyConfig, _build
 from deltaspace.study.records import LEARNED, Stage2Record
-from deltaspace.study.report import WORKER_KEYS, _acc, _mean, _pct, _table, _workers, pooled
+from deltaspace.study.report import WORKER_KEYS, _acc, _mean, _pct, _precision, _table, _workers, pooled
 from deltaspace.study.report import _with_interval as _ci
 from deltaspace.subspace.gain import GainCell
 from deltaspace.train.result import slug
@@ -205,7 +205,7 @@ def write_single_task_report(out: str | Path) -> Path:
         "",
         "The paper's single-task setting: one source task's DET solutions define the subspace (d = "
         f"{fit.get('dim', '?')}), used on related target tasks. Model **{Path(study.get('model', '?')).name}**; "
-        f"DETs {', '.join(methods)}; pairs {pairs}. Original-space runs: {_budget(train)}. Stage 1: "
+        f"DETs {', '.join(methods)}; pairs {pairs}{_precision(study)}. Original-space runs: {_budget(train)}. Stage 1: "
         f"{_stage1(fit)}. Stage 2: {optimise.get('steps', '?')} steps of {optimise.get('optimizer', '?')} "
         f"(lr {optimise.get('lr', '?')}) on the target's training batches, best validation code; only the "
         f"d numbers train. Test examples per target: up to {study.get('test_examples', '?')}. Regenerate with "

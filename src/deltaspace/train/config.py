@@ -103,7 +103,7 @@ class TrainConfig:
         "(default: 3 with the step budget, else off).",
     )
     metric_for_best: str = _option("accuracy", help="accuracy, macro_f1 or loss.")
-    mixed_precision: str = _option("no", help="no, bf16 or fp16 (GPU only).")
+    mixed_precision: str = _option("no", help="no, bf16 (GPU or CPU) or fp16 (GPU only).")
     max_train_examples: int | None = _option(None, help="Keep a fixed random subset of the training split.")
     max_eval_examples: int | None = _option(None, help="Keep fixed random subsets of validation and test.")
     output_dir: str = dataclasses.field(default="runs/run", metadata=_cli("Run directory.", "--out", "-o"))
