@@ -80,9 +80,11 @@ def run_studies(
             _log(f"stage [bold]{stage}[/]")
             start = time.perf_counter()
             if stage == "sweep" and workers == 1:
-                for config in configs:  # as a plain sweep: its own summary of the runs trained now
-                    run_sweep(config)
                 seconds: dict[str, float] = {}
+                for config in configs:  # as a plain sweep: its own summary of the runs trained now
+                    began = time.perf_counter()
+                    run_sweep(config)
+                    seconds[f"{config.name}: sweep"] = time.perf_counter() - began
             else:
                 seconds = {}
                 for step in ("optimise", "transfer") if stage == "optimise" else (stage,):
