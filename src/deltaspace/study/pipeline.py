@@ -118,7 +118,7 @@ def _unique(jobs: list) -> list:
     for job in jobs:
         if job.run is train_run:
             study, key = job.args
-            where = (str(StudyConfig.from_dict(study).runs_dir), key)
+            where = (study["runs"] or str(Path(study["out"]) / "runs"), key)  # StudyConfig.runs_dir
             if where in seen:
                 continue
             seen.add(where)
@@ -131,6 +131,22 @@ def _add_timing(out: Path, stage: str, seconds: float) -> None:
     timings: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
     timings[stage] = timings.get(stage, 0.0) + seconds
     write_json_atomic(path, timings)
+
+
+# ---------------------------------------------------------------- where each stage's results go
+
+
+def bundle_dir(config: StudyConfig, task: str | None = None) -> Path:
+    """The subspace that solves ``task``: the shared one, or (leaving one out) the one fitted without it."""
+    if config.heldout_mode == "leave_one_out" and task is not None:
+        return Path(config.out) / "subspace-loo" / slug(task)
+    return Path(config.out) / "subspace"
+
+
+def part_path(config: StudyConfig, task: str, kind: str, det: str | None = None) -> Path:
+    """Stage 2 of ``task`` in one subspace (``learned`` or a control) through one DET, kept until the task's
+    record is written; ``det`` None: the part of every DET that earlier versions of the study wrote."""
+    return Path(config.out) / "stage2" / "parts" / f"{slug(task)}--{kind}{f'--{det}' if det else ''}.json"
 
 
 # ---------------------------------------------------------------- the jobs of each stage
@@ -163,18 +179,17 @@ def _jobs(stage: str, config: StudyConfig) -> list:
         return [
             Job(f"{name}: fit" + (f" without {slug(task)}" if task else ""), fit_subspace, (study, task))
             for task in targets
-            if not (out / ("subspace-loo/" + slug(task) if task else "subspace") / "fit.json").is_file()
+            if not (bundle_dir(config, task) / "fit.json").is_file()
         ]
     todo = [task for task in config.stage2_tasks if not (out / "stage2" / f"{slug(task)}.json").is_file()]
     if stage == "optimise":  # each task in each subspace (the learned one, every control) through each DET
-        parts = out / "stage2" / "parts"
         return [
             Job(f"{name}: stage 2 {slug(task)} {kind} {det}", optimise_part, (study, task, kind, det))
             for task in todo
             for kind in (LEARNED, *config.controls)
-            if not (parts / f"{slug(task)}--{kind}.json").is_file()
+            if not part_path(config, task, kind).is_file()
             for det in config.methods
-            if not (parts / f"{slug(task)}--{kind}--{det}.json").is_file()
+            if not part_path(config, task, kind, det).is_file()
         ]
     if stage == "transfer":  # then per task: transfer from the learned subspace, and the task's record
         return [Job(f"{name}: stage 3 {slug(task)}", transfer_task, (study, task)) for task in todo]
@@ -273,6 +288,7 @@ class StudyContext:
                 self.store.add_solution(member.name, task, self._trained_vector(member, task), member.theta0)
         self.batches = {name: self._task_batches(name) for name in config.tasks}
         self._references: dict[str, tuple[list[int], dict[str, list[int]], dict[str, list[int]]]] = {}
+        self._last_subspace: tuple[tuple[str, str], Any] | None = None
 
     # -- members and solutions
 
@@ -396,10 +412,7 @@ class StudyContext:
     # -- stage 1
 
     def bundle_dir(self, task: str | None = None) -> Path:
-        """The subspace that solves ``task``: the shared one, or (leaving one out) the one fitted without it."""
-        if self.config.heldout_mode == "leave_one_out" and task is not None:
-            return self.out / "subspace-loo" / slug(task)
-        return self.out / "subspace"
+        return bundle_dir(self.config, task)
 
     def fit_one(self, directory: Path, sources: list[str]) -> None:
         from deltaspace.subspace import SubspaceBundle, fit
@@ -463,22 +476,27 @@ class StudyContext:
         ``task``."""
         from deltaspace.subspace.controls import control_subspace
 
+        # Kept for the next call only: a worker runs a task's DETs in one subspace one after another, and a
+        # control (or a span basis of k·D floats) is not worth building or holding more than once.
+        if self._last_subspace is not None and self._last_subspace[0] == (task, kind):
+            return self._last_subspace[1]
         if kind == LEARNED:
-            return self.bundle(task)
-        return control_subspace(
-            kind,
-            self.members,
-            self.store,
-            self.config.fit_sources(task),
-            self.config.fit.dim,
-            seed=self.config.seed,
-            max_dense_elements=self.config.fit.max_dense_elements,
-        )
+            subspace = self.bundle(task)
+        else:
+            subspace = control_subspace(
+                kind,
+                self.members,
+                self.store,
+                self.config.fit_sources(task),
+                self.config.fit.dim,
+                seed=self.config.seed,
+                max_dense_elements=self.config.fit.max_dense_elements,
+            )
+        self._last_subspace = ((task, kind), subspace)
+        return subspace
 
-    def part_path(self, task: str, kind: str, det: str) -> Path:
-        """Stage 2 of ``task`` in one subspace (``learned`` or a control) through one DET, kept until the
-        task's record is written."""
-        return self.out / "stage2" / "parts" / f"{slug(task)}--{kind}--{det}.json"
+    def part_path(self, task: str, kind: str, det: str | None = None) -> Path:
+        return part_path(self.config, task, kind, det)
 
     def optimise_part(self, task: str, kind: str, det: str) -> None:
         """Stage 2 of ``task`` in the subspace ``kind`` through the DET ``det``: ``part_path``, unless it
@@ -486,7 +504,7 @@ class StudyContext:
         from deltaspace.subspace import IntrinsicDelta, optimise
 
         part = self.part_path(task, kind, det)
-        if part.is_file() or self._legacy_part(task, kind).is_file():  # finished before a stop
+        if part.is_file() or self.part_path(task, kind).is_file():  # finished before a stop
             return
         (member,) = [m for m in self.members if m.name == det]
         # built only when needed: resuming skips the finished ones (a span basis is k·D floats)
@@ -510,12 +528,9 @@ class StudyContext:
             ).save(self.out / "intrinsic" / f"{slug(task)}--{det}.json")
         write_json_atomic(part, {"run": dataclasses.asdict(run), "seconds": time.perf_counter() - start})
 
-    def _legacy_part(self, task: str, kind: str) -> Path:
-        return self.out / "stage2" / "parts" / f"{slug(task)}--{kind}.json"
-
     def _part(self, task: str, kind: str) -> tuple[dict[str, SubspaceRun], float]:
         """Every DET's stage 2 of ``task`` in ``kind`` (the missing ones run here) and their seconds."""
-        legacy = self._legacy_part(task, kind)
+        legacy = self.part_path(task, kind)
         if legacy.is_file():
             data = json.loads(legacy.read_text())
             return {det: SubspaceRun(**run) for det, run in data["runs"].items()}, data["seconds"]
@@ -562,7 +577,7 @@ class StudyContext:
         )
         write_json_atomic(path, record.to_dict())
         for kind in kinds:
-            self._legacy_part(task, kind).unlink(missing_ok=True)
+            self.part_path(task, kind).unlink(missing_ok=True)
             for member in self.members:
                 self.part_path(task, kind, member.name).unlink(missing_ok=True)
 
