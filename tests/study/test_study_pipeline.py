@@ -15,6 +15,7 @@ from deltaspace.rng import seeded
 from deltaspace.study import StudyConfig, run_study
 from deltaspace.study.config import SHIPPED, load_study_config
 from deltaspace.study.records import Stage2Record
+from deltaspace.study.report import _stage2_budget
 from deltaspace.tasks import HELDOUT_TASKS, SOURCE_TASKS, V1_TASKS
 
 WORDS = {
@@ -128,6 +129,16 @@ def test_whole_pipeline_runs_resumes_and_reports(tiny_study: StudyConfig) -> Non
             assert record.transfer["predictions"][i][i] == record.runs["learned"][name].predictions
     assert len(list((out / "intrinsic").glob("*.json"))) == 3 * len(tiny_study.stage2_tasks)
     assert not list((out / "stage2" / "parts").glob("*.json"))  # parts are folded into the records
+    # every original beside its task's majority class and same-budget probe; stage 2's steps against theirs
+    baselines = json.loads((out / "baselines.json").read_text())
+    assert set(baselines) == {Path(t).stem for t in tiny_study.tasks}
+    for known in baselines.values():
+        assert 0 < known["majority"]["test"]["accuracy"] <= 1 and 0 < known["probe"]["test"]["accuracy"] <= 1
+    assert "Runs above the probe: " in text and "Every run took 8 optimizer steps" in text
+    assert "Stage 2 takes 6 optimizer steps of 16 examples; the originals took 8 steps of 16" in text
+    config = json.loads((out / "config.json").read_text())
+    longer = _stage2_budget(tiny_study.runs_dir, {**config, "optimise": {"steps": 20}})
+    assert "stage 2 gets 12 more steps than the shortest original" in longer[0]
 
     # Resume: everything is done, so a second call only rewrites the report.
     stamps = {

@@ -50,6 +50,10 @@ def run_study(config: StudyConfig, *, stages: tuple[str, ...] = STAGES, workers:
     run_studies([config], stages=stages, workers=workers)
     out = Path(config.out)
     start = time.perf_counter()
+    if "report" in stages and config.train is not None:
+        from deltaspace.study.baselines import write_baselines
+
+        write_baselines(out, config.tasks, config.train, config.model)
     report = write_report(out)
     _add_timing(out, "report", time.perf_counter() - start)
     return report
@@ -511,7 +515,11 @@ class StudyContext:
         bundle = self.subspace(task, kind)
         start = time.perf_counter()
         result = optimise(
-            member, bundle, self.batches[task], self.config.optimise, original_metric=self.originals(task)[det]
+            member,
+            bundle,
+            self.batches[task],
+            self.config.optimise,
+            original_metric=self.originals(task)[det],
         )
         run = SubspaceRun(
             metric=result.metric,

@@ -85,31 +85,97 @@ def _label(record: Stage2Record) -> str:
 
 
 # ------------------------------------------------------------------------------------------ sections
-def _original_space(out: Path, config: dict) -> list[str]:
-    from deltaspace.study.config import StudyConfig
-    from deltaspace.train.result import collect_results
+def originals_beside_baselines(
+    out: Path, runs: Path, tasks: list[tuple[str, str]], methods: list[str], seed: int
+) -> list[str]:
+    """Each task's original-space runs (test accuracy on their own test examples) beside the training
+    split's majority class and the same-budget probe (``<out>/baselines.json``), with each DET's trainable
+    parameters and, where the runs' step counts differ, each run's steps. ``tasks``: (task, row label)."""
+    from deltaspace.study.baselines import read_baselines
+    from deltaspace.train.result import run_path
 
-    runs = StudyConfig(**{**config, "out": str(out)}).runs_dir
-    frame = collect_results(runs)
-    if frame.empty:
+    baselines = read_baselines(out)
+    found = {
+        (task, method): json.loads(path.read_text())
+        for task, _ in tasks
+        for method in methods
+        if (path := run_path(runs, task, method, seed) / "result.json").is_file()
+    }
+    if not found:
         return ["No finished original-space runs yet."]
-    frame = frame[frame.seed == config.get("seed", 0)]  # a shared sweep may hold other seeds too
-    frame["task_slug"] = frame.task.map(slug)
-    methods = config["methods"]
-    rows = []
-    fixed = config.get("heldout_mode", "fixed") == "fixed"
-    for task in config["source_tasks"] + config["heldout_tasks"]:
-        cells = [slug(task) + (" (held-out)" if fixed and task in config["heldout_tasks"] else "")]
+    steps = {data["steps"] for data in found.values()}
+    rows, beats, below = [], 0, []
+    for task, label in tasks:
+        known = baselines.get(slug(task), {})
+        probe = known.get("probe")
+        cells = []
         for method in methods:
-            hit = frame[(frame.task_slug == slug(task)) & (frame.method == method)]
-            cells.append(_acc(float(hit.test_accuracy.mean())) if len(hit) else "–")
-        rows.append(cells)
+            data = found.get((task, method))
+            if data is None:
+                cells.append("–")
+                continue
+            score = data["test"]["accuracy"]
+            cells.append(_acc(score) + (f" ({data['steps']} steps)" if len(steps) > 1 else ""))
+            if probe is not None:
+                beats += score > probe
+                below += [f"{slug(task)} {method}"] if score <= probe else []
+        rows.append([label, _acc(known.get("majority")), _acc(probe), *cells])
     params = []
     for method in methods:
-        hit = frame[frame.method == method]
-        params.append(f"{int(hit.trainable_params.iloc[0]):,}" if len(hit) else "–")
-    rows.append(["trainable params", *params])
-    return _table(["task", *methods], rows)
+        hit = [data for (_, m), data in found.items() if m == method]
+        params.append(f"{hit[0]['trainable_params']:,}" if hit else "–")
+    rows.append(["trainable params", "", "", *params])
+    if baselines:
+        tally = f"Runs above the probe: {beats} of {len(found)}" + (
+            f" (at or below it: {', '.join(below)})." if 0 < len(below) <= 12 else "."
+        )
+    else:
+        tally = "The baselines are written by the report stage (`--stages report`)."
+    every = f" Every run took {steps.pop()} optimizer steps." if len(steps) == 1 else ""
+    return [
+        "Test accuracy of the original-space runs on their own test examples (the sweep's), beside the "
+        "training split's majority class and the same-budget frozen-embedding probe (logistic regression, "
+        f"C chosen on validation) on the same examples.{every} {tally}",
+        "",
+        *_table(["task", "majority", "probe", *methods], rows),
+    ]
+
+
+def _original_space(out: Path, config: dict) -> list[str]:
+    from deltaspace.study.config import StudyConfig
+
+    runs = StudyConfig(**{**config, "out": str(out)}).runs_dir
+    fixed = config.get("heldout_mode", "fixed") == "fixed"
+    tasks = [
+        (task, slug(task) + (" (held-out)" if fixed and task in config["heldout_tasks"] else ""))
+        for task in config["source_tasks"] + config["heldout_tasks"]
+    ]
+    lines = originals_beside_baselines(out, runs, tasks, config["methods"], config.get("seed", 0))
+    return [*lines, "", *_stage2_budget(runs, config)]
+
+
+def _stage2_budget(runs: Path, config: dict) -> list[str]:
+    """Issue 19: stage 2 never gets more optimizer steps than the originals had, or the report says so."""
+    from deltaspace.train.result import run_path
+
+    optimise, train = config.get("optimise") or {}, config.get("train") or {}
+    steps = [
+        json.loads(path.read_text())["steps"]
+        for task in config["source_tasks"] + config["heldout_tasks"]
+        for method in config["methods"]
+        if (path := run_path(runs, task, method, config.get("seed", 0)) / "result.json").is_file()
+    ]
+    if not steps or "steps" not in optimise:
+        return []
+    fewest, stage2 = min(steps), optimise["steps"]
+    budget = (
+        f"Stage 2 takes {stage2} optimizer steps of {config.get('batch_size', '?')} examples; the originals "
+        f"took {fewest}" + (f"–{max(steps)}" if max(steps) != fewest else "") + f" steps of "
+        f"{train.get('batch_size', '?')}"
+    )
+    if stage2 > fewest:
+        return [budget + f": **stage 2 gets {stage2 - fewest} more steps than the shortest original**."]
+    return [budget + ": stage 2 never gets more steps than an original had."]
 
 
 def _fit(out: Path) -> list[str]:
@@ -356,7 +422,9 @@ WORKER_KEYS = ("workers", "threads_per_worker")  # timings.json: how the stages 
 
 def _precision(config: dict[str, Any]) -> str:
     """A note for the header when every stage ran under bfloat16 autocast."""
-    return "; every stage under **bfloat16 autocast**" if config.get("mixed_precision", "no") == "bf16" else ""
+    return (
+        "; every stage under **bfloat16 autocast**" if config.get("mixed_precision", "no") == "bf16" else ""
+    )
 
 
 def _workers(timings: dict[str, float]) -> str:
@@ -376,7 +444,9 @@ def write_report(out: str | Path) -> Path:
     mode = config.get("heldout_mode", "fixed")
     if mode == "leave_one_out":
         tasks = "tasks " + ", ".join(map(slug, config["source_tasks"] + config["heldout_tasks"]))
-        tasks += "; **leave-one-out**: every task held out in turn, solved in a subspace fitted on all the others"
+        tasks += (
+            "; **leave-one-out**: every task held out in turn, solved in a subspace fitted on all the others"
+        )
     else:
         tasks = (
             f"source tasks {', '.join(map(slug, config['source_tasks']))}; held-out tasks "
@@ -398,8 +468,6 @@ def write_report(out: str | Path) -> Path:
     lines += [
         "",
         "## Original space (each DET trained alone, label-prototype head)",
-        "",
-        "Test accuracy of the sweep runs.",
         "",
     ]
     lines += _original_space(out, config)

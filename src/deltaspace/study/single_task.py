@@ -22,7 +22,16 @@ from deltaspace.errors import UserInputError
 from deltaspace.io import write_json_atomic, write_text_atomic
 from deltaspace.study.config import StudyConfig, _build
 from deltaspace.study.records import LEARNED, Stage2Record
-from deltaspace.study.report import WORKER_KEYS, _acc, _mean, _pct, _precision, _table, _workers, pooled
+from deltaspace.study.report import (
+    WORKER_KEYS,
+    _mean,
+    _pct,
+    _precision,
+    _table,
+    _workers,
+    originals_beside_baselines,
+    pooled,
+)
 from deltaspace.study.report import _with_interval as _ci
 from deltaspace.subspace.gain import GainCell
 from deltaspace.train.result import slug
@@ -128,24 +137,11 @@ def _tasks(pairs: dict[str, list[str]]) -> list[str]:
 
 
 def write_baselines(config: SingleTaskConfig) -> Path:
-    """``<out>/baselines.json``: each task's majority class and same-budget frozen probe, on the examples the
-    original-space runs were scored on (the probe is fitted once per task and budget and cached)."""
-    from deltaspace.tasks.load import load_task
-    from deltaspace.train.baselines import majority_baseline, probe_baseline
-    from deltaspace.train.config import TrainConfig
+    """``<out>/baselines.json`` for every task of the pairs (see :mod:`deltaspace.study.baselines`)."""
+    from deltaspace.study.baselines import write_baselines as write
 
     study = config.studies()[0]
-    baselines = {}
-    for task in _tasks(config.pairs):
-        train = TrainConfig.from_dict({**study.train, "task": task, "model": study.model, "head": "prototype"})
-        loaded = load_task(task, seed=train.data_seed)
-        baselines[slug(task)] = {
-            "majority": majority_baseline(train, loaded),
-            "probe": probe_baseline(train, loaded),
-        }
-    path = Path(config.out) / "baselines.json"
-    write_json_atomic(path, baselines)
-    return path
+    return write(config.out, _tasks(config.pairs), study.train, study.model)
 
 
 # ---------------------------------------------------------------- the report
@@ -327,37 +323,15 @@ def _joint_fit(out: Path, config: dict[str, Any]) -> list[str]:
 
 def _sweep_runs(out: Path, config: dict[str, Any], methods: list[str]) -> list[str]:
     """Each task's original-space runs (their own test examples) beside majority and the same-budget probe."""
-    from deltaspace.train.result import run_path
-
-    baselines = json.loads((out / "baselines.json").read_text()) if (out / "baselines.json").is_file() else {}
-    rows, beats = [], 0
-    seed = config["study"].get("seed", 0)
     runs = Path(config["runs"]) if config.get("runs") else out / "runs"
-    for task in _tasks(config["pairs"]):
-        cells, scores = [], []
-        for method in methods:
-            result = run_path(runs, task, method, seed) / "result.json"
-            if result.is_file():
-                data = json.loads(result.read_text())
-                scores.append(data["test"]["accuracy"])
-                cells.append(f"{scores[-1]:.3f} ({data['steps']} steps)")
-            else:
-                cells.append("–")
-        known = baselines.get(slug(task), {})
-        probe = known.get("probe", {}).get("test", {}).get("accuracy")
-        majority = known.get("majority", {}).get("test", {}).get("accuracy")
-        beats += sum(1 for score in scores if probe is not None and score > probe)
-        role = "source" if task in config["pairs"] else "target"
-        rows.append([f"{slug(task)} ({role})", _acc(majority), _acc(probe), *cells])
-    total = sum(1 for row in rows for cell in row[3:] if cell != "–")
+    tasks = [
+        (t, f"{slug(t)} ({'source' if t in config['pairs'] else 'target'})") for t in _tasks(config["pairs"])
+    ]
+    seed = config["study"].get("seed", 0)
     return [
         "## Original space: each DET trained alone",
         "",
-        "Test accuracy of the original-space runs on their own test examples (the sweep's), beside the "
-        "training split's majority class and the same-budget frozen-embedding probe (logistic regression, "
-        f"C chosen on validation) on the same examples. Runs above the probe: {beats} of {total}.",
-        "",
-        *_table(["task", "majority", "probe", *methods], rows),
+        *originals_beside_baselines(out, runs, tasks, methods, seed),
         "",
     ]
 
@@ -397,7 +371,9 @@ def _optimisation(
             by_method[method].append(values[-1])
         rows.append([f"{slug(source)} → {record.task}", *map(_pct, values), _pct(_mean(values))])
     everything = [v for values in by_method.values() for v in values]
-    rows.append(["**average**", *(_pct(_mean(by_method[m])) for m in methods), f"**{_pct(_mean(everything))}**"])
+    rows.append(
+        ["**average**", *(_pct(_mean(by_method[m])) for m in methods), f"**{_pct(_mean(everything))}**"]
+    )
     rows.append(
         [
             "paper, Table 1 average",
