@@ -15,7 +15,7 @@ def study(
     config: Annotated[
         str | None,
         typer.Argument(
-            help="A study YAML, or a shipped one: default (the demo), full_suite, full_suite_loo (suite v2), single_task (the paper's single-task setting, Tables 1-2), single_task_fit / single_task_fit_random (the same with the joint fit trained, with / without the descent directions), full_suite_v1, full_suite_loo_v1 (suite v1, needs BIG-bench). Default: default."
+            help="A study YAML, or a shipped one: default (the demo), full_suite, full_suite_loo (suite v2), single_task (the paper's single-task setting, Tables 1-2), single_task_fit / single_task_fit_random (the same with the joint fit trained, with / without the descent directions), source_curve (optimisation and transfer against the number of source tasks k and d), full_suite_v1, full_suite_loo_v1 (suite v1, needs BIG-bench). Default: default."
         ),
     ] = None,
     out: Annotated[
@@ -45,6 +45,7 @@ def study(
 
     from deltaspace.study import STAGES, load_study_config, run_study
     from deltaspace.study.single_task import SingleTaskConfig, run_single_task
+    from deltaspace.study.source_curve import SourceCurveConfig, run_source_curve
 
     try:
         study_config = load_study_config(config)
@@ -52,8 +53,9 @@ def study(
         raise UserInputError(str(error)) from None
     if out is not None:
         study_config.out = out
+    several = isinstance(study_config, SingleTaskConfig | SourceCurveConfig)  # one study per pair / point
     if mixed_precision is not None:
-        if isinstance(study_config, SingleTaskConfig):
+        if several:
             study_config.study["mixed_precision"] = mixed_precision
         else:
             study_config.mixed_precision = mixed_precision
@@ -62,18 +64,19 @@ def study(
     unknown = sorted(set(chosen) - set(STAGES))
     if unknown:
         raise UserInputError(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
-    single = isinstance(study_config, SingleTaskConfig)
     if fetch:
         from deltaspace.assets import MODEL_NAMES
         from deltaspace.assets import fetch as fetch_assets
         from deltaspace.tasks import SUITE
 
-        studies = study_config.studies() if single else [study_config]
+        studies = study_config.studies() if several else [study_config]
         if any(s.model in MODEL_NAMES or set(s.tasks) & set(SUITE) for s in studies):
             fetch_assets()  # idempotent: nothing to do (and no network) once the cache is complete
     # expected failures: one line (deltaspace.cli.app)
-    if single:
+    if isinstance(study_config, SingleTaskConfig):
         report = run_single_task(study_config, stages=chosen, workers=workers)
+    elif isinstance(study_config, SourceCurveConfig):
+        report = run_source_curve(study_config, stages=chosen, workers=workers)
     else:
         report = run_study(study_config, stages=chosen, workers=workers)
     Console().print(f"[bold green]report:[/] {report}")

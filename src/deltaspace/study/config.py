@@ -27,6 +27,7 @@ SHIPPED = (
     "single_task",
     "single_task_fit",
     "single_task_fit_random",
+    "source_curve",
     "full_suite_v1",
     "full_suite_loo_v1",
 )
@@ -301,8 +302,9 @@ def _describe(hint: Any) -> str:
 
 def load_study_config(spec: str | Path | None = None):
     """A shipped config by name (:data:`SHIPPED`: ``default``, ``full_suite``, ``single_task``, ...) or a
-    YAML/JSON file; ``None`` = default. A :class:`StudyConfig`, or a :class:`~deltaspace.study.single_task.SingleTaskConfig` for a
-    config with ``pairs`` (the paper's single-task setting: one study per source task)."""
+    YAML/JSON file; ``None`` = default. A :class:`StudyConfig`; a :class:`~deltaspace.study.single_task.SingleTaskConfig` for a
+    config with ``pairs`` (the paper's single-task setting: one study per source task); a
+    :class:`~deltaspace.study.source_curve.SourceCurveConfig` for one with ``ks`` (one study per k, d, draw)."""
     spec = "default" if spec is None else str(spec)
     if spec in SHIPPED:
         text = resources.files("deltaspace.configs").joinpath(f"{spec}.yaml").read_text()
@@ -325,4 +327,8 @@ def load_study_config(spec: str | Path | None = None):
         from deltaspace.study.single_task import SingleTaskConfig
 
         return SingleTaskConfig.from_dict(data)
+    if "ks" in data:
+        from deltaspace.study.source_curve import SourceCurveConfig
+
+        return SourceCurveConfig.from_dict(data)
     return StudyConfig.from_dict(data)

@@ -50,13 +50,17 @@ def run_study(config: StudyConfig, *, stages: tuple[str, ...] = STAGES, workers:
     run_studies([config], stages=stages, workers=workers)
     out = Path(config.out)
     start = time.perf_counter()
-    if "report" in stages and config.train is not None:
-        from deltaspace.study.baselines import write_baselines
-
-        write_baselines(out, config.tasks, config.train, config.model)
-    report = write_report(out)
+    report = report_study(config) if "report" in stages else write_report(out)
     _add_timing(out, "report", time.perf_counter() - start)
     return report
+
+
+def report_study(config: StudyConfig) -> Path:
+    """The study's baselines (majority and same-budget probe per task, cached) and its report.md."""
+    from deltaspace.study.baselines import write_baselines
+
+    write_baselines(config.out, config.tasks, config.train, config.model)
+    return write_report(Path(config.out))
 
 
 def run_studies(

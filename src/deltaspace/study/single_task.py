@@ -110,8 +110,7 @@ def run_single_task(
     """Run (or resume) every pair's study, stage by stage with the pairs' jobs spread over ``workers``
     processes (see :func:`deltaspace.study.pipeline.run_studies`), then write ``<out>/report.md``;
     returns its path. ``<out>/timings.json``: each stage's wall seconds over all pairs."""
-    from deltaspace.study.pipeline import run_studies
-    from deltaspace.study.report import write_report
+    from deltaspace.study.pipeline import report_study, run_studies
 
     config.validate()
     out = Path(config.out)
@@ -126,7 +125,7 @@ def run_single_task(
     write_json_atomic(timings_path, timings)
     if "report" in stages:
         for study in studies:
-            write_report(study.out)
+            report_study(study)
         write_baselines(config)
     return write_single_task_report(out)
 

@@ -1,0 +1,329 @@
+"""How many source tasks a shared subspace needs: the multi-task study at k source tasks and d dimensions.
+
+The held-out tasks stay fixed; the source tasks are the first k of a random order of the pool (one order
+per draw, so the k = 4 subsets are inside the k = 8 ones and a curve compares nested task sets), for every
+k in ``ks`` and d in ``dims``. Each (k, d, draw) is one study of :mod:`deltaspace.study.pipeline` under
+``<out>/k<k>-d<d>-draw<j>/``, all sharing one folder of original-space runs, so the sweep trains each
+(task, DET) once. The span control (each DET's own k source solutions, filled with random directions)
+runs in every study; the random control depends on d only and runs once per d, at the largest k.
+No landscape: the curve is the point.
+
+``<out>/report.md`` gives, per (k, d), gain recovered over θ0 for optimisation inside the learned subspace,
+for the controls and for zero-shot transfer across DETs, pooled over the held-out tasks and the draws with a
+paired bootstrap 95 % interval (the draws share the held-out tasks' test examples, so they are resampled
+together); ``<out>/source_curve.png`` draws it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deltaspace.errors import UserInputError
+from deltaspace.io import atomic_write, write_json_atomic, write_text_atomic
+from deltaspace.study.config import StudyConfig, _build
+from deltaspace.study.records import LEARNED, Stage2Record
+from deltaspace.study.report import WORKER_KEYS, _table, _with_interval, _workers, pooled
+from deltaspace.subspace.gain import GainCell
+from deltaspace.train.result import slug
+
+STAGES = ("sweep", "fit", "optimise", "report")
+# Set per (k, d, draw) from the curve's own fields; the shared ``study`` section names none of them.
+_PER_POINT = ("name", "out", "runs", "source_tasks", "heldout_tasks", "heldout_mode", "optimise_tasks")
+KINDS = (LEARNED, "span", "random", "transfer")
+LABELS = {
+    LEARNED: "optimisation, learned",
+    "span": "span control",
+    "random": "random control",
+    "transfer": "transfer across DETs",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class CurvePoint:
+    """One study of the curve: ``k`` source tasks (draw ``draw``), ``dim`` dimensions."""
+
+    k: int
+    dim: int
+    draw: int
+    sources: tuple[str, ...]
+
+    @property
+    def folder(self) -> str:
+        return f"k{self.k}-d{self.dim}-draw{self.draw}"
+
+
+@dataclasses.dataclass
+class SourceCurveConfig:
+    """``source_tasks``: the pool the k sources are drawn from; ``heldout_tasks``: fixed, never a source;
+    ``ks``: source-task counts (each ≤ the pool; the pool's size is "all", drawn once); ``dims``: the
+    intrinsic dimensions d; ``draws``: random orders of the pool (subsets per k < all); ``seed``: of the
+    orders; ``study``: every other :class:`StudyConfig` field (model, methods, train, fit, optimise,
+    controls, budgets), shared by all points; ``runs``: the shared original-space runs (default
+    ``<out>/runs``)."""
+
+    name: str = "source_curve"
+    out: str = "studies/source_curve"
+    runs: str | None = None
+    source_tasks: list[str] = dataclasses.field(default_factory=list)
+    heldout_tasks: list[str] = dataclasses.field(default_factory=list)
+    ks: list[int] = dataclasses.field(default_factory=lambda: [4, 8, 16])
+    dims: list[int] = dataclasses.field(default_factory=lambda: [16, 64])
+    draws: int = 2
+    seed: int = 0
+    study: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def validate(self) -> None:
+        pool, heldout = list(self.source_tasks), list(self.heldout_tasks)
+        if not pool or not heldout:
+            raise UserInputError("a source curve needs source_tasks (the pool) and heldout_tasks")
+        shared = sorted(set(pool) & set(heldout))
+        if shared:
+            raise UserInputError(f"{shared[0]!r} is both a source and a held-out task; list it once")
+        bad = [k for k in self.ks if not isinstance(k, int) or not 1 <= k <= len(pool)]
+        if not self.ks or bad:
+            raise UserInputError(
+                f"ks must be source-task counts from 1 to the pool's {len(pool)}, got {bad or self.ks}; "
+                "add tasks to source_tasks for a larger k"
+            )
+        if not self.dims or any(not isinstance(d, int) or d < 1 for d in self.dims):
+            raise UserInputError(f"dims must be positive integers, got {self.dims}")
+        if not isinstance(self.draws, int) or self.draws < 1:
+            raise UserInputError(f"draws must be a positive integer, got {self.draws!r}")
+        named = sorted(set(self.study) & set(_PER_POINT))
+        if named:
+            raise UserInputError(f"study.{named[0]} is set per point of a source curve; remove it")
+        for study in self.studies():
+            study.validate()
+
+    @property
+    def runs_dir(self) -> Path:
+        return Path(self.runs) if self.runs else Path(self.out) / "runs"
+
+    def points(self) -> list[CurvePoint]:
+        """Every (k, d, draw), k ascending; the pool's full size is drawn once (every order gives it)."""
+        pool = list(self.source_tasks)
+        orders = []
+        for draw in range(self.draws):
+            order = list(pool)
+            random.Random(f"{self.seed}-{draw}").shuffle(order)
+            orders.append(order)
+        points = []
+        for k in sorted(set(self.ks)):
+            for dim in self.dims:
+                for draw in range(1 if k == len(pool) else self.draws):
+                    chosen = set(orders[draw][:k])
+                    points.append(CurvePoint(k, dim, draw, tuple(t for t in pool if t in chosen)))
+        return points
+
+    def studies(self) -> list[StudyConfig]:
+        largest = max(self.ks)
+        controls = list(self.study.get("controls", ["random", "span"]))
+        fit = dict(self.study.get("fit") or {})
+        return [
+            StudyConfig.from_dict(
+                {
+                    **self.study,
+                    "name": f"{self.name}: {point.folder}",
+                    "out": str(Path(self.out) / point.folder),
+                    "runs": str(self.runs_dir),
+                    "source_tasks": list(point.sources),
+                    "heldout_tasks": list(self.heldout_tasks),
+                    "fit": {**fit, "dim": point.dim},
+                    # random directions do not depend on the sources: once per d, at the largest k
+                    "controls": [c for c in controls if c != "random" or point.k == largest],
+                }
+            )
+            for point in self.points()
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SourceCurveConfig:
+        config = _build(cls, {key: value for key, value in data.items() if key != "setting"}, "source curve")
+        config.validate()
+        return config
+
+
+def run_source_curve(
+    config: SourceCurveConfig, *, stages: tuple[str, ...] = STAGES, workers: int | None = None
+) -> Path:
+    """Run (or resume) every point's study, stage by stage with all points' jobs spread over ``workers``
+    processes (:func:`deltaspace.study.pipeline.run_studies`), then write ``<out>/report.md`` and the plot."""
+    from deltaspace.study.pipeline import report_study, run_studies
+
+    config.validate()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "config.json", config.to_dict())
+    studies = config.studies()
+    walls = run_studies(studies, stages=tuple(s for s in stages if s in STAGES), workers=workers)
+    timings_path = out / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+    for stage, seconds in walls.items():  # summed over resumed calls; the worker counts are the last call's
+        timings[stage] = seconds if stage in WORKER_KEYS else timings.get(stage, 0) + seconds
+    write_json_atomic(timings_path, timings)
+    if "report" in stages:
+        for study in studies:
+            report_study(study)
+    return write_source_curve_report(out)
+
+
+# ---------------------------------------------------------------- the report
+
+
+def curve_cells(out: Path, config: SourceCurveConfig) -> dict[tuple[int, int], dict[str, list[GainCell]]]:
+    """``{(k, d): {kind: cells}}`` over the finished held-out records of every draw (kind: learned, a
+    control, or ``transfer``: every off-diagonal DET pair)."""
+    found: dict[tuple[int, int], dict[str, list[GainCell]]] = {}
+    for point in config.points():
+        by_kind = found.setdefault((point.k, point.dim), {})
+        for task in config.heldout_tasks:
+            path = out / point.folder / "stage2" / f"{slug(task)}.json"
+            if not path.is_file():
+                continue
+            record = Stage2Record.from_dict(json.loads(path.read_text()))
+            for kind, by_det in record.runs.items():
+                by_kind.setdefault(kind, []).extend(record.gain_cell(kind, det) for det in by_det)
+            by_kind.setdefault("transfer", []).extend(record.transfer_cells())
+    return found
+
+
+def curve_summary(out: Path, config: SourceCurveConfig) -> list[dict[str, Any]]:
+    """One row per (k, d): each kind's pooled gain recovered and interval, and how many cells it pools."""
+    rows = []
+    for (k, dim), by_kind in sorted(curve_cells(out, config).items()):
+        row: dict[str, Any] = {
+            "k": k,
+            "d": dim,
+            "draws": 1 if k == len(config.source_tasks) else config.draws,
+        }
+        for kind in KINDS:
+            cells = by_kind.get(kind, [])
+            value, interval = pooled(cells) if cells else (None, None)
+            row[kind] = {"gain": value, "interval": interval, "cells": len(cells)}
+        rows.append(row)
+    return rows
+
+
+def write_source_curve_report(out: str | Path) -> Path:
+    """``<out>/report.md``, ``<out>/curve.json`` and ``<out>/source_curve.png`` from the records present."""
+    out = Path(out)
+    config = SourceCurveConfig.from_dict(json.loads((out / "config.json").read_text()))
+    rows = curve_summary(out, config)
+    write_json_atomic(out / "curve.json", rows)
+    study = config.study
+    methods = study.get("methods", [])
+    optimise = study.get("optimise", {})
+    fit = study.get("fit", {})
+    lines = [
+        f"# deltaspace source curve `{config.name}`",
+        "",
+        f"How many source tasks a shared subspace needs. Held-out tasks (fixed): "
+        f"{', '.join(map(slug, config.heldout_tasks))}. Source pool ({len(config.source_tasks)}): "
+        f"{', '.join(map(slug, config.source_tasks))}; k ∈ {sorted(set(config.ks))} drawn as the first k of "
+        f"{config.draws} random orders of the pool (nested subsets), d ∈ {config.dims}. Model "
+        f"**{Path(study.get('model', 'minilm-l6')).name}**; DETs {', '.join(methods)}. Stage 1: "
+        f"{fit.get('init', 'closed_form')} start, {fit.get('steps', 0)} joint-fit steps; stage 2: "
+        f"{optimise.get('steps', '?')} steps of {study.get('batch_size', '?')} (lr {optimise.get('lr', '?')}). "
+        f"Regenerate with `deltaspace study {out / 'config.json'}`; each point's own report is "
+        "`k<k>-d<d>-draw<j>/report.md`.",
+        "",
+        "Gain recovered (%) = Σ (subspace − θ0 accuracy) / Σ (original − θ0 accuracy) × 100, pooled over the "
+        "held-out tasks, the DETs and the draws, with a paired bootstrap 95 % interval. The random control "
+        "runs once per d (it does not depend on the sources), at the largest k. Transfer: a code found through "
+        "one DET decoded by another, every off-diagonal pair.",
+        "",
+    ]
+    if not any(row[LEARNED]["cells"] for row in rows):
+        lines.append("No held-out task has finished stage 2 yet.")
+        return _write(out, lines)
+    table = []
+    for row in rows:
+        cells = [_with_interval(row[kind]["gain"], row[kind]["interval"]) for kind in KINDS]
+        table.append([str(row["k"]), str(row["d"]), str(row["draws"]), *cells])
+    lines += _table(["k", "d", "draws", *(LABELS[kind] for kind in KINDS)], table)
+    plot = plot_source_curve(rows, out / "source_curve.png", title=config.name)
+    lines += ["", f"![source curve]({plot.name})", *_sources(config), *_time(out)]
+    return _write(out, lines)
+
+
+def _sources(config: SourceCurveConfig) -> list[str]:
+    rows = [
+        [str(p.k), str(p.draw), ", ".join(map(slug, p.sources))]
+        for p in config.points()
+        if p.dim == config.dims[0]
+    ]
+    return ["", "## The source tasks of each point", "", *_table(["k", "draw", "source tasks"], rows)]
+
+
+def _time(out: Path) -> list[str]:
+    path = out / "timings.json"
+    if not path.is_file():
+        return []
+    timings = json.loads(path.read_text())
+    stages = {k: v for k, v in timings.items() if k not in WORKER_KEYS}
+    workers = f"{_workers(timings)}; " if "workers" in timings else ""
+    return [
+        "",
+        "## Time",
+        "",
+        *_table(["stage", "minutes"], [[s, f"{v / 60:.1f}"] for s, v in stages.items()]),
+        "",
+        f"{workers}{sum(stages.values()) / 60:.1f} min in all.",
+    ]
+
+
+def _write(out: Path, lines: list[str]) -> Path:
+    path = out / "report.md"
+    write_text_atomic(path, "\n".join(lines) + "\n")
+    return path
+
+
+def plot_source_curve(rows: list[dict[str, Any]], path: Path, *, title: str = "") -> Path:
+    """One panel per d: gain recovered against k for each kind, with its interval as error bars (the random
+    control, run at one k, as a horizontal band)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    dims = sorted({row["d"] for row in rows})
+    fig = Figure(figsize=(5.2 * len(dims), 4.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(dims), sharey=True, squeeze=False)[0]
+    colours = {LEARNED: "tab:blue", "span": "tab:green", "random": "tab:grey", "transfer": "tab:red"}
+    for ax, dim in zip(axes, dims, strict=True):
+        mine = [row for row in rows if row["d"] == dim]
+        for kind in KINDS:
+            points = [(row["k"], row[kind]) for row in mine if row[kind]["gain"] is not None]
+            if not points:
+                continue
+            ks = np.array([k for k, _ in points], dtype=float)
+            gains = np.array([p["gain"] for _, p in points])
+            low = np.array([p["gain"] - (p["interval"] or (p["gain"], p["gain"]))[0] for _, p in points])
+            high = np.array([(p["interval"] or (p["gain"], p["gain"]))[1] - p["gain"] for _, p in points])
+            if kind == "random" and len(points) == 1:
+                ax.axhspan(gains[0] - low[0], gains[0] + high[0], color=colours[kind], alpha=0.15)
+                ax.axhline(gains[0], color=colours[kind], linestyle="--", label=LABELS[kind])
+                continue
+            ax.errorbar(
+                ks, gains, yerr=[low, high], marker="o", capsize=3, color=colours[kind], label=LABELS[kind]
+            )
+        ax.axhline(0, color="black", linewidth=0.6)
+        ax.set_xscale("log", base=2)
+        ks_all = sorted({row["k"] for row in mine})
+        ax.set_xticks(ks_all, [str(k) for k in ks_all])
+        ax.set_xlabel("source tasks k")
+        ax.set_title(f"d = {dim}")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("gain recovered over θ0 (%)")
+    axes[-1].legend(fontsize=8, loc="best")
+    if title:
+        fig.suptitle(title)
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))

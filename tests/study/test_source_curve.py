@@ -1,0 +1,112 @@
+"""The source curve: one study per (k, d, draw) on nested source subsets, one shared sweep, a pooled table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tests.study.test_study_pipeline import _task_csv, tiny_study  # noqa: F401 (the fixture)
+
+from deltaspace.study import StudyConfig, load_study_config
+from deltaspace.study.records import Stage2Record
+from deltaspace.study.source_curve import SourceCurveConfig, run_source_curve
+from deltaspace.subspace.gain import pooled_gain
+
+
+def _curve(tiny_study: StudyConfig, **changes) -> SourceCurveConfig:  # noqa: F811
+    folder = Path(tiny_study.out).parent
+    sentiment, topic = tiny_study.source_tasks
+    topic2 = _task_csv(folder / "topic2.csv", ["sport", "business"], 3)
+    shared = {
+        key: getattr(tiny_study, key)
+        for key in ("model", "train", "fit_train_examples", "eval_examples", "test_examples", "batch_size")
+    }
+    data = {
+        "name": "tiny-curve",
+        "out": str(folder / "curve"),
+        "source_tasks": [sentiment, topic, topic2],
+        "heldout_tasks": list(tiny_study.heldout_tasks),
+        "ks": [1, 3],
+        "dims": [2],
+        "draws": 2,
+        "study": {
+            **shared,
+            # long enough that training gains over θ0 on the tiny held-out task (the pooled ratio's denominator)
+            "train": {**shared["train"], "epochs": 8},
+            "methods": ["lora", "coeff"],
+            "method_overrides": {"lora": {"lr": 3e-2}, "coeff": {"lr": 2e-1}},
+            "fit": {"steps": 0, "gradient_directions": True, "gradient_per_batch": True, "progress": False},
+            "optimise": {"steps": 4, "lr": 5e-2, "eval_every": 2, "optimizer": "adamw", "progress": False},
+            "controls": ["random", "span"],
+        },
+    }
+    return SourceCurveConfig.from_dict({**data, **changes})
+
+
+def test_points_are_nested_draws_and_all_is_drawn_once(tiny_study: StudyConfig) -> None:  # noqa: F811
+    config = _curve(tiny_study, ks=[1, 2, 3], dims=[2, 3], draws=2)
+    points = config.points()
+    assert [(p.k, p.dim, p.draw) for p in points] == [
+        (k, d, j) for k in (1, 2, 3) for d in (2, 3) for j in ((0, 1) if k < 3 else (0,))
+    ]
+    for draw in (0, 1):  # each draw's k = 1 sources lie inside its k = 2 sources
+        one, two = ({p.sources for p in points if p.k == k and p.draw == draw} for k in (1, 2))
+        assert len(one) == len(two) == 1 and set(one.pop()) < set(two.pop())
+    assert [p.sources for p in points] == [p.sources for p in config.points()]  # deterministic
+    studies = config.studies()
+    assert [s.fit.dim for s in studies] == [p.dim for p in points]
+    assert [s.controls for s in studies] == [["span"] if p.k < 3 else ["random", "span"] for p in points]
+    assert len({s.out for s in studies}) == len(points) and len({str(s.runs_dir) for s in studies}) == 1
+
+
+def test_a_source_curve_runs_every_point_on_one_sweep_and_pools_the_draws(
+    tiny_study: StudyConfig,  # noqa: F811
+) -> None:
+    config = _curve(tiny_study)
+    report = run_source_curve(config)
+    out = Path(config.out)
+    # one sweep for every point: 4 tasks x 2 DETs, each trained once
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["sentiment", "sentiment2", "topic", "topic2"]
+    assert all(len(list(task.iterdir())) == 2 for task in (out / "runs").iterdir())
+    rows = {(row["k"], row["d"]): row for row in json.loads((out / "curve.json").read_text())}
+    assert set(rows) == {(1, 2), (3, 2)}
+    # held-out task x DETs x draws; the random control only at the largest k
+    assert rows[(1, 2)]["learned"]["cells"] == 1 * 2 * 2 and rows[(3, 2)]["learned"]["cells"] == 1 * 2
+    assert rows[(1, 2)]["random"]["cells"] == 0 and rows[(3, 2)]["random"]["cells"] == 2
+    assert rows[(1, 2)]["transfer"]["cells"] == 2 * 2  # two off-diagonal directions per draw
+    # the pooled figure is the gain over both draws' records, recomputed here from the records
+    cells = []
+    for draw in (0, 1):
+        path = out / f"k1-d2-draw{draw}" / "stage2" / "sentiment2.json"
+        record = Stage2Record.from_dict(json.loads(path.read_text()))
+        assert len(record.source_tasks) == 1
+        cells += [record.gain_cell("learned", det) for det in ("lora", "coeff")]
+    assert rows[(1, 2)]["learned"]["gain"] == pytest.approx(pooled_gain(cells))
+    low, high = rows[(1, 2)]["learned"]["interval"]
+    assert low <= pooled_gain(cells) <= high
+    text = report.read_text()
+    assert "| k | d | draws |" in text and "| 1 | 2 | 2 |" in text and "| 3 | 2 | 1 |" in text
+    assert (out / "source_curve.png").stat().st_size > 5000
+    assert (out / "k3-d2-draw0" / "report.md").is_file() and (
+        out / "k3-d2-draw0" / "baselines.json"
+    ).is_file()
+
+
+def test_bad_source_curves_give_one_line_errors(tiny_study: StudyConfig) -> None:  # noqa: F811
+    with pytest.raises(ValueError, match="from 1 to the pool's 3"):
+        _curve(tiny_study, ks=[4])
+    with pytest.raises(ValueError, match="both a source and a held-out task"):
+        _curve(tiny_study, heldout_tasks=list(tiny_study.source_tasks[:1]))
+    with pytest.raises(ValueError, match="set per point"):
+        _curve(tiny_study, study={"source_tasks": ["x"]})
+    with pytest.raises(ValueError, match="draws must be a positive integer"):
+        _curve(tiny_study, draws=0)
+
+
+def test_the_shipped_source_curve_reuses_the_full_suite_runs() -> None:
+    curve, full = load_study_config("source_curve"), load_study_config("full_suite")
+    assert isinstance(curve, SourceCurveConfig)
+    assert curve.source_tasks == full.source_tasks and curve.heldout_tasks == full.heldout_tasks
+    assert curve.runs_dir == full.runs_dir and curve.study["train"] == full.train
+    assert max(curve.ks) == len(curve.source_tasks)
