@@ -178,6 +178,10 @@ def test_shipped_configs_load_and_validate() -> None:
     assert len(v1.source_tasks) == 6 and len(v1.heldout_tasks) == 4 and set(v1.tasks) == set(V1_TASKS)
     for name in SHIPPED:
         load_study_config(name).validate()
+    # a variant of the study reuses its original-space runs: the same folder and training settings
+    fitted = load_study_config("full_suite_fit")
+    assert fitted.runs_dir == full.runs_dir and fitted.train == full.train and fitted.fit.steps > 0
+    assert (fitted.tasks, fitted.methods, fitted.optimise) == (full.tasks, full.methods, full.optimise)
 
 
 def test_bad_configs_give_one_line_errors(tmp_path: Path) -> None:

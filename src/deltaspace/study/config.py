@@ -24,6 +24,7 @@ SHIPPED = (
     "default",
     "full_suite",
     "full_suite_loo",
+    "full_suite_fit",
     "single_task",
     "single_task_fit",
     "single_task_fit_random",
