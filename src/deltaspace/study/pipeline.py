@@ -55,6 +55,30 @@ def run_study(config: StudyConfig, *, stages: tuple[str, ...] = STAGES, workers:
     return report
 
 
+def run_study_set(
+    out: Path,
+    config: dict[str, Any],
+    studies: list[StudyConfig],
+    stages: tuple[str, ...],
+    workers: int | None,
+) -> None:
+    """A setting made of several studies (single-task pairs, source-curve points): ``<out>/config.json``,
+    every study's ``stages`` (the setting's own choice: e.g. no landscape) through :func:`run_studies`,
+    ``<out>/timings.json`` (each stage's wall seconds summed
+    over resumed calls; the worker counts are the last call's) and, with ``report``, each study's report."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "config.json", config)
+    walls = run_studies(studies, stages=stages, workers=workers)
+    path = out / "timings.json"
+    timings = json.loads(path.read_text()) if path.is_file() else {}
+    for stage, seconds in walls.items():
+        timings[stage] = seconds if stage in WORKER_KEYS else timings.get(stage, 0) + seconds
+    write_json_atomic(path, timings)
+    if "report" in stages:
+        for study in studies:
+            report_study(study)
+
+
 def report_study(config: StudyConfig) -> Path:
     """The study's baselines (majority and same-budget probe per task, cached) and its report.md."""
     from deltaspace.study.baselines import write_baselines

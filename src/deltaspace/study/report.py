@@ -433,6 +433,19 @@ def _workers(timings: dict[str, float]) -> str:
     return f"{workers} worker process{plural} x {threads} thread{'s' if threads > 1 else ''} each (the last call's)"
 
 
+def time_section(out: Path, note: str = "") -> list[str]:
+    """ "## Time" of a setting made of several studies: minutes per stage over all of them."""
+    path = out / "timings.json"
+    if not path.is_file():
+        return []
+    timings = json.loads(path.read_text())
+    stages = {k: v for k, v in timings.items() if k not in WORKER_KEYS}
+    rows = [[stage, f"{seconds / 60:.1f}"] for stage, seconds in stages.items()]
+    total = f"{sum(stages.values()) / 60:.1f} min in all" + (f" ({note})" if note else "")
+    workers = f"{_workers(timings)}; " if "workers" in timings else ""
+    return ["", "## Time", "", *_table(["stage", "minutes"], rows), "", f"{workers}{total}."]
+
+
 def write_report(out: str | Path) -> Path:
     """Write ``<out>/report.md`` from the stage outputs present; returns its path."""
     out = Path(out)

@@ -19,18 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from deltaspace.errors import UserInputError
-from deltaspace.io import write_json_atomic, write_text_atomic
+from deltaspace.io import write_text_atomic
 from deltaspace.study.config import StudyConfig, _build
 from deltaspace.study.records import LEARNED, Stage2Record
 from deltaspace.study.report import (
-    WORKER_KEYS,
     _mean,
     _pct,
     _precision,
     _table,
-    _workers,
     originals_beside_baselines,
     pooled,
+    time_section,
 )
 from deltaspace.study.report import _with_interval as _ci
 from deltaspace.subspace.gain import GainCell
@@ -110,22 +109,12 @@ def run_single_task(
     """Run (or resume) every pair's study, stage by stage with the pairs' jobs spread over ``workers``
     processes (see :func:`deltaspace.study.pipeline.run_studies`), then write ``<out>/report.md``;
     returns its path. ``<out>/timings.json``: each stage's wall seconds over all pairs."""
-    from deltaspace.study.pipeline import report_study, run_studies
+    from deltaspace.study.pipeline import run_study_set
 
     config.validate()
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "config.json", config.to_dict())
-    studies = config.studies()
-    walls = run_studies(studies, stages=tuple(s for s in stages if s in STAGES), workers=workers)
-    timings_path = out / "timings.json"
-    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
-    for stage, seconds in walls.items():  # summed over resumed calls; the worker counts are the last call's
-        timings[stage] = seconds if stage in WORKER_KEYS else timings.get(stage, 0) + seconds
-    write_json_atomic(timings_path, timings)
+    run_study_set(out, config.to_dict(), config.studies(), tuple(s for s in stages if s in STAGES), workers)
     if "report" in stages:
-        for study in studies:
-            report_study(study)
         write_baselines(config)
     return write_single_task_report(out)
 
@@ -215,21 +204,8 @@ def write_single_task_report(out: str | Path) -> Path:
     lines += _originals(records, methods)
     lines += _optimisation(records, methods, controls=[k for k in records[0][1].runs if k != LEARNED])
     lines += _transfer(records, methods)
-    lines += _time(out)
+    lines += time_section(out, note="report and baselines not counted")
     return _write(out, lines)
-
-
-def _time(out: Path) -> list[str]:
-    """Wall time per stage over every pair (every call summed, when the study was resumed)."""
-    path = out / "timings.json"
-    if not path.is_file():
-        return []
-    timings = json.loads(path.read_text())
-    stages = {k: v for k, v in timings.items() if k not in WORKER_KEYS}
-    rows = [[stage, f"{seconds / 60:.1f}"] for stage, seconds in stages.items()]
-    total = f"{sum(stages.values()) / 60:.1f} min in all (report and baselines not counted)"
-    workers = f"{_workers(timings)}; " if "workers" in timings else ""
-    return ["", "## Time", "", *_table(["stage", "minutes"], rows), "", f"{workers}{total}."]
 
 
 def _write(out: Path, lines: list[str]) -> Path:

@@ -28,7 +28,7 @@ from deltaspace.errors import UserInputError
 from deltaspace.io import atomic_write, write_json_atomic, write_text_atomic
 from deltaspace.study.config import StudyConfig, _build
 from deltaspace.study.records import LEARNED, Stage2Record
-from deltaspace.study.report import WORKER_KEYS, _table, _with_interval, _workers, pooled
+from deltaspace.study.report import _table, _with_interval, pooled, time_section
 from deltaspace.subspace.gain import GainCell
 from deltaspace.train.result import slug
 
@@ -157,22 +157,11 @@ def run_source_curve(
 ) -> Path:
     """Run (or resume) every point's study, stage by stage with all points' jobs spread over ``workers``
     processes (:func:`deltaspace.study.pipeline.run_studies`), then write ``<out>/report.md`` and the plot."""
-    from deltaspace.study.pipeline import report_study, run_studies
+    from deltaspace.study.pipeline import run_study_set
 
     config.validate()
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "config.json", config.to_dict())
-    studies = config.studies()
-    walls = run_studies(studies, stages=tuple(s for s in stages if s in STAGES), workers=workers)
-    timings_path = out / "timings.json"
-    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
-    for stage, seconds in walls.items():  # summed over resumed calls; the worker counts are the last call's
-        timings[stage] = seconds if stage in WORKER_KEYS else timings.get(stage, 0) + seconds
-    write_json_atomic(timings_path, timings)
-    if "report" in stages:
-        for study in studies:
-            report_study(study)
+    run_study_set(out, config.to_dict(), config.studies(), tuple(s for s in stages if s in STAGES), workers)
     return write_source_curve_report(out)
 
 
@@ -251,7 +240,7 @@ def write_source_curve_report(out: str | Path) -> Path:
         table.append([str(row["k"]), str(row["d"]), str(row["draws"]), *cells])
     lines += _table(["k", "d", "draws", *(LABELS[kind] for kind in KINDS)], table)
     plot = plot_source_curve(rows, out / "source_curve.png", title=config.name)
-    lines += ["", f"![source curve]({plot.name})", *_sources(config), *_time(out)]
+    lines += ["", f"![source curve]({plot.name})", *_sources(config), *time_section(out)]
     return _write(out, lines)
 
 
@@ -262,23 +251,6 @@ def _sources(config: SourceCurveConfig) -> list[str]:
         if p.dim == config.dims[0]
     ]
     return ["", "## The source tasks of each point", "", *_table(["k", "draw", "source tasks"], rows)]
-
-
-def _time(out: Path) -> list[str]:
-    path = out / "timings.json"
-    if not path.is_file():
-        return []
-    timings = json.loads(path.read_text())
-    stages = {k: v for k, v in timings.items() if k not in WORKER_KEYS}
-    workers = f"{_workers(timings)}; " if "workers" in timings else ""
-    return [
-        "",
-        "## Time",
-        "",
-        *_table(["stage", "minutes"], [[s, f"{v / 60:.1f}"] for s, v in stages.items()]),
-        "",
-        f"{workers}{sum(stages.values()) / 60:.1f} min in all.",
-    ]
 
 
 def _write(out: Path, lines: list[str]) -> Path:
