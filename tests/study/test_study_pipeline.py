@@ -146,6 +146,12 @@ def test_whole_pipeline_runs_resumes_and_reports(tiny_study: StudyConfig) -> Non
     }
     run_study(tiny_study)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    # a report-only call ran no stage: the worker counts of the last call that did stay in the report
+    timings = json.loads((out / "timings.json").read_text())
+    (out / "timings.json").write_text(json.dumps({**timings, "workers": 3.0, "threads_per_worker": 1.0}))
+    run_study(tiny_study, stages=("report",))
+    assert json.loads((out / "timings.json").read_text())["workers"] == 3.0
+    assert "3 worker processes x 1 thread each" in (out / "report.md").read_text()
 
 
 def test_a_study_reuses_an_existing_sweep_only_with_the_same_settings(tiny_study: StudyConfig) -> None:

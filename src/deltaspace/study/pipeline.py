@@ -131,6 +131,8 @@ def run_studies(
             for config in configs:
                 own = sum(s for label, s in seconds.items() if label.startswith(f"{config.name}: "))
                 _add_timing(Path(config.out), stage, walls[stage] if len(configs) == 1 else own)
+        if not walls:  # nothing ran (e.g. only the report): the last run's worker counts stand
+            return walls
         walls["workers"] = float(workers)
         walls["threads_per_worker"] = float(max(1, usable_cores() // workers))
         for config in configs:  # the last call's, not summed
