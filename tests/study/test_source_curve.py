@@ -86,7 +86,10 @@ def test_a_source_curve_runs_every_point_on_one_sweep_and_pools_the_draws(
     low, high = rows[(1, 2)]["learned"]["interval"]
     assert low <= pooled_gain(cells) <= high
     text = report.read_text()
-    assert "| k | d | draws |" in text and "| 1 | 2 | 2 |" in text and "| 3 | 2 | 1 |" in text
+    # d = 2: one source solution and one descent direction at k = 1; at k = 3 the solutions fill d
+    assert rows[(1, 2)]["directions"] == {"solution": 1, "descent": 1, "random": 0}
+    assert rows[(3, 2)]["directions"] == {"solution": 2, "descent": 0, "random": 0}
+    assert "| 1 | 2 | 2 | 1 / 1 / 0 |" in text and "| 3 | 2 | 1 | 2 / 0 / 0 |" in text
     assert (out / "source_curve.png").stat().st_size > 5000
     assert (out / "k3-d2-draw0" / "report.md").is_file() and (
         out / "k3-d2-draw0" / "baselines.json"

@@ -193,6 +193,7 @@ def curve_summary(out: Path, config: SourceCurveConfig) -> list[dict[str, Any]]:
             "k": k,
             "d": dim,
             "draws": 1 if k == len(config.source_tasks) else config.draws,
+            "directions": _directions(out, k, dim),
         }
         for kind in KINDS:
             cells = by_kind.get(kind, [])
@@ -200,6 +201,20 @@ def curve_summary(out: Path, config: SourceCurveConfig) -> list[dict[str, Any]]:
             row[kind] = {"gain": value, "interval": interval, "cells": len(cells)}
         rows.append(row)
     return rows
+
+
+def _directions(out: Path, k: int, dim: int) -> dict[str, int] | None:
+    """The learned subspace's make-up at (k, d), from a finished fit: k shared solution directions, the
+    sources' descent directions, random ones for the rest. At a fixed d more sources leave fewer descent
+    directions, so the curve shows both effects at once; this column says how they trade."""
+    path = next(iter(sorted(out.glob(f"k{k}-d{dim}-draw*/subspace/fit.json"))), None)
+    if path is None:
+        return None
+    layout = json.loads(path.read_text()).get("closed_form") or {}
+    if "basis_dim" not in layout:
+        return None
+    solution, descent = layout["basis_dim"], layout.get("gradient_dim", 0)
+    return {"solution": solution, "descent": descent, "random": dim - solution - descent}
 
 
 def write_source_curve_report(out: str | Path) -> Path:
@@ -237,8 +252,11 @@ def write_source_curve_report(out: str | Path) -> Path:
     table = []
     for row in rows:
         cells = [_with_interval(row[kind]["gain"], row[kind]["interval"]) for kind in KINDS]
-        table.append([str(row["k"]), str(row["d"]), str(row["draws"]), *cells])
-    lines += _table(["k", "d", "draws", *(LABELS[kind] for kind in KINDS)], table)
+        made = row["directions"]
+        make_up = f"{made['solution']} / {made['descent']} / {made['random']}" if made else "–"
+        table.append([str(row["k"]), str(row["d"]), str(row["draws"]), make_up, *cells])
+    header = ["k", "d", "draws", "directions: solution / descent / random", *(LABELS[kind] for kind in KINDS)]
+    lines += _table(header, table)
     plot = plot_source_curve(rows, out / "source_curve.png", title=config.name)
     lines += ["", f"![source curve]({plot.name})", *_sources(config), *time_section(out)]
     return _write(out, lines)
