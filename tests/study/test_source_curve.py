@@ -9,6 +9,7 @@ import pytest
 from tests.study.test_study_pipeline import _task_csv, tiny_study  # noqa: F401 (the fixture)
 
 from deltaspace.study import StudyConfig, load_study_config
+from deltaspace.study.pipeline import plan_studies
 from deltaspace.study.records import Stage2Record
 from deltaspace.study.source_curve import SourceCurveConfig, run_source_curve
 from deltaspace.subspace.gain import pooled_gain
@@ -64,7 +65,17 @@ def test_a_source_curve_runs_every_point_on_one_sweep_and_pools_the_draws(
     tiny_study: StudyConfig,  # noqa: F811
 ) -> None:
     config = _curve(tiny_study)
+    stages = ("sweep", "fit", "optimise", "report")
+    # before: 4 tasks x 2 DETs trained once for all 3 points; per point its fit, its (task, subspace, DET)
+    # stage-2 parts (learned + span; + random at k = 3) and its transfer
+    assert plan_studies(config.studies(), stages) == {
+        "sweep": 8,
+        "fit": 3,
+        "optimise": 4 + 4 + 6,
+        "transfer": 3,
+    }
     report = run_source_curve(config)
+    assert set(plan_studies(config.studies(), stages).values()) == {0}
     out = Path(config.out)
     # one sweep for every point: 4 tasks x 2 DETs, each trained once
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["sentiment", "sentiment2", "topic", "topic2"]

@@ -32,6 +32,12 @@ def study(
             "slower on CPUs without). Default: the config's (no)."
         ),
     ] = None,
+    plan: Annotated[
+        bool,
+        typer.Option(
+            help="Print how many jobs each stage has left (runs, fits, stage-2 parts, ...), and stop."
+        ),
+    ] = False,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -64,6 +70,16 @@ def study(
     unknown = sorted(set(chosen) - set(STAGES))
     if unknown:
         raise UserInputError(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
+    if plan:
+        from deltaspace.study import single_task, source_curve
+        from deltaspace.study.pipeline import plan_studies
+
+        own = {SingleTaskConfig: single_task.STAGES, SourceCurveConfig: source_curve.STAGES}
+        runs = tuple(s for s in chosen if s in own.get(type(study_config), STAGES))
+        left = plan_studies(study_config.studies() if several else [study_config], runs)
+        for stage, count in left.items():
+            Console().print(f"{stage:>10}: {count} job(s) left")
+        return
     if fetch:
         from deltaspace.assets import MODEL_NAMES
         from deltaspace.assets import fetch as fetch_assets

@@ -144,6 +144,17 @@ def run_studies(
     return walls
 
 
+def plan_studies(configs: list[StudyConfig], stages: tuple[str, ...] = STAGES) -> dict[str, int]:
+    """The jobs each stage has left across ``configs`` (original-space runs, fits, stage-2 parts, stage-3
+    tasks, landscapes), counted from the files finished jobs leave; a stage that needs an earlier one's
+    output counts every job it will have."""
+    left: dict[str, int] = {}
+    for stage in ("sweep", "fit", "optimise", "transfer", "landscape"):
+        if stage in stages or (stage == "transfer" and "optimise" in stages):
+            left[stage] = len(_unique([job for config in configs for job in _jobs(stage, config)]))
+    return left
+
+
 def _unique(jobs: list) -> list:
     """Each original-space run once: studies that share a runs folder and a task (two single-task pairs
     with the same target) would otherwise train it twice at the same time."""
