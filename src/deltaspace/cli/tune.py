@@ -251,3 +251,27 @@ def report_coeff_adds_command(
     command = " ".join(["deltaspace report coeff-adds", *given])
     write_coeff_adds(protocols, output, command, resamples=resamples)
     typer.echo(f"wrote the section 'What Coeff adds' of {output}")
+
+
+@report_app.command("coeff-mixing")
+def report_coeff_mixing_command(
+    runs: Annotated[
+        list[Path], typer.Argument(help="Run folders (or delta folders) with Coeff-Tuning in their delta.")
+    ],
+    plot: Annotated[
+        Path | None, typer.Option(help="Also draw the first run's C − I per layer as heat maps (PNG).")
+    ] = None,
+) -> None:
+    """What Coeff-Tuning learned, per run and layer: how far C = I + Δ moved from the identity, how much of
+    each head's own map it keeps, the share of a head's new map taken from other heads, the largest mix."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from deltaspace.report.coeff_mixing import TABLE_HEADER, mixing_table, plot_mixing
+
+    table = Table(*TABLE_HEADER)
+    for row in mixing_table(runs):
+        table.add_row(*row)
+    Console().print(table)
+    if plot is not None:
+        typer.echo(f"wrote {plot_mixing(runs[0], plot)}")
