@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from tests.study.test_study_pipeline import _task_csv, tiny_study  # noqa: F401 (the fixture)
 
 from deltaspace.study import StudyConfig, load_study_config
-from deltaspace.study.pipeline import plan_studies
+from deltaspace.study.pipeline import StudyContext, plan_studies
 from deltaspace.study.records import Stage2Record
 from deltaspace.study.source_curve import SourceCurveConfig, run_source_curve
+from deltaspace.subspace.evaluate import predictions
 from deltaspace.subspace.gain import pooled_gain
 
 
@@ -86,6 +88,9 @@ def test_a_source_curve_runs_every_point_on_one_sweep_and_pools_the_draws(
     assert rows[(1, 2)]["learned"]["cells"] == 1 * 2 * 2 and rows[(3, 2)]["learned"]["cells"] == 1 * 2
     assert rows[(1, 2)]["random"]["cells"] == 0 and rows[(3, 2)]["random"]["cells"] == 2
     assert rows[(1, 2)]["transfer"]["cells"] == 2 * 2  # two off-diagonal directions per draw
+    # the shared part exists where k < d: at k = 1 (1 solution coordinate of 2), not at k = 3 (2 of 2)
+    assert rows[(1, 2)]["shared_own"]["cells"] == rows[(1, 2)]["shared_transfer"]["cells"] == 4
+    assert rows[(3, 2)]["shared_own"]["cells"] == rows[(3, 2)]["shared_transfer"]["cells"] == 0
     # the pooled figure is the gain over both draws' records, recomputed here from the records
     cells = []
     for draw in (0, 1):
@@ -94,6 +99,17 @@ def test_a_source_curve_runs_every_point_on_one_sweep_and_pools_the_draws(
         assert len(record.source_tasks) == 1
         cells += [record.gain_cell("learned", det) for det in ("lora", "coeff")]
     assert rows[(1, 2)]["learned"]["gain"] == pytest.approx(pooled_gain(cells))
+    # a shared-part cell recomputed by hand: LoRA's code with its second (descent) coordinate set to 0,
+    # decoded by Coeff, on the report's test batches
+    study = next(s for s in config.studies() if s.out.endswith("k1-d2-draw1"))
+    context = StudyContext(study)
+    shared = record.transfer_shared
+    i, j = shared["sources"].index("lora"), shared["targets"].index("coeff")
+    cut = torch.tensor([record.runs["learned"]["lora"].z[0], 0.0])
+    coeff = next(m for m in context.members if m.name == "coeff")
+    theta = context.bundle(None).up("coeff")(cut)
+    expected, _ = predictions(coeff, theta, context.batches[study.heldout_tasks[0]].report_batches)
+    assert shared["predictions"][i][j] == expected.tolist()
     low, high = rows[(1, 2)]["learned"]["interval"]
     assert low <= pooled_gain(cells) <= high
     text = report.read_text()

@@ -613,6 +613,10 @@ class StudyContext:
             known={name: run.predictions for name, run in learned.items()},
         )
         seconds["transfer"] = time.perf_counter() - start
+        start = time.perf_counter()
+        shared = self._shared_transfer(task, {name: run.z for name, run in learned.items()})
+        if shared is not None:
+            seconds["transfer_shared"] = time.perf_counter() - start
         record = Stage2Record(
             task=slug(task),
             heldout=task in self.config.heldout_tasks or self.config.heldout_mode == "leave_one_out",
@@ -623,12 +627,29 @@ class StudyContext:
             runs=runs,
             transfer=matrix.to_dict(),
             seconds=seconds,
+            transfer_shared=shared,
         )
         write_json_atomic(path, record.to_dict())
         for kind in kinds:
             self.part_path(task, kind).unlink(missing_ok=True)
             for member in self.members:
                 self.part_path(task, kind, member.name).unlink(missing_ok=True)
+
+    def _shared_transfer(self, task: str, codes: dict[str, list[float]]) -> dict[str, Any] | None:
+        """The transfer matrix of the codes cut to the k source-solution coordinates that every DET shares
+        in a closed-form subspace (None where there is no such split: a random start, or k = d)."""
+        from deltaspace.subspace import transfer
+
+        bundle = self.subspace(task, LEARNED)
+        layout = bundle.metadata.get("closed_form") or {}
+        shared = layout.get("basis_dim", 0)
+        if not 0 < shared < self.config.fit.dim:
+            return None
+        cut = {name: torch.tensor(z[:shared] + [0.0] * (len(z) - shared)) for name, z in codes.items()}
+        matrix = transfer(
+            self.members, bundle, cut, self.batches[task], original_metrics=self.originals(task)
+        )
+        return matrix.to_dict()
 
     # -- stage 4
 

@@ -37,7 +37,10 @@ class Stage2Record:
 
     ``runs[subspace][det]``: ``learned`` is stage 1's subspace, the others the controls (``random``,
     ``span``). ``transfer``: the learned subspace's transfer matrix (rows: source DET, columns: target
-    DET) with its per-cell predictions. ``source_tasks``: the tasks its subspace was fitted on.
+    DET) with its per-cell predictions. ``transfer_shared``: the same matrix with each code cut to the
+    coordinates every DET shares by construction (a closed-form subspace's source-solution directions; the
+    descent and random ones set to 0), diagonal included: which part of a code carries across DETs.
+    ``source_tasks``: the tasks its subspace was fitted on.
     """
 
     task: str
@@ -49,6 +52,7 @@ class Stage2Record:
     runs: dict[str, dict[str, SubspaceRun]]
     transfer: dict[str, Any] | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    transfer_shared: dict[str, Any] | None = None
 
     def accuracy(self, predictions: list[int]) -> float:
         return float(np.mean(np.asarray(predictions) == np.asarray(self.gold)))
@@ -67,17 +71,22 @@ class Stage2Record:
 
     def transfer_cells(self) -> list[GainCell]:
         """One cell per off-diagonal (source, target) pair: the target DET's gain from the source's code."""
-        if not self.transfer or not self.transfer.get("predictions"):
+        return self.matrix_cells(self.transfer, diagonal=False)
+
+    def matrix_cells(self, matrix: dict[str, Any] | None, *, diagonal: bool) -> list[GainCell]:
+        """The cells of a transfer matrix (``transfer`` or ``transfer_shared``): its off-diagonal pairs, or
+        with ``diagonal`` its diagonal (each DET decoding its own code)."""
+        if not matrix or not matrix.get("predictions"):
             return []
         cells = []
-        for i, source in enumerate(self.transfer["sources"]):
-            for j, target in enumerate(self.transfer["targets"]):
-                if source != target:
+        for i, source in enumerate(matrix["sources"]):
+            for j, target in enumerate(matrix["targets"]):
+                if (source == target) == diagonal:
                     cells.append(
                         GainCell(
                             self.task,
                             f"{source}->{target}",
-                            self.correct(self.transfer["predictions"][i][j]),
+                            self.correct(matrix["predictions"][i][j]),
                             self.correct(self.initial[target]),
                             self.correct(self.original[target]),
                         )

@@ -352,6 +352,7 @@ def _transfer(records: list[Stage2Record], methods: list[str]) -> tuple[list[str
         "",
         f"Average over all off-diagonal pairs: {_pct(summary['transfer_relative'])} %.",
     ]
+    lines += _shared_part([r for r in records if r.heldout])
     if FULL in methods:
         heldout = [r for r in records if r.heldout]
         cells = [c for r in heldout for c in r.transfer_cells()]
@@ -364,6 +365,31 @@ def _transfer(records: list[Stage2Record], methods: list[str]) -> tuple[list[str
             f"the other DETs' solutions decoded as full fine-tuning recover **{_pct(to_full)} %** of its gain.",
         ]
     return lines, summary
+
+
+def _shared_part(heldout: list[Stage2Record]) -> list[str]:
+    """Which part of a code carries across DETs: every code cut to the shared source-solution coordinates."""
+    with_shared = [r for r in heldout if r.transfer_shared]
+    if not with_shared:
+        return []
+    own = pooled([c for r in with_shared for c in r.matrix_cells(r.transfer_shared, diagonal=True)])
+    off = pooled([c for r in with_shared for c in r.matrix_cells(r.transfer_shared, diagonal=False)])
+    full_own = pooled([c for r in with_shared for c in r.matrix_cells(r.transfer, diagonal=True)])
+    full_off = pooled([c for r in with_shared for c in r.transfer_cells()])
+    shared = with_shared[0].transfer_shared
+    rows = [
+        ["the whole code", _with_interval(*full_own), _with_interval(*full_off)],
+        ["shared coordinates only", _with_interval(*own), _with_interval(*off)],
+    ]
+    return [
+        "",
+        "Which part of a code carries across DETs: each stage-2 code kept whole, or cut to the coordinates "
+        "every DET shares by construction (the source solutions' directions; the per-DET descent and random "
+        f"directions set to 0), decoded by its own DET and by the others (gain recovered, %, pooled over "
+        f"{len(with_shared)} held-out task(s); {len(shared['sources'])} DETs).",
+        "",
+        *_table(["code", "own DET", "other DETs (transfer)"], rows),
+    ]
 
 
 def _landscape(out: Path) -> list[str]:

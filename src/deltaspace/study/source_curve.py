@@ -35,12 +35,14 @@ from deltaspace.train.result import slug
 STAGES = ("sweep", "fit", "optimise", "report")
 # Set per (k, d, draw) from the curve's own fields; the shared ``study`` section names none of them.
 _PER_POINT = ("name", "out", "runs", "source_tasks", "heldout_tasks", "heldout_mode", "optimise_tasks")
-KINDS = (LEARNED, "span", "random", "transfer")
+KINDS = (LEARNED, "span", "random", "transfer", "shared_own", "shared_transfer")
 LABELS = {
     LEARNED: "optimisation, learned",
     "span": "span control",
     "random": "random control",
     "transfer": "transfer across DETs",
+    "shared_own": "shared coordinates only: own DET",
+    "shared_transfer": "shared coordinates only: transfer",
 }
 
 
@@ -170,7 +172,8 @@ def run_source_curve(
 
 def curve_cells(out: Path, config: SourceCurveConfig) -> dict[tuple[int, int], dict[str, list[GainCell]]]:
     """``{(k, d): {kind: cells}}`` over the finished held-out records of every draw (kind: learned, a
-    control, or ``transfer``: every off-diagonal DET pair)."""
+    control, ``transfer``: every off-diagonal DET pair, ``shared_own`` / ``shared_transfer``: the codes cut
+    to the shared coordinates, on and off the diagonal)."""
     found: dict[tuple[int, int], dict[str, list[GainCell]]] = {}
     for point in config.points():
         by_kind = found.setdefault((point.k, point.dim), {})
@@ -182,6 +185,9 @@ def curve_cells(out: Path, config: SourceCurveConfig) -> dict[tuple[int, int], d
             for kind, by_det in record.runs.items():
                 by_kind.setdefault(kind, []).extend(record.gain_cell(kind, det) for det in by_det)
             by_kind.setdefault("transfer", []).extend(record.transfer_cells())
+            shared = record.transfer_shared
+            by_kind.setdefault("shared_own", []).extend(record.matrix_cells(shared, diagonal=True))
+            by_kind.setdefault("shared_transfer", []).extend(record.matrix_cells(shared, diagonal=False))
     return found
 
 
@@ -243,7 +249,10 @@ def write_source_curve_report(out: str | Path) -> Path:
         "Gain recovered (%) = Σ (subspace − θ0 accuracy) / Σ (original − θ0 accuracy) × 100, pooled over the "
         "held-out tasks, the DETs and the draws, with a paired bootstrap 95 % interval. The random control "
         "runs once per d (it does not depend on the sources), at the largest k. Transfer: a code found through "
-        "one DET decoded by another, every off-diagonal pair.",
+        "one DET decoded by another, every off-diagonal pair. Shared coordinates only: the same codes cut to "
+        "the k source-solution coordinates, which mean the same to every DET by construction (the descent and "
+        "random ones set to 0), decoded by their own DET and by the others: how much of the gain sits in the "
+        "part that can transfer.",
         "",
     ]
     if not any(row[LEARNED]["cells"] for row in rows):
@@ -287,7 +296,14 @@ def plot_source_curve(rows: list[dict[str, Any]], path: Path, *, title: str = ""
     fig = Figure(figsize=(5.2 * len(dims), 4.0), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(dims), sharey=True, squeeze=False)[0]
-    colours = {LEARNED: "tab:blue", "span": "tab:green", "random": "tab:grey", "transfer": "tab:red"}
+    colours = {
+        LEARNED: "tab:blue",
+        "span": "tab:green",
+        "random": "tab:grey",
+        "transfer": "tab:red",
+        "shared_own": "tab:cyan",
+        "shared_transfer": "tab:orange",
+    }
     for ax, dim in zip(axes, dims, strict=True):
         mine = [row for row in rows if row["d"] == dim]
         for kind in KINDS:
