@@ -345,6 +345,8 @@ def test_single_task_setting_runs_one_study_per_source_and_reports_tables_1_and_
     pair = (folder / "single-fit" / Path(sentiment).stem / "report.md").read_text()
     assert "at most 6 joint-fit steps (" in pair and ", best at " in pair
     assert "Runs above the probe: " in text and "| sentiment2 (target) | " in text
+    # d = 4 from one source: 1 shared solution coordinate, so the codes' shared part is decoded too
+    assert "| shared coordinates only |" in text
 
     with pytest.raises(ValueError, match="set per pair"):
         SingleTaskConfig.from_dict({"pairs": {sentiment: [topic2]}, "study": {"source_tasks": [topic]}})

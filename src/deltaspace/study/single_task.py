@@ -26,6 +26,7 @@ from deltaspace.study.report import (
     _mean,
     _pct,
     _precision,
+    _shared_part,
     _table,
     originals_beside_baselines,
     pooled,
@@ -204,6 +205,7 @@ def write_single_task_report(out: str | Path) -> Path:
     lines += _originals(records, methods)
     lines += _optimisation(records, methods, controls=[k for k in records[0][1].runs if k != LEARNED])
     lines += _transfer(records, methods)
+    lines += _shared_part([record for _, record in records])
     lines += time_section(out, note="report and baselines not counted")
     return _write(out, lines)
 
