@@ -205,10 +205,18 @@ def _fit(out: Path) -> list[str]:
         course = ", ".join(f"{f['steps_run']} run, best at {f['best_step']}" for f in ran)
         patience = f", patience {cfg['patience']}" if cfg.get("patience") else ""
         steps = f"at most {cfg['steps']} joint-fit steps ({course}; validation every {cfg['eval_every']}{patience})"
+    if cfg["steps"]:
+        recon = (
+            "all source tasks reconstructed every step"
+            if cfg.get("recon_all_tasks", True)
+            else "one task reconstructed per step"
+        )
+        per_step_dets = f", {cfg['members_per_step']} DETs per step" if cfg.get("members_per_step") else ""
+        steps = f"then {steps} ({cfg['optimizer']}, lr {cfg['lr']:g}, {recon}{per_step_dets})"
+    else:  # only what ran: no joint-fit settings for a fit that did not train
+        steps = "no joint fit"
     lines = [
-        f"Intrinsic dimension d = {cfg['dim']}; {start}, then {steps} "
-        f"({cfg['optimizer']}, lr {cfg['lr']:g}, {'all source tasks reconstructed every step' if cfg.get('recon_all_tasks', True) else 'one task reconstructed per step'}"
-        f"{', ' + str(cfg['members_per_step']) + ' DETs per step' if cfg.get('members_per_step') else ''}); "
+        f"Intrinsic dimension d = {cfg['dim']}; {start}, {steps}; "
         f"{len(fits)} subspace(s), {sum(f['seconds'] for f in fits):.0f} s in all"
         + (f", {np.mean(per_step):.2f} s per joint-fit step" if per_step else "")
         + ".",
