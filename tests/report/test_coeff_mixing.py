@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import deltaspace.cli.tune  # noqa: F401 (registers `deltaspace report`)
 from deltaspace.cli.app import app
 from deltaspace.errors import MissingFileError, UserInputError
-from deltaspace.report.coeff_mixing import LayerMixing, mixing_table, read_mixing, run_mixing
+from deltaspace.report.coeff_mixing import LayerMixing, mixing_summary, mixing_table, read_mixing, run_mixing
 
 
 def _run(folder: Path, deltas: dict[int, np.ndarray], extra: dict[str, np.ndarray] | None = None) -> Path:
@@ -81,3 +81,7 @@ def test_the_command_prints_the_table_and_draws_the_layers(tmp_path: Path) -> No
     result = CliRunner().invoke(app, ["report", "coeff-mixing", str(run), "--plot", str(tmp_path / "m.png")])
     assert result.exit_code == 0, result.output
     assert "layer 1" in result.output and (tmp_path / "m.png").stat().st_size > 2000
+    # per run: the means over its two layers (‖Δ‖/‖I‖: 0.1·√2/√2 and 0.1·2/√2)
+    assert mixing_summary([run])[0][:3] == ["t/coeff/seed0", "2", f"{(0.1 + 0.2 / np.sqrt(2)) / 2:.3f}"]
+    result = CliRunner().invoke(app, ["report", "coeff-mixing", str(run), "--per-run"])
+    assert result.exit_code == 0 and "0.121" in result.output and "layer 1" not in result.output

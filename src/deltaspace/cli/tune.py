@@ -261,16 +261,23 @@ def report_coeff_mixing_command(
     plot: Annotated[
         Path | None, typer.Option(help="Also draw the first run's C − I per layer as heat maps (PNG).")
     ] = None,
+    per_run: Annotated[bool, typer.Option(help="One row per run (means over its layers).")] = False,
 ) -> None:
     """What Coeff-Tuning learned, per run and layer: how far C = I + Δ moved from the identity, how much of
     each head's own map it keeps, the share of a head's new map taken from other heads, the largest mix."""
     from rich.console import Console
     from rich.table import Table
 
-    from deltaspace.report.coeff_mixing import TABLE_HEADER, mixing_table, plot_mixing
+    from deltaspace.report.coeff_mixing import (
+        SUMMARY_HEADER,
+        TABLE_HEADER,
+        mixing_summary,
+        mixing_table,
+        plot_mixing,
+    )
 
-    table = Table(*TABLE_HEADER)
-    for row in mixing_table(runs):
+    table = Table(*(SUMMARY_HEADER if per_run else TABLE_HEADER))
+    for row in mixing_summary(runs) if per_run else mixing_table(runs):
         table.add_row(*row)
     Console().print(table)
     if plot is not None:

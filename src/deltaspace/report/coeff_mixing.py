@@ -131,6 +131,41 @@ def mixing_table(runs: Sequence[str | Path]) -> list[list[str]]:
     return rows
 
 
+def mixing_summary(runs: Sequence[str | Path]) -> list[list[str]]:
+    """One row per run: each statistic's mean over the layers (the largest off-diagonal |C[h, k]| over all
+    layers instead of the top entry)."""
+    rows = []
+    for run in runs:
+        layers = run_mixing(run)
+
+        def mean(values: list[float]) -> str:
+            return f"{float(np.mean(values)):.3f}"
+
+        rows.append(
+            [
+                "/".join(Path(run).parts[-3:]),
+                str(len(layers)),
+                mean([layer.rel_norm for layer in layers]),
+                mean([layer.diag_mean for layer in layers]),
+                f"{min(layer.diag_min for layer in layers):.3f}",
+                mean([layer.mixing for layer in layers]),
+                f"{max(abs(layer.top[2]) for layer in layers):.3f}",
+                f"{float(np.mean([layer.uniform for layer in layers])):.2f}",
+            ]
+        )
+    return rows
+
+
+SUMMARY_HEADER = [
+    "run",
+    "layers",
+    "mean ‖Δ‖/‖I‖",
+    "mean C[h,h]",
+    "min C[h,h]",
+    "mean mixing share",
+    "largest |off-diagonal|",
+    "mean row-uniform share",
+]
 TABLE_HEADER = [
     "run",
     "layer",
