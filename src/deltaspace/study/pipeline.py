@@ -64,8 +64,8 @@ def run_study_set(
 ) -> None:
     """A setting made of several studies (single-task pairs, source-curve points): ``<out>/config.json``,
     every study's ``stages`` (the setting's own choice: e.g. no landscape) through :func:`run_studies`,
-    ``<out>/timings.json`` (each stage's wall seconds summed
-    over resumed calls; the worker counts are the last call's) and, with ``report``, each study's report."""
+    ``<out>/timings.json`` (each stage's wall seconds summed over resumed calls; the worker counts are the
+    last call's) and, with ``report``, each study's baselines and report."""
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "config.json", config)
     walls = run_studies(studies, stages=stages, workers=workers)
