@@ -15,7 +15,7 @@ from deltaspace.rng import seeded
 from deltaspace.study import StudyConfig, run_study
 from deltaspace.study.config import SHIPPED, load_study_config
 from deltaspace.study.records import Stage2Record
-from deltaspace.study.report import _stage2_budget
+from deltaspace.study.report import _stage2_budget, run_results
 from deltaspace.tasks import HELDOUT_TASKS, SOURCE_TASKS, V1_TASKS
 
 WORDS = {
@@ -137,7 +137,11 @@ def test_whole_pipeline_runs_resumes_and_reports(tiny_study: StudyConfig) -> Non
     assert "Runs above the probe: " in text and "Every run took 8 optimizer steps" in text
     assert "Stage 2 takes 6 optimizer steps of 16 examples; the originals took 8 steps of 16" in text
     config = json.loads((out / "config.json").read_text())
-    longer = _stage2_budget(tiny_study.runs_dir, {**config, "optimise": {"steps": 20}})
+    steps = [
+        data["steps"]
+        for data in run_results(tiny_study.runs_dir, tiny_study.tasks, tiny_study.methods, 0).values()
+    ]
+    longer = _stage2_budget(steps, {**config, "optimise": {"steps": 20}})
     assert "stage 2 gets 12 more steps than the shortest original" in longer[0]
 
     # Resume: everything is done, so a second call only rewrites the report.
@@ -307,7 +311,12 @@ def test_single_task_setting_runs_one_study_per_source_and_reports_tables_1_and_
     # the pairs share one folder of original-space runs
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["sentiment", "sentiment2", "topic", "topic2"]
     text = report.read_text()
-    for heading in ("Table 1", "Table 2", "The targets' references", "Original space: each DET trained alone"):
+    for heading in (
+        "Table 1",
+        "Table 2",
+        "The targets' references",
+        "Original space: each DET trained alone",
+    ):
         assert heading in text
     for direction in ("A→L", "A→P", "L→A", "L→P", "P→A", "P→L"):
         assert direction in text

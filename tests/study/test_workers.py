@@ -19,7 +19,8 @@ from deltaspace.study.workers import Job, resolve_workers, run_jobs
 
 def _records(out: Path) -> dict[str, Stage2Record]:
     return {
-        p.stem: Stage2Record.from_dict(json.loads(p.read_text())) for p in sorted((out / "stage2").glob("*.json"))
+        p.stem: Stage2Record.from_dict(json.loads(p.read_text()))
+        for p in sorted((out / "stage2").glob("*.json"))
     }
 
 
@@ -53,10 +54,14 @@ def test_two_workers_give_the_results_of_one_process(
         for kind, by_det in record.runs.items():
             for det, run in by_det.items():
                 assert run.predictions == other.runs[kind][det].predictions, (task, kind, det)
-                assert all(math.isclose(a, b, abs_tol=1e-6) for a, b in zip(run.z, other.runs[kind][det].z, strict=True))
-    assert json.loads((one / "landscape.json").read_text())["metrics"] == json.loads(
-        (two / "landscape.json").read_text()
-    )["metrics"]
+                assert all(
+                    math.isclose(a, b, abs_tol=1e-6)
+                    for a, b in zip(run.z, other.runs[kind][det].z, strict=True)
+                )
+    assert (
+        json.loads((one / "landscape.json").read_text())["metrics"]
+        == json.loads((two / "landscape.json").read_text())["metrics"]
+    )
     timings = json.loads((two / "timings.json").read_text())
     assert timings["workers"] == 2 and {"sweep", "fit", "optimise", "landscape"} <= set(timings)
     assert "2 worker processes x" in (two / "report.md").read_text()

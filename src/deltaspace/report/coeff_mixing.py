@@ -105,6 +105,11 @@ def layer_label(name: str) -> str:
     return f"layer {match.group(1)}" if match else name
 
 
+def run_label(run: str | Path) -> str:
+    """``<task>/<method>/seed<k>``: the last three parts of a sweep's run folder."""
+    return "/".join(Path(run).parts[-3:])
+
+
 def run_mixing(run: str | Path) -> list[LayerMixing]:
     return [LayerMixing.of(name, delta) for name, delta in read_mixing(run).items()]
 
@@ -113,7 +118,7 @@ def mixing_table(runs: Sequence[str | Path]) -> list[list[str]]:
     """One row per run and layer: the statistics as printed (3 decimals; top as ``h←k C``)."""
     rows = []
     for run in runs:
-        label = "/".join(Path(run).parts[-3:])  # <task>/<method>/seed<k> of a sweep's run folder
+        label = run_label(run)
         for layer in run_mixing(run):
             h, k, value = layer.top
             rows.append(
@@ -143,7 +148,7 @@ def mixing_summary(runs: Sequence[str | Path]) -> list[list[str]]:
 
         rows.append(
             [
-                "/".join(Path(run).parts[-3:]),
+                run_label(run),
                 str(len(layers)),
                 mean([layer.rel_norm for layer in layers]),
                 mean([layer.diag_mean for layer in layers]),

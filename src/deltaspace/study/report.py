@@ -85,22 +85,28 @@ def _label(record: Stage2Record) -> str:
 
 
 # ------------------------------------------------------------------------------------------ sections
-def originals_beside_baselines(
-    out: Path, runs: Path, tasks: list[tuple[str, str]], methods: list[str], seed: int
-) -> list[str]:
-    """Each task's original-space runs (test accuracy on their own test examples) beside the training
-    split's majority class and the same-budget probe (``<out>/baselines.json``), with each DET's trainable
-    parameters and, where the runs' step counts differ, each run's steps. ``tasks``: (task, row label)."""
-    from deltaspace.study.baselines import read_baselines
+def run_results(runs: Path, tasks: list[str], methods: list[str], seed: int) -> dict[tuple[str, str], dict]:
+    """``{(task, method): result.json}`` of the finished original-space runs of ``seed`` under ``runs``."""
     from deltaspace.train.result import run_path
 
-    baselines = read_baselines(out)
-    found = {
+    return {
         (task, method): json.loads(path.read_text())
-        for task, _ in tasks
+        for task in tasks
         for method in methods
         if (path := run_path(runs, task, method, seed) / "result.json").is_file()
     }
+
+
+def originals_beside_baselines(
+    out: Path, found: dict[tuple[str, str], dict], tasks: list[tuple[str, str]], methods: list[str]
+) -> list[str]:
+    """Each task's original-space runs (``found``: :func:`run_results`; test accuracy on their own test
+    examples) beside the training split's majority class and the same-budget probe (``<out>/baselines.json``),
+    with each DET's trainable parameters and, where the runs' step counts differ, each run's steps.
+    ``tasks``: (task, row label)."""
+    from deltaspace.study.baselines import read_baselines
+
+    baselines = read_baselines(out)
     if not found:
         return ["No finished original-space runs yet."]
     steps = {data["steps"] for data in found.values()}
@@ -150,21 +156,15 @@ def _original_space(out: Path, config: dict) -> list[str]:
         (task, slug(task) + (" (held-out)" if fixed and task in config["heldout_tasks"] else ""))
         for task in config["source_tasks"] + config["heldout_tasks"]
     ]
-    lines = originals_beside_baselines(out, runs, tasks, config["methods"], config.get("seed", 0))
-    return [*lines, "", *_stage2_budget(runs, config)]
+    found = run_results(runs, [task for task, _ in tasks], config["methods"], config.get("seed", 0))
+    lines = originals_beside_baselines(out, found, tasks, config["methods"])
+    return [*lines, "", *_stage2_budget([data["steps"] for data in found.values()], config)]
 
 
-def _stage2_budget(runs: Path, config: dict) -> list[str]:
-    """Issue 19: stage 2 never gets more optimizer steps than the originals had, or the report says so."""
-    from deltaspace.train.result import run_path
-
+def _stage2_budget(steps: list[int], config: dict) -> list[str]:
+    """Issue 19: stage 2 never gets more optimizer steps than the originals (``steps``) had, or the report
+    says how many more."""
     optimise, train = config.get("optimise") or {}, config.get("train") or {}
-    steps = [
-        json.loads(path.read_text())["steps"]
-        for task in config["source_tasks"] + config["heldout_tasks"]
-        for method in config["methods"]
-        if (path := run_path(runs, task, method, config.get("seed", 0)) / "result.json").is_file()
-    ]
     if not steps or "steps" not in optimise:
         return []
     fewest, stage2 = min(steps), optimise["steps"]

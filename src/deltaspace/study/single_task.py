@@ -30,6 +30,7 @@ from deltaspace.study.report import (
     _table,
     originals_beside_baselines,
     pooled,
+    run_results,
     time_section,
 )
 from deltaspace.study.report import _with_interval as _ci
@@ -308,7 +309,9 @@ def _sweep_runs(out: Path, config: dict[str, Any], methods: list[str]) -> list[s
     return [
         "## Original space: each DET trained alone",
         "",
-        *originals_beside_baselines(out, runs, tasks, methods, seed),
+        *originals_beside_baselines(
+            out, run_results(runs, [t for t, _ in tasks], methods, seed), tasks, methods
+        ),
         "",
     ]
 
