@@ -37,6 +37,11 @@ def test_statistics_of_known_coefficients() -> None:
     # every head adds a multiple of the sum of all maps: all of Δ is in its row means
     rows = LayerMixing.of("rows", np.outer([0.1, -0.2, 0.3], np.ones(3)))
     assert rows.uniform == pytest.approx(1.0) and rows.diag_min == pytest.approx(0.8)
+    # rows of Δ summing to 0.3, −0.6 and 0.9 rescale the heads' outputs by 1.3, 0.4 and 1.9
+    assert rows.gain == pytest.approx((0.3 + 0.6 + 0.9) / 3)
+    assert one.gain == pytest.approx(0.25) and still.gain == 0
+    # a pure mix that keeps every row's mass (row sums 0) rescales nothing
+    assert LayerMixing.of("swap", np.array([[-0.5, 0.5], [0.5, -0.5]])).gain == 0
 
 
 def test_a_run_is_read_in_layer_order_and_refused_in_one_line_without_coefficients(tmp_path: Path) -> None:

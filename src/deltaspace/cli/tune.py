@@ -279,6 +279,8 @@ def report_coeff_mixing_command(
     table = Table(*(SUMMARY_HEADER if per_run else TABLE_HEADER))
     for row in mixing_summary(runs) if per_run else mixing_table(runs):
         table.add_row(*row)
-    Console().print(table)
+    console = Console()
+    # nine columns: unwrapped when the output goes to a file or a pipe, where 80 columns would fold every cell
+    Console(width=None if console.is_terminal else 200).print(table)
     if plot is not None:
         typer.echo(f"wrote {plot_mixing(runs[0], plot)}")

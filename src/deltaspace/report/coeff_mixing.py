@@ -13,7 +13,10 @@ Read from a run's saved delta (``<run>/delta/delta_model.safetensors``, the Δ o
 - ``uniform``: the share of ‖Δ‖²_F in its row means (Δ[h, k] ≈ c_h for every k): near 1, head h adds c_h times
   the *sum* of all heads' maps rather than choosing heads to mix. Gradients favour that shape when the heads'
   maps are alike (∂L/∂Δ[h, k] = ⟨∂L/∂Â_h, A_k⟩), so it is the first thing to check before reading "which
-  heads mix" from a run.
+  heads mix" from a run (a random Δ puts 1/H of its energy there);
+- ``gain``: the mean over heads of |Σ_k Δ[h, k]|: each row of a softmax map sums to 1, so the rows of Â_h sum
+  to Σ_k C[h, k] = 1 + Σ_k Δ[h, k], and head h's output is rescaled by that much on top of any mixing (an
+  IA3-like per-head gain that Coeff-Tuning can learn without choosing heads).
 
 The issue this answers (20, item 4): if Coeff + X adds nothing, is it because ΔC stayed at the identity
 (nothing learned: a rate too low, too few steps) or because it moved and did not help?
@@ -50,6 +53,7 @@ class LayerMixing:
     mixing: float
     top: tuple[int, int, float]
     uniform: float
+    gain: float
 
     @classmethod
     def of(cls, name: str, delta: np.ndarray) -> LayerMixing:
@@ -73,6 +77,7 @@ class LayerMixing:
             mixing=float(shares.mean()),
             top=(int(h), int(k), float(coefficients[h, k])),
             uniform=uniform,
+            gain=float(np.abs(delta.sum(axis=1)).mean()),
         )
 
 
@@ -131,6 +136,7 @@ def mixing_table(runs: Sequence[str | Path]) -> list[list[str]]:
                     f"{layer.mixing:.3f}",
                     f"{h}←{k} {value:+.3f}",
                     f"{layer.uniform:.2f}",
+                    f"{layer.gain:.3f}",
                 ]
             )
     return rows
@@ -156,6 +162,7 @@ def mixing_summary(runs: Sequence[str | Path]) -> list[list[str]]:
                 mean([layer.mixing for layer in layers]),
                 f"{max(abs(layer.top[2]) for layer in layers):.3f}",
                 f"{float(np.mean([layer.uniform for layer in layers])):.2f}",
+                mean([layer.gain for layer in layers]),
             ]
         )
     return rows
@@ -170,6 +177,7 @@ SUMMARY_HEADER = [
     "mean mixing share",
     "largest |off-diagonal|",
     "mean row-uniform share",
+    "mean |head gain − 1|",
 ]
 TABLE_HEADER = [
     "run",
@@ -179,6 +187,8 @@ TABLE_HEADER = [
     "min C[h,h]",
     "mixing share",
     "largest off-diagonal",
+    "row-uniform share",
+    "|head gain − 1|",
 ]
 
 
