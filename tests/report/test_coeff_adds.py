@@ -228,9 +228,24 @@ def test_cli_writes_the_section(tmp_path):
     result = CliRunner().invoke(
         app,
         ["report", "coeff-adds", "--tuned", str(files["tuned.yaml"]), "--paper", str(files["paper.yaml"]),
-         "--output", str(output), "--resamples", "100"],
+         "--one-rate", "none", "--output", str(output), "--resamples", "100"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     text = output.read_text()
     assert text.startswith("# Results\n\n## Other\n\nkept\n\n## What Coeff adds\n")
     assert "| lora | +5.0 [" in text and "| lora | +7.5 [" in text and "met (lora, adapter)" in text
+    assert "### The tuned comparison's budget, one rate" not in text
+    # a plain sweep given as the one-rate protocol gets its own subsection and reading line; the target
+    # sentence stays the paper regime's
+    result = CliRunner().invoke(
+        app,
+        ["report", "coeff-adds", "--tuned", str(files["tuned.yaml"]), "--paper", str(files["paper.yaml"]),
+         "--one-rate", str(files["paper.yaml"]), "--output", str(output), "--resamples", "100"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    text = output.read_text()
+    one_rate = text[text.index("### The tuned comparison's budget, one rate for every parameter") :]
+    assert "30 of 30 runs (all)" in one_rate and "| lora | +7.5 [" in one_rate
+    assert "- *The tuned comparison's budget, one rate for every parameter (X's preset rate, ΔC included)*: " \
+        "Coeff + X − X: lora +7.5" in text  # fmt: skip
+    assert text.count("**Target**") == 1

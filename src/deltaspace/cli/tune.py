@@ -228,16 +228,28 @@ def report_coeff_adds_command(
     paper: Annotated[
         Path, typer.Option(help="Item 2's sweep config (the paper's regime: one rate, long training).")
     ] = Path("configs") / "coeff_paper_regime.yaml",
+    one_rate: Annotated[
+        Path | None,
+        typer.Option(
+            help="A plain sweep at the tuned comparison's budget with one rate for every parameter "
+            "(configs/coeff_one_rate.yaml); 'none' leaves it out."
+        ),
+    ] = Path("configs") / "coeff_one_rate.yaml",
     output: Annotated[Path, typer.Option(help="The markdown file whose section is written.")] = RESULTS_FILE,
     resamples: Annotated[int, typer.Option(help="Bootstrap replicates.")] = 2000,
 ) -> None:
-    """The "What Coeff adds" section of docs/results.md: Coeff + X − X under both protocols, paired by seed,
+    """The "What Coeff adds" section of docs/results.md: Coeff + X − X under each protocol, paired by seed,
     with bootstrap intervals and collapsed runs counted. Replaces that section only (the rest of the file and
     the section's hand-written reading are kept); a protocol without finished runs is said to be not run yet."""
     import sys
 
     from deltaspace.errors import UserInputError
-    from deltaspace.report.coeff_adds import paper_protocol, tuned_protocol, write_coeff_adds
+    from deltaspace.report.coeff_adds import (
+        one_rate_protocol,
+        paper_protocol,
+        tuned_protocol,
+        write_coeff_adds,
+    )
     from deltaspace.train.sweep import SweepConfig
     from deltaspace.train.tuned import TunedSweepConfig
 
@@ -247,6 +259,8 @@ def report_coeff_adds_command(
         tuned_protocol(TunedSweepConfig.from_file(tuned), tuned),
         paper_protocol(SweepConfig.from_file(paper), paper),
     ]
+    if one_rate is not None and str(one_rate) != "none":
+        protocols.append(one_rate_protocol(SweepConfig.from_file(one_rate), one_rate))
     given = sys.argv[sys.argv.index("coeff-adds") + 1 :] if "coeff-adds" in sys.argv else []
     command = " ".join(["deltaspace report coeff-adds", *given])
     write_coeff_adds(protocols, output, command, resamples=resamples)

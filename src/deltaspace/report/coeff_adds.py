@@ -8,6 +8,9 @@ two ways.
     paper  ``configs/coeff_paper_regime.yaml``, a plain sweep (:mod:`deltaspace.train.sweep`): the paper's
            regime, like VTAB-1k: 1,000 training examples, long training early-stopped on validation, one
            AdamW rate for every parameter with cosine decay and weight decay 1e-4.
+    one_rate  ``configs/coeff_one_rate.yaml``, a plain sweep at the tuned comparison's budget with one rate
+           for every parameter (X's preset rate, ΔC included): item 1's one-rate point without the rate
+           search, the part of the question a 2-core machine can answer.
 
     deltaspace report coeff-adds     # writes or replaces the section in docs/results.md
 
@@ -125,6 +128,7 @@ class Protocol:
 TITLES = {
     "tuned": "Tuned rates, ΔC's rate and dropout tuned for the combination",
     "paper": "The paper's regime: 1,000 examples, long training, one rate for every parameter",
+    "one_rate": "The tuned comparison's budget, one rate for every parameter (X's preset rate, ΔC included)",
 }
 
 
@@ -176,11 +180,21 @@ def tuned_protocol(config: TunedSweepConfig, path: str | Path) -> Protocol:
     return protocol
 
 
-def paper_protocol(config: SweepConfig, path: str | Path) -> Protocol:
-    """Item 2's runs: tasks x methods x seeds of a plain sweep; its combinations are the methods "A+B"."""
+def sweep_protocol(name: str, config: SweepConfig, path: str | Path) -> Protocol:
+    """A plain sweep's runs (tasks x methods x seeds); its combinations are the methods "A+B"."""
     entries = [(spec.task, spec.method, spec.seed, spec.run_dir) for spec in config.runs()]
     combos = [m for m in config.methods if "+" in m]
-    return _protocol("paper", path, config.out, config.tasks, combos, entries, len(entries))
+    return _protocol(name, path, config.out, config.tasks, combos, entries, len(entries))
+
+
+def paper_protocol(config: SweepConfig, path: str | Path) -> Protocol:
+    """Item 2's runs (the paper's regime)."""
+    return sweep_protocol("paper", config, path)
+
+
+def one_rate_protocol(config: SweepConfig, path: str | Path) -> Protocol:
+    """Coeff + X and X at the tuned comparison's budget, one rate for every parameter."""
+    return sweep_protocol("one_rate", config, path)
 
 
 # --- rendering ---------------------------------------------------------------------------------------------
@@ -381,10 +395,11 @@ def coeff_adds_section(protocols: list[Protocol], command: str, *, resamples: in
         HEADING,
         "",
         f"Produced by: `{command}`. Does Coeff-Tuning add to other methods (issue 20)? Coeff + X against X "
-        "under two protocols: X at its own tuned rate with ΔC's rate (X's rate, the paper's one rate, or "
-        "around Coeff's own choice) and Coeff dropout tuned for the combination on validation; and the "
+        "under up to three protocols: X at its own tuned rate with ΔC's rate (X's rate, the paper's one rate, "
+        "or around Coeff's own choice) and Coeff dropout tuned for the combination on validation; the "
         "paper's regime (1,000 training examples, long training early-stopped on validation, one AdamW rate "
-        "for every parameter, cosine decay, weight decay 1e-4). Gains are test accuracy points averaged over "
+        "for every parameter, cosine decay, weight decay 1e-4); and the tuned comparison's budget with one "
+        "rate for every parameter (X's preset rate, ΔC included). Gains are test accuracy points averaged over "
         f"tasks, paired by task, seed and test example, with paired bootstrap 95 % intervals ({resamples} "
         "replicates resampling each task's test examples and seeds); 'tasks where it helps': the mean gain "
         "over seeds is above zero (in brackets: tasks whose own interval is wholly above / below zero). A "
