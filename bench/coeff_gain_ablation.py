@@ -61,7 +61,9 @@ def score_run(run: Path, max_test: int) -> dict:
     model = DeltaModel.from_pretrained(classifier, run / DELTA_DIR).eval()
     test = cap_examples(task.split("test"), max_test, config.data_seed)
     loader = make_loader(
-        tokenize_split(test, tokenizer, is_pair=task.is_pair, max_length=config.max_length or task.max_length),
+        tokenize_split(
+            test, tokenizer, is_pair=task.is_pair, max_length=config.max_length or task.max_length
+        ),
         tokenizer,
         batch_size=64,
         shuffle=False,

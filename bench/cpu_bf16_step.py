@@ -64,9 +64,7 @@ def measure(method: str, task_name: str, steps: int, dtype: str, batch_size: int
     seconds, losses = [], []
     for batch in data:
         began = time.perf_counter()
-        cast = (
-            torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
-        )
+        cast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
         with cast:
             loss = model(**batch).loss
         loss.backward()
@@ -100,7 +98,9 @@ def main() -> None:
         for method in args.methods:
             result = {"method": method, "threads": threads}
             for dtype in ("fp32", "bf16"):
-                result[dtype] = measure(method, args.task, args.steps, dtype, args.batch_size, args.max_length)
+                result[dtype] = measure(
+                    method, args.task, args.steps, dtype, args.batch_size, args.max_length
+                )
             result["speedup"] = result["fp32"]["median_s"] / result["bf16"]["median_s"]
             rows.append(result)
             print(

@@ -56,7 +56,9 @@ def measure(context, study, threads: int, steps: int) -> dict:
     for _ in range(2):
         began = time.perf_counter()
         for member in context.members:
-            evaluate_with_loss(member, bundle.decode(member.name, codes), context.batches[source].eval_batches)
+            evaluate_with_loss(
+                member, bundle.decode(member.name, codes), context.batches[source].eval_batches
+            )
         validation.append(time.perf_counter() - began)
     return {
         "threads": threads,

@@ -198,8 +198,12 @@ CASES = [
     ("eval-foreign", ["eval", "{ws}/notes"], 1, "not a run directory"),
     ("eval-split", ["eval", "{ws}/finished", "--split", "dev"], 1, "unknown split 'dev'"),
     ("study-missing-config", ["study", "{ws}/nope.yaml", "--no-fetch"], 1, "not found"),
-    ("study-precision", ["study", "--mixed-precision", "fp16", "--no-fetch", "--out", "{out}"], 1,
-     "mixed_precision must be no or bf16"),
+    (
+        "study-precision",
+        ["study", "--mixed-precision", "fp16", "--no-fetch", "--out", "{out}"],
+        1,
+        "mixed_precision must be no or bf16",
+    ),
     ("study-workers", ["study", "--workers", "0", "--no-fetch", "--out", "{out}"], 1, "workers must be >= 1"),
 ]
 

@@ -40,8 +40,13 @@ def test_the_section_counts_the_files_where_each_beats_the_probe(tmp_path):
         "`train` lora beats it on 1 of 2 files, `train` coeff+lora on 1 of 2, `tune` lora on 2 of 2" in text
     )
     # An older record (tune tried the prototype head only) is marked; a head grid's choice is named.
-    assert "| a | 3 | 40.0 | 60.0 | 70.0 | 50.0 | 72.0 ± 1.0 | prototype¹, 0.00316 (×1) | 120 (yes) | 10 min |" in text
-    rows[1]["tune_lora"].update(head="linear", validation_by_head={"prototype": {"1": 0.5}, "linear": {"1": 0.6}})
+    assert (
+        "| a | 3 | 40.0 | 60.0 | 70.0 | 50.0 | 72.0 ± 1.0 | prototype¹, 0.00316 (×1) | 120 (yes) | 10 min |"
+        in text
+    )
+    rows[1]["tune_lora"].update(
+        head="linear", validation_by_head={"prototype": {"1": 0.5}, "linear": {"1": 0.6}}
+    )
     path.write_text(json.dumps({"command": "cmd", "machine": "2 cores", "tasks": rows}))
     assert "| 85.0 ± 1.0 | linear, 0.00316 (×1) |" in "\n".join(user_task_section(path))
     assert "at or below the majority class (collapsed to one class): 0 of 4." in text

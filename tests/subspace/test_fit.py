@@ -157,7 +157,8 @@ def test_fit_writes_best_bundle_and_log(toy_study, tmp_path):
         for task in bundle.tasks():
             assert torch.equal(saved.code(member, task), bundle.code(member, task))
             torch.testing.assert_close(
-                saved.decode(member, saved.code(member, task)), bundle.decode(member, bundle.code(member, task))
+                saved.decode(member, saved.code(member, task)),
+                bundle.decode(member, bundle.code(member, task)),
             )
     steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]  # one line a training step

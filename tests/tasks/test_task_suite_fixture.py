@@ -35,7 +35,13 @@ def test_suite_names():
         "crows_bias_type",
         "disaster_tweets",
     )
-    assert HELDOUT_TASKS == ("medmcqa_subject", "request_risk", "spam_email", "convention_party", "sotu_party")
+    assert HELDOUT_TASKS == (
+        "medmcqa_subject",
+        "request_risk",
+        "spam_email",
+        "convention_party",
+        "sotu_party",
+    )
     assert SUITE_TASKS == SOURCE_TASKS + HELDOUT_TASKS and len(SUITE_TASKS) == 20
     assert not set(SOURCE_TASKS) & set(HELDOUT_TASKS)
     assert all(SUITE[name].role == "source" for name in SOURCE_TASKS)

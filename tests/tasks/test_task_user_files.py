@@ -82,7 +82,12 @@ def test_datasets_directory_with_classlabel_and_unlabelled_rows(tmp_path):
     DatasetDict({"train": train, "test": test}).save_to_disk(tmp_path / "glue_like")
     task = load_task(tmp_path / "glue_like")
     assert task.label_names == ["neg", "pos"] and task.metadata["n_examples"] == 30
-    assert task.metadata["columns"] == {"text": "sentence", "text_pair": None, "label": "label", "group": None}
+    assert task.metadata["columns"] == {
+        "text": "sentence",
+        "text_pair": None,
+        "label": "label",
+        "group": None,
+    }
     train.save_to_disk(tmp_path / "single")
     assert load_task(tmp_path / "single").metadata["n_examples"] == 30
 

@@ -119,7 +119,10 @@ def test_cli_one_task_errors_are_one_line(tmp_path):
         (["--task", "a", "--method", "lora", "--phase", "grid"], "--phase belong to tuned sweeps"),
         (["--task", "a", "--method", "lora", "--grid", "x"], "--grid takes numbers"),
         (["--task", "a", "--method", "lora", "--head", "softmax"], "distinct heads among"),
-        (["--task", "a", "--method", "lora", "--head", "linear", "--set", "head=linear"], "give the head once"),
+        (
+            ["--task", "a", "--method", "lora", "--head", "linear", "--set", "head=linear"],
+            "give the head once",
+        ),
         (["--config", "configs/sweep_tuned.yaml", "--head", "linear"], "--head belongs to tune --task"),
     ]:
         result = runner.invoke(app, ["tune", *arguments])

@@ -247,7 +247,9 @@ class FitConfig:
             )
         if self.gradient_align_pool < 1:
             raise ValueError(f"gradient_align_pool must be >= 1, got {self.gradient_align_pool}")
-        if (self.gradient_align_space != "logits" or self.gradient_align_pool > 1) and not self.gradient_align:
+        if (
+            self.gradient_align_space != "logits" or self.gradient_align_pool > 1
+        ) and not self.gradient_align:
             raise ValueError(
                 "gradient_align_space / gradient_align_pool shape the alignment: set gradient_align: true too"
             )

@@ -25,6 +25,7 @@ def shared_tasks(by_member: Mapping[str, Mapping[str, object]]) -> list[str]:
     first, *rest = by_member.values()
     return [task for task in first if all(task in other for other in rest)]
 
+
 _TENSORS = "deltas.safetensors"
 _INDEX = "store.json"
 
