@@ -41,18 +41,32 @@ class SharedCodes:
         return self.codes.shape[1]
 
 
+# Columns per float64 block: full fine-tuning's T × 22.7M solutions would need 2.7 GB per float64 copy
+# (15 source tasks), and a study's workers run side by side on one machine.
+_BLOCK = 1 << 20
+
+
+def _gram64(deltas: Tensor) -> Tensor:
+    """``Δ Δᵀ`` accumulated in float64 over column blocks: no float64 copy of the whole (T, D) matrix."""
+    gram = torch.zeros(deltas.shape[0], deltas.shape[0], dtype=torch.float64)
+    for start in range(0, deltas.shape[1], _BLOCK):
+        block = deltas[:, start : start + _BLOCK].double()
+        gram += block @ block.t()
+    return gram
+
+
 def rms_norm(deltas: Tensor) -> float:
     """Root-mean-square of the rows' norms: the typical size of one DET's solutions."""
-    return float(deltas.double().pow(2).sum(-1).mean().sqrt())
+    return float(_gram64(deltas).diagonal().mean().sqrt())
 
 
 def normalised_gram(deltas: Tensor) -> Tensor:
     """``Δ Δᵀ / s²`` in float64 (T × T): the geometry of one DET's source solutions, scale-free."""
-    scale = rms_norm(deltas)
-    if scale == 0.0:
+    gram = _gram64(deltas)
+    scale2 = float(gram.diagonal().mean())
+    if scale2 == 0.0:
         raise ValueError("every source delta of a DET is zero; store trained solutions")
-    x = deltas.double() / scale
-    return x @ x.t()
+    return gram / scale2
 
 
 def shared_codes(
@@ -87,14 +101,13 @@ def span_basis(deltas: Tensor, dim: int) -> Tensor:
     """An orthonormal basis (D, k) of the span of ``deltas`` (T, D) (thin QR), k = min(T, dim), scaled by
     the solutions' rms norm: the span control's directions."""
     # Q = Δᵀ L⁻ᵀ with Δ Δᵀ = L Lᵀ (Cholesky of the small Gram matrix): no float64 copy of a D × T matrix
-    scale = rms_norm(deltas)
     gram = normalised_gram(deltas)
     values, vectors = torch.linalg.eigh(gram)
     keep = values > 1e-9 * values.max()
     # an eigen-basis (ordered by variance) instead of Cholesky, so near-duplicate solutions are dropped
     values, vectors = values[keep].flip(0)[:dim], vectors[:, keep].flip(1)[:, :dim]
-    mix = (vectors / values.sqrt()).float()  # (T, k)
-    return (deltas.float().t() / scale) @ mix * scale
+    # Q = (Δ / s)ᵀ V Λ^{-1/2} is orthonormal; Q · s = Δᵀ V Λ^{-1/2}: one (D, k) product, no scaled copy of Δ
+    return deltas.float().t() @ (vectors / values.sqrt()).float()
 
 
 def complement_directions(
