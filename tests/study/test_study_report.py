@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from deltaspace.study.records import Stage2Record, SubspaceRun
 from deltaspace.study.report import write_report
 
@@ -99,3 +101,36 @@ def test_record_round_trips_through_json() -> None:
     again = Stage2Record.from_dict(json.loads(json.dumps(record.to_dict())))
     assert again == record
     assert again.gain_cell("learned", "x").subspace.tolist() == [1.0, 1.0]
+
+
+def _coded(task: str, codes: dict[str, list[float]], sources: int, stored: int | None) -> Stage2Record:
+    runs = {det: SubspaceRun(0.5, 0.4, 0.5, 10, [0, 1], z) for det, z in codes.items()}
+    shared = {"sources": list(codes), "targets": list(codes), "predictions": []}
+    if stored is not None:
+        shared["coordinates"] = stored
+    return Stage2Record(
+        task=task,
+        heldout=True,
+        source_tasks=[f"s{i}" for i in range(sources)],
+        gold=[0, 1],
+        initial={},
+        original={},
+        runs={"learned": runs},
+        transfer_shared=shared,
+    )
+
+
+def test_code_agreement_compares_the_shared_coordinates_only() -> None:
+    from deltaspace.study.report import code_agreement, shared_coordinates
+
+    # two shared coordinates (stored), then the per-DET ones, which must not count
+    a = _coded("a", {"lora": [1, 0, 5, 5], "adapter": [1, 1, -5, 9]}, sources=3, stored=2)
+    # no stored count (an older record): one per source task
+    b = _coded("b", {"lora": [0, 1, 7, 0], "adapter": [0, -1, 0, 3]}, sources=2, stored=None)
+    assert shared_coordinates(a) == 2 and shared_coordinates(b) == 2
+    same, pairs, across, other = code_agreement([a, b])
+    # task a: cos((1, 0), (1, 1)) = 1/√2; task b: cos((0, 1), (0, −1)) = −1
+    assert pairs == 2 and same == pytest.approx((2**-0.5 - 1) / 2)
+    # lora: cos((1, 0), (0, 1)) = 0; adapter: cos((1, 1), (0, −1)) = −1/√2
+    assert other == 2 and across == pytest.approx((0 - 2**-0.5) / 2)
+    assert code_agreement([_coded("c", {"lora": [1, 0]}, sources=1, stored=1)]) is None

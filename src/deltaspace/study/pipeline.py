@@ -649,7 +649,7 @@ class StudyContext:
         matrix = transfer(
             self.members, bundle, cut, self.batches[task], original_metrics=self.originals(task)
         )
-        return matrix.to_dict()
+        return {**matrix.to_dict(), "coordinates": shared}
 
     # -- stage 4
 

@@ -375,6 +375,49 @@ def _transfer(records: list[Stage2Record], methods: list[str]) -> tuple[list[str
     return lines, summary
 
 
+def shared_coordinates(record: Stage2Record) -> int:
+    """How many leading code coordinates every DET shares in the record's subspace (stored with the shared
+    transfer; records written before it was stored: one per source task, the closed form's k)."""
+    shared = record.transfer_shared or {}
+    dim = min(len(run.z) for run in record.runs[LEARNED].values())
+    return int(shared.get("coordinates") or min(len(record.source_tasks), dim))
+
+
+def code_agreement(records: list[Stage2Record]) -> tuple[float, int, float, int] | None:
+    """Mean cosine between the codes that different DETs found for the same task, cut to the shared
+    coordinates, and the same for one DET's codes of different tasks (the baseline: codes that share nothing
+    but the subspace): ``(same task, pairs, same DET, pairs)``; None without two DETs or two codes."""
+
+    def cosine(a: np.ndarray, b: np.ndarray) -> float | None:
+        norm = float(np.linalg.norm(a) * np.linalg.norm(b))
+        return float(a @ b) / norm if norm > 0 else None
+
+    codes = {
+        r.task: {det: np.asarray(run.z[: shared_coordinates(r)]) for det, run in r.runs[LEARNED].items()}
+        for r in records
+        if r.transfer_shared
+    }
+    same = [
+        cosine(by_det[a], by_det[b])
+        for by_det in codes.values()
+        for i, a in enumerate(by_det)
+        for b in list(by_det)[i + 1 :]
+    ]
+    tasks = list(codes)
+    across = [
+        cosine(codes[s][det], codes[t][det])
+        for i, s in enumerate(tasks)
+        for t in tasks[i + 1 :]
+        for det in codes[s]
+        if det in codes[t] and len(codes[s][det]) == len(codes[t][det])
+    ]
+    same = [c for c in same if c is not None]
+    across = [c for c in across if c is not None]
+    if not same:
+        return None
+    return float(np.mean(same)), len(same), (float(np.mean(across)) if across else float("nan")), len(across)
+
+
 def _shared_part(heldout: list[Stage2Record]) -> list[str]:
     """Which part of a code carries across DETs: every code cut to the shared source-solution coordinates."""
     with_shared = [r for r in heldout if r.transfer_shared]
@@ -397,6 +440,21 @@ def _shared_part(heldout: list[Stage2Record]) -> list[str]:
         f"{len(with_shared)} held-out task(s); {len(shared['sources'])} DETs).",
         "",
         *_table(["code", "own DET", "other DETs (transfer)"], rows),
+        *_agreement_lines(with_shared),
+    ]
+
+
+def _agreement_lines(records: list[Stage2Record]) -> list[str]:
+    agreement = code_agreement(records)
+    if agreement is None:
+        return []
+    same, pairs, across, other_pairs = agreement
+    baseline = f"; one DET's codes of different tasks: {across:.2f} over {other_pairs}" if other_pairs else ""
+    return [
+        "",
+        "How alike the codes that different DETs find for the same task are, on those shared coordinates: "
+        f"mean cosine **{same:.2f}** over {pairs} pairs of DETs{baseline} (1: the same combination of source "
+        "directions; 0: unrelated).",
     ]
 
 
