@@ -19,6 +19,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,15 @@ def run_jobs(
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     job = pending.pop(future)
-                    outcome = future.result()  # a worker that died (e.g. out of memory) raises here
+                    try:
+                        outcome = future.result()
+                    except BrokenProcessPool:  # a worker was killed, on a study most often for memory
+                        raise DeltaspaceError(
+                            f"{job.label}: a worker process died (killed by the system: most often out of "
+                            f"memory, {workers} workers each holding the study's models and solutions); rerun "
+                            "with --workers 1 (or DELTASPACE_WORKERS=1) to resume with less memory: finished "
+                            "parts are kept"
+                        ) from None
                     if isinstance(outcome, JobFailure):
                         _raise(outcome)
                     seconds[job.label] = outcome
