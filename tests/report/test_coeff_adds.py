@@ -228,7 +228,7 @@ def test_cli_writes_the_section(tmp_path):
     result = CliRunner().invoke(
         app,
         ["report", "coeff-adds", "--tuned", str(files["tuned.yaml"]), "--paper", str(files["paper.yaml"]),
-         "--one-rate", "none", "--output", str(output), "--resamples", "100"],
+         "--one-rate", "none", "--own-rate", "none", "--output", str(output), "--resamples", "100"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     text = output.read_text()
@@ -240,7 +240,8 @@ def test_cli_writes_the_section(tmp_path):
     result = CliRunner().invoke(
         app,
         ["report", "coeff-adds", "--tuned", str(files["tuned.yaml"]), "--paper", str(files["paper.yaml"]),
-         "--one-rate", str(files["paper.yaml"]), "--output", str(output), "--resamples", "100"],
+         "--one-rate", str(files["paper.yaml"]), "--own-rate", str(files["paper.yaml"]), "--output", str(output),
+         "--resamples", "100"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     text = output.read_text()
@@ -249,3 +250,4 @@ def test_cli_writes_the_section(tmp_path):
     assert "- *The tuned comparison's budget, one rate for every parameter (X's preset rate, ΔC included)*: " \
         "Coeff + X − X: lora +7.5" in text  # fmt: skip
     assert text.count("**Target**") == 1
+    assert "### The tuned comparison's budget, ΔC at Coeff's own rate (X at its preset rate)" in text

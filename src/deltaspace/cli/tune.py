@@ -235,6 +235,13 @@ def report_coeff_adds_command(
             "(configs/coeff_one_rate.yaml); 'none' leaves it out."
         ),
     ] = Path("configs") / "coeff_one_rate.yaml",
+    own_rate: Annotated[
+        Path | None,
+        typer.Option(
+            help="The one-rate sweep's other arm, ΔC at Coeff's own rate (configs/coeff_own_rate.yaml); "
+            "'none' leaves it out."
+        ),
+    ] = Path("configs") / "coeff_own_rate.yaml",
     output: Annotated[Path, typer.Option(help="The markdown file whose section is written.")] = RESULTS_FILE,
     resamples: Annotated[int, typer.Option(help="Bootstrap replicates.")] = 2000,
 ) -> None:
@@ -259,8 +266,9 @@ def report_coeff_adds_command(
         tuned_protocol(TunedSweepConfig.from_file(tuned), tuned),
         paper_protocol(SweepConfig.from_file(paper), paper),
     ]
-    if one_rate is not None and str(one_rate) != "none":
-        protocols.append(one_rate_protocol(SweepConfig.from_file(one_rate), one_rate))
+    for name, path in (("one_rate", one_rate), ("own_rate", own_rate)):
+        if path is not None and str(path) != "none":
+            protocols.append(one_rate_protocol(SweepConfig.from_file(path), path, name))
     given = sys.argv[sys.argv.index("coeff-adds") + 1 :] if "coeff-adds" in sys.argv else []
     command = " ".join(["deltaspace report coeff-adds", *given])
     write_coeff_adds(protocols, output, command, resamples=resamples)

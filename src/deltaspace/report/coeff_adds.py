@@ -11,6 +11,9 @@ two ways.
     one_rate  ``configs/coeff_one_rate.yaml``, a plain sweep at the tuned comparison's budget with one rate
            for every parameter (X's preset rate, ΔC included): item 1's one-rate point without the rate
            search, the part of the question a 2-core machine can answer.
+    own_rate  ``configs/coeff_own_rate.yaml``, its other arm: the same tasks, seeds and X runs, with ΔC at
+           Coeff's own preset rate (as suite v1's tuned comparison combined them), so the two differ in ΔC's
+           rate alone.
 
     deltaspace report coeff-adds     # writes or replaces the section in docs/results.md
 
@@ -129,6 +132,7 @@ TITLES = {
     "tuned": "Tuned rates, ΔC's rate and dropout tuned for the combination",
     "paper": "The paper's regime: 1,000 examples, long training, one rate for every parameter",
     "one_rate": "The tuned comparison's budget, one rate for every parameter (X's preset rate, ΔC included)",
+    "own_rate": "The tuned comparison's budget, ΔC at Coeff's own rate (X at its preset rate)",
 }
 
 
@@ -192,9 +196,10 @@ def paper_protocol(config: SweepConfig, path: str | Path) -> Protocol:
     return sweep_protocol("paper", config, path)
 
 
-def one_rate_protocol(config: SweepConfig, path: str | Path) -> Protocol:
-    """Coeff + X and X at the tuned comparison's budget, one rate for every parameter."""
-    return sweep_protocol("one_rate", config, path)
+def one_rate_protocol(config: SweepConfig, path: str | Path, name: str = "one_rate") -> Protocol:
+    """Coeff + X and X at the tuned comparison's budget, one rate for every parameter (``name`` "own_rate":
+    the arm with ΔC at Coeff's own rate)."""
+    return sweep_protocol(name, config, path)
 
 
 # --- rendering ---------------------------------------------------------------------------------------------
@@ -395,11 +400,12 @@ def coeff_adds_section(protocols: list[Protocol], command: str, *, resamples: in
         HEADING,
         "",
         f"Produced by: `{command}`. Does Coeff-Tuning add to other methods (issue 20)? Coeff + X against X "
-        "under up to three protocols: X at its own tuned rate with ΔC's rate (X's rate, the paper's one rate, "
+        "under up to four protocols: X at its own tuned rate with ΔC's rate (X's rate, the paper's one rate, "
         "or around Coeff's own choice) and Coeff dropout tuned for the combination on validation; the "
         "paper's regime (1,000 training examples, long training early-stopped on validation, one AdamW rate "
         "for every parameter, cosine decay, weight decay 1e-4); and the tuned comparison's budget with one "
-        "rate for every parameter (X's preset rate, ΔC included). Gains are test accuracy points averaged over "
+        "rate for every parameter (X's preset rate, ΔC included) or with ΔC at Coeff's own rate, on the same "
+        "tasks, seeds and X runs. Gains are test accuracy points averaged over "
         f"tasks, paired by task, seed and test example, with paired bootstrap 95 % intervals ({resamples} "
         "replicates resampling each task's test examples and seeds); 'tasks where it helps': the mean gain "
         "over seeds is above zero (in brackets: tasks whose own interval is wholly above / below zero). A "
