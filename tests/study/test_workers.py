@@ -79,7 +79,9 @@ def test_a_failing_job_stops_the_stage_with_its_label(tmp_path: Path) -> None:
         run_jobs([Job("fine", math.sqrt, (4.0,)), Job("not a number", float, ("x",))], workers=2,
                  log_dir=tmp_path, desc="test")  # fmt: skip
     # a worker killed from outside (the kernel's out-of-memory killer): one line with the fix, not a traceback
-    with pytest.raises(DeltaspaceError, match=r"^(killed|fine): a worker process died .* rerun with --workers 1"):
+    with pytest.raises(
+        DeltaspaceError, match=r"^(killed|fine): a worker process died .* rerun with --workers 1"
+    ):
         run_jobs([Job("killed", os._exit, (9,)), Job("fine", math.sqrt, (4.0,))], workers=2, log_dir=tmp_path,
                  desc="test")  # fmt: skip
     # in one process the exception is the job's own
