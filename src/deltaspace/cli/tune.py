@@ -5,7 +5,7 @@ adds" section from the two protocols of issue 20)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -220,6 +220,10 @@ def report_results_command(
     typer.echo(f"wrote {output}")
 
 
+def _sweep_arm(what: str) -> Any:
+    return typer.Option(help=f"{what} (a sweep config); 'none' leaves it out.")
+
+
 @report_app.command("coeff-adds")
 def report_coeff_adds_command(
     tuned: Annotated[
@@ -230,17 +234,10 @@ def report_coeff_adds_command(
     ] = Path("configs") / "coeff_paper_regime.yaml",
     one_rate: Annotated[
         Path | None,
-        typer.Option(
-            help="A plain sweep at the tuned comparison's budget with one rate for every parameter "
-            "(configs/coeff_one_rate.yaml); 'none' leaves it out."
-        ),
+        _sweep_arm("A plain sweep at the tuned comparison's budget with one rate for every parameter"),
     ] = Path("configs") / "coeff_one_rate.yaml",
     own_rate: Annotated[
-        Path | None,
-        typer.Option(
-            help="The one-rate sweep's other arm, ΔC at Coeff's own rate (configs/coeff_own_rate.yaml); "
-            "'none' leaves it out."
-        ),
+        Path | None, _sweep_arm("The one-rate sweep's other arm, ΔC at Coeff's own rate")
     ] = Path("configs") / "coeff_own_rate.yaml",
     output: Annotated[Path, typer.Option(help="The markdown file whose section is written.")] = RESULTS_FILE,
     resamples: Annotated[int, typer.Option(help="Bootstrap replicates.")] = 2000,
@@ -252,8 +249,8 @@ def report_coeff_adds_command(
 
     from deltaspace.errors import UserInputError
     from deltaspace.report.coeff_adds import (
-        one_rate_protocol,
         paper_protocol,
+        sweep_protocol,
         tuned_protocol,
         write_coeff_adds,
     )
@@ -268,7 +265,7 @@ def report_coeff_adds_command(
     ]
     for name, path in (("one_rate", one_rate), ("own_rate", own_rate)):
         if path is not None and str(path) != "none":
-            protocols.append(one_rate_protocol(SweepConfig.from_file(path), path, name))
+            protocols.append(sweep_protocol(name, SweepConfig.from_file(path), path))
     given = sys.argv[sys.argv.index("coeff-adds") + 1 :] if "coeff-adds" in sys.argv else []
     command = " ".join(["deltaspace report coeff-adds", *given])
     write_coeff_adds(protocols, output, command, resamples=resamples)

@@ -196,12 +196,6 @@ def paper_protocol(config: SweepConfig, path: str | Path) -> Protocol:
     return sweep_protocol("paper", config, path)
 
 
-def one_rate_protocol(config: SweepConfig, path: str | Path, name: str = "one_rate") -> Protocol:
-    """Coeff + X and X at the tuned comparison's budget, one rate for every parameter (``name`` "own_rate":
-    the arm with ΔC at Coeff's own rate)."""
-    return sweep_protocol(name, config, path)
-
-
 # --- rendering ---------------------------------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ second table: with our label-prototype head θ0 already scores 0.3–0.7, so rel
 from __future__ import annotations
 
 import json
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -397,17 +398,10 @@ def code_agreement(records: list[Stage2Record]) -> tuple[float, int, float, int]
         for r in records
         if r.transfer_shared
     }
-    same = [
-        cosine(by_det[a], by_det[b])
-        for by_det in codes.values()
-        for i, a in enumerate(by_det)
-        for b in list(by_det)[i + 1 :]
-    ]
-    tasks = list(codes)
+    same = [cosine(by_det[a], by_det[b]) for by_det in codes.values() for a, b in combinations(by_det, 2)]
     across = [
         cosine(codes[s][det], codes[t][det])
-        for i, s in enumerate(tasks)
-        for t in tasks[i + 1 :]
+        for s, t in combinations(codes, 2)
         for det in codes[s]
         if det in codes[t] and len(codes[s][det]) == len(codes[t][det])
     ]
