@@ -85,6 +85,7 @@ from deltaspace.subspace.batches import TaskBatches, TrainStream
 from deltaspace.subspace.bundle import SubspaceBundle
 from deltaspace.subspace.closed_form import closed_form_basis, complement_directions, rms_norm, shared_codes
 from deltaspace.subspace.evaluate import evaluate_with_loss, relative
+from deltaspace.subspace.frozen_reconstruction import FrozenReconstruction, is_frozen
 from deltaspace.subspace.member import SubspaceMember, check_member
 from deltaspace.subspace.projections import (
     BasisUp,
@@ -445,7 +446,7 @@ def fit(
                     members, proj.ups, codes, [task_by_name[t] for t in task_names], store, config.metric,
                     config.eval_centroid_only,
                 )  # fmt: skip
-            errors = _reconstruction(proj.ups, proj.deltas, codes)
+            errors = _reconstruction(proj, codes)
             mean_error = float(np.mean([e for by_task in errors.values() for e in by_task.values()]))
             return -mean_error, {"reconstruction": errors}
 
@@ -695,16 +696,13 @@ def _choose_members(rng: np.random.Generator, members: int, per_step: int | None
 
 
 @torch.no_grad()
-def _reconstruction(
-    ups: dict[str, UpProjection], deltas: dict[str, dict[str, Tensor]], codes: dict[str, dict[str, Tensor]]
-) -> dict[str, dict[str, float]]:
-    return {
-        name: {
-            t: float(relative_reconstruction_error(delta, ups[name].delta(codes[name][t].to(delta.device))))
-            for t, delta in deltas[name].items()
-        }
-        for name in ups
-    }
+def _reconstruction(proj: _Projections, codes: dict[str, dict[str, Tensor]]) -> dict[str, dict[str, float]]:
+    errors = {}
+    for name, by_task in proj.deltas.items():
+        tasks = list(by_task)
+        values = proj.reconstruction_error(name, tasks, torch.stack([codes[name][t] for t in tasks]))
+        errors[name] = dict(zip(tasks, values.tolist(), strict=True))
+    return errors
 
 
 def _descent_directions(
@@ -759,6 +757,16 @@ class _Projections:
     downs: dict[str, DownProjection]
     deltas: dict[str, dict[str, Tensor]]
     features: dict[str, dict[str, Tensor]]
+    # members whose up-projection the fit does not train: their reconstruction from Gram statistics
+    frozen: dict[str, FrozenReconstruction] = field(default_factory=dict)
+
+    def reconstruction_error(self, name: str, tasks: list[str], z: Tensor) -> Tensor:
+        """Relative reconstruction errors (one per task) of member ``name``'s codes ``z`` for ``tasks``."""
+        if name in self.frozen:
+            return self.frozen[name].error(z, tasks)
+        up = self.ups[name]
+        target = torch.stack([self.deltas[name][t] for t in tasks])
+        return relative_reconstruction_error(target, up.delta(z.to(up.out_device)))
 
 
 def _build_projections(
@@ -891,7 +899,8 @@ def _build_projections(
             "alignment": alignment,
             "gram_eigenvalues": [float(v) for v in codes.eigenvalues],
         }
-    return _Projections(ups, downs, deltas, features), member_meta
+    frozen = {name: FrozenReconstruction(up, deltas[name]) for name, up in ups.items() if is_frozen(up)}
+    return _Projections(ups, downs, deltas, features, frozen), member_meta
 
 
 def _step(
@@ -933,10 +942,8 @@ def _step(
         if leaf.grad is not None:
             surrogate = surrogate + (mixed * leaf.grad).sum()
     for member in members:
-        up, down = ups[member.name], downs[member.name]
-        target = torch.stack([deltas[member.name][t] for t in recon_tasks])
-        z_all = down.head(torch.stack([features[member.name][t] for t in recon_tasks]))
-        rec = relative_reconstruction_error(target, up.delta(z_all.to(up.out_device))).mean()
+        z_all = downs[member.name].head(torch.stack([features[member.name][t] for t in recon_tasks]))
+        rec = proj.reconstruction_error(member.name, recon_tasks, z_all).mean()
         record["recon"][member.name] = float(rec.detach())
         total += config.recon_weight * record["recon"][member.name]
         surrogate = surrogate + config.recon_weight * rec.to(code_device)
