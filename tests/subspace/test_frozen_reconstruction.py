@@ -32,9 +32,9 @@ def test_gram_error_and_gradient_equal_the_direct_reconstruction(monkeypatch, ex
     gram = FrozenReconstruction(up, deltas)
     tasks = ["t2", "exact", "t0"]
     z = torch.randn(3, up.dim, generator=g)
-    z[1] = torch.linalg.lstsq(
-        up.delta(torch.eye(up.dim)).t(), deltas["exact"][:, None]
-    ).solution[:, 0]  # the code that reproduces "exact"
+    z[1] = torch.linalg.lstsq(up.delta(torch.eye(up.dim)).t(), deltas["exact"][:, None]).solution[
+        :, 0
+    ]  # the code that reproduces "exact"
     z_gram, z_direct = z.clone().requires_grad_(True), z.clone().requires_grad_(True)
     fast = gram.error(z_gram, tasks)
     direct = relative_reconstruction_error(torch.stack([deltas[t] for t in tasks]), up.delta(z_direct))
