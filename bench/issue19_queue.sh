@@ -4,20 +4,22 @@
 #
 #   1. deltaspace study full_suite      originals at the tuned comparison's budget (100 runs), stages 1-4
 #   2. deltaspace study full_suite_fit  the same with the paper's stage 1 trained (reuses 1's runs)
-#   3. deltaspace study source_curve    k in {4, 8, 15} source tasks x d in {16, 64} (reuses 60 of 1's runs)
+#   3. deltaspace study full_suite_fit_random  2 without the descent directions (random extra directions)
+#   4. deltaspace study source_curve    k in {4, 8, 15} source tasks x d in {16, 64} (reuses 60 of 1's runs)
 #
 #   bench/issue19_queue.sh                       # in the background: nohup bench/issue19_queue.sh &
 #   PRECISION=no bench/issue19_queue.sh          # float32 (a CPU without bf16 instructions, or to compare)
 #   ONLY="source_curve" bench/issue19_queue.sh   # a subset, in the order given
 #
 # Cost on the 2-core CPU machine under bf16 autocast (bench/results/cpu_bf16_step.md: 1.4-1.6x a float32
-# step on this CPU): full_suite ~4 h (the 100 originals ~2.5 h of it), full_suite_fit ~2 h (its joint fit
-# ~1 h), source_curve ~4 h (330 stage-2 runs); on a GPU, minutes each (--workers > 1 shares one GPU).
+# step on this CPU): full_suite ~4 h (the 100 originals ~2.5 h of it), full_suite_fit and full_suite_fit_random
+# ~1.5 h each (joint fit ~0.8 s a step, at most 4,000 steps, plus validations; stage 2 25 runs), source_curve
+# ~4 h (330 stage-2 runs); on a GPU, minutes each (--workers > 1 shares one GPU).
 # The studies share original-space runs only at one precision; the reports say which. Logs: studies/logs/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PRECISION=${PRECISION:-bf16}
-ONLY=${ONLY:-full_suite full_suite_fit source_curve}
+ONLY=${ONLY:-full_suite full_suite_fit full_suite_fit_random source_curve}
 mkdir -p studies/logs
 status=0
 for study in $ONLY; do

@@ -192,6 +192,9 @@ def test_shipped_configs_load_and_validate() -> None:
     fitted = load_study_config("full_suite_fit")
     assert fitted.runs_dir == full.runs_dir and fitted.train == full.train and fitted.fit.steps > 0
     assert (fitted.tasks, fitted.methods, fitted.optimise) == (full.tasks, full.methods, full.optimise)
+    random_dirs = load_study_config("full_suite_fit_random")
+    assert random_dirs.fit == dataclasses.replace(fitted.fit, gradient_directions=False)
+    assert random_dirs.runs_dir == full.runs_dir and random_dirs.out != fitted.out
 
 
 def test_bad_configs_give_one_line_errors(tmp_path: Path) -> None:

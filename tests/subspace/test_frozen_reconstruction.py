@@ -13,10 +13,8 @@ def _frozen_up(extra: bool) -> BasisUp:
     g = torch.Generator().manual_seed(0)
     basis = torch.randn(50, 5, generator=g)
     directions = FastfoodUp(50, 6, scale=0.3, seed=1) if extra else None
-    up = BasisUp(50, 11 if extra else 5, scale=0.7, basis=basis, extra=directions, train_basis=False)
-    for p in up.parameters():
-        p.requires_grad_(False)
-    return up
+    # train_basis=False fixes the whole decoder: the extra directions' parameters too
+    return BasisUp(50, 11 if extra else 5, scale=0.7, basis=basis, extra=directions, train_basis=False)
 
 
 @pytest.mark.parametrize("extra", [False, True])

@@ -25,6 +25,7 @@ SHIPPED = (
     "full_suite",
     "full_suite_loo",
     "full_suite_fit",
+    "full_suite_fit_random",
     "single_task",
     "single_task_fit",
     "single_task_fit_random",

@@ -127,8 +127,9 @@ class FitConfig:
         up, down: projection kinds (``auto`` picks dense / mlp when D·d <= max_dense_elements, else the
             structured fastfood / sketch ones); with the closed-form start ``up`` is the kind of the
             d − k extra directions beside the k solution directions.
-        train_basis: with the closed-form start, whether the solution directions are trained in the
-            joint fit (``auto``: yes unless the member is too large for a dense projection).
+        train_basis: with the closed-form start, whether a member's decoder (solution and extra
+            directions) is trained in the joint fit (``auto``: yes unless the member is too large for a
+            dense projection; a fixed one's reconstruction then costs O(d²) per step).
         gradient_directions: with the closed-form start, fill the d − k extra directions first with the
             source tasks' descent directions at θ0 (minus the task-loss gradient over ``gradient_batches``
             batches, outside the solutions' span, shared across DETs like the solutions) instead of

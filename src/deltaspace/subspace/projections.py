@@ -224,9 +224,11 @@ class BasisUp(UpProjection):
     columns ``B`` (D, k) are set in closed form from the source solutions (see ``closed_form.py``), so
     the source solutions are reproduced exactly from the start; the remaining d − k directions ``E`` are
     random, dense or structured (:class:`DenseUp` / :class:`FastfoodUp` without an anchor of their own),
-    so nothing of size d × D is needed. Memory: k·D + that of ``E``. ``B`` is learnable unless
-    ``train_basis=False`` (then a buffer, e.g. for full fine-tuning where k·D floats of gradient and
-    optimiser state would double the footprint).
+    so nothing of size d × D is needed. Memory: k·D + that of ``E``. ``B`` and ``E`` are learnable unless
+    ``train_basis=False``: then the whole decoder is fixed (``B`` a buffer), e.g. for full fine-tuning,
+    where k·D floats of gradient and optimiser state would double the footprint and a fixed linear
+    decoder's reconstruction error costs O(d²) from its Gram statistics
+    (:mod:`~deltaspace.subspace.frozen_reconstruction`).
     """
 
     kind = "basis"
@@ -269,6 +271,8 @@ class BasisUp(UpProjection):
                 raise ValueError("extra directions must be a directions-only projection of the same D")
         elif extra is not None:
             raise ValueError("no extra directions are needed when basis_dim equals d")
+        if extra is not None and not self.train_basis:
+            extra.requires_grad_(False)
         self.extra = extra
 
     def config(self) -> dict[str, Any]:
