@@ -92,6 +92,9 @@ def test_a_killed_fit_resumes_to_the_bundle_of_an_uninterrupted_one(
     assert not (tmp_path / "a" / CHECKPOINT_FILE).exists()  # removed once the bundle is saved
 
     out, log = tmp_path / "b", tmp_path / "b.jsonl"
+    with pytest.raises(Killed):  # killed before the first checkpoint: the next call starts afresh
+        fit(members, store, sources, config, output_dir=out, log_path=log, on_step=_kill_at(3))
+    assert not (out / CHECKPOINT_FILE).exists() and len(_log(log)) == 3
     with pytest.raises(Killed):  # killed during step 10: the last checkpoint is step 8's
         fit(members, store, sources, config, output_dir=out, log_path=log, on_step=_kill_at(10))
     assert (out / CHECKPOINT_FILE).is_file() and [r["step"] for r in _log(log)] == list(range(1, 11))

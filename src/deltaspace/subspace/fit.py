@@ -398,7 +398,8 @@ def fit(
             checkpoint of a fit with other settings, source tasks or members is refused
             (:class:`~deltaspace.errors.RunMismatchError`: delete it or use another ``output_dir``).
         log_path: if given, one JSON line per step is appended there (with the step's ``seconds``); a
-            resumed fit first drops the lines logged after its checkpoint.
+            resumed fit first drops the lines logged after its checkpoint, and a resumable fit that finds
+            no checkpoint starts the log afresh.
         on_step: called with each step's record (step, task, loss, per-member ce / recon, weights,
             seconds).
 
@@ -480,6 +481,8 @@ def fit(
             truncate_lines(log_path, loop.log_lines)
             logger.info("subspace fit resumes at step %d from %s", loop.step, checkpoint_path)
         else:
+            if checkpoint_path is not None:  # a resumable fit starting afresh: a fit killed before its
+                truncate_lines(log_path, 0)  # first checkpoint logged steps that are taken again now
             loop.log_lines = count_lines(log_path)
             if config.eval_every and config.init == "closed_form":
                 validate_at(0)  # the exact start is a candidate like any other
