@@ -151,49 +151,20 @@ def optimise(
     if z0.numel() != bundle.dim:
         raise ValueError(f"z_init has size {z0.numel()}, the subspace has d = {bundle.dim}")
 
-    def validate_at(z: Tensor) -> dict[str, float]:
+    def validate_at(z: Tensor) -> float:
         with torch.no_grad():
-            return evaluate(member, up(z), task.eval_batches, num_labels=task.num_labels)
+            return evaluate(member, up(z), task.eval_batches, num_labels=task.num_labels)[config.metric]
 
-    history: list[dict[str, Any]] = []
-    with seeded(config.seed), frozen(up):
-        z = torch.nn.Parameter(z0.clone())  # a copy: z0 is reported at the end
-        optimizer = make_optimizer([z], config.optimizer, config.lr)
-        schedule = make_schedule(optimizer, config.schedule, config.steps)
-        stream = task.stream()
-        best: BestCheckpoint[Tensor] = BestCheckpoint()
-        best.keep(0, validate_at(z)[config.metric], z.detach().clone())  # the start is a candidate too
-        history.append({"step": 0, "eval": best.value})
-        bar = tqdm(
-            total=config.steps,
+    with frozen(up):
+        best, history = train_code(
+            lambda z, batch: member.loss(up(z), batch),
+            validate_at,
+            z0,
+            task,
+            config,
             desc=f"z {member.name}/{task.name}",
-            disable=not config.progress,
-            dynamic_ncols=True,
+            on_step=on_step,
         )
-        try:
-            for step in range(1, config.steps + 1):
-                loss = member.loss(up(z), next(stream))
-                loss.backward()
-                if config.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_([z], config.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                schedule.step()
-                record: dict[str, Any] = {"step": step, "loss": float(loss.detach())}
-                if (config.eval_every and step % config.eval_every == 0) or step == config.steps:
-                    record["eval"] = validate_at(z)[config.metric]
-                    best.offer(step, record["eval"], lambda: z.detach().clone())
-                history.append(record)
-                if on_step is not None:
-                    on_step(record)
-                if step % config.log_every == 0:
-                    logger.info(
-                        "stage 2 %s/%s step %d loss %.4f", member.name, task.name, step, record["loss"]
-                    )
-                bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
-                bar.update(1)
-        finally:
-            bar.close()
     best_z = best.state  # kept at step 0 at the latest
     with torch.no_grad():
         pred, gold = predictions(member, up(best_z), task.report_batches)
@@ -215,3 +186,51 @@ def optimise(
         relative=relative(value, original_metric),
         history=history,
     )
+
+
+def train_code(
+    loss_at: Callable[[Tensor, Any], Tensor],
+    validate_at: Callable[[Tensor], float],
+    z0: Tensor,
+    task: TaskBatches,
+    config: OptimiseConfig,
+    *,
+    desc: str,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[BestCheckpoint[Tensor], list[dict[str, Any]]]:
+    """Stage 2's loop: train only the code, starting at ``z0``, on ``task``'s training stream with
+    ``loss_at(z, batch)``; validate with ``validate_at(z)`` at step 0, every ``eval_every`` steps and at the
+    end. Returns the best validated code (the start is a candidate) and the step history."""
+    history: list[dict[str, Any]] = []
+    with seeded(config.seed):
+        z = torch.nn.Parameter(z0.clone())  # a copy: z0 is reported at the end
+        optimizer = make_optimizer([z], config.optimizer, config.lr)
+        schedule = make_schedule(optimizer, config.schedule, config.steps)
+        stream = task.stream()
+        best: BestCheckpoint[Tensor] = BestCheckpoint()
+        best.keep(0, validate_at(z), z.detach().clone())
+        history.append({"step": 0, "eval": best.value})
+        bar = tqdm(total=config.steps, desc=desc, disable=not config.progress, dynamic_ncols=True)
+        try:
+            for step in range(1, config.steps + 1):
+                loss = loss_at(z, next(stream))
+                loss.backward()
+                if config.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_([z], config.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                schedule.step()
+                record: dict[str, Any] = {"step": step, "loss": float(loss.detach())}
+                if (config.eval_every and step % config.eval_every == 0) or step == config.steps:
+                    record["eval"] = validate_at(z)
+                    best.offer(step, record["eval"], lambda: z.detach().clone())
+                history.append(record)
+                if on_step is not None:
+                    on_step(record)
+                if step % config.log_every == 0:
+                    logger.info("stage 2 %s step %d loss %.4f", desc, step, record["loss"])
+                bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+                bar.update(1)
+        finally:
+            bar.close()
+    return best, history
