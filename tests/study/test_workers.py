@@ -89,6 +89,31 @@ def test_a_failing_job_stops_the_stage_with_its_label(tmp_path: Path) -> None:
         run_jobs([Job("bad workers", resolve_workers, (0,))], workers=1, log_dir=tmp_path, desc="test")
 
 
+def test_an_isolated_lone_job_runs_in_a_process_of_its_own(tmp_path: Path) -> None:
+    # a stage-1 fit's leftovers must go with its process: a lone job is spawned when workers are allowed
+    # (the label prefix is the pool's; in this process the job's own exception would come through)
+    with pytest.raises(DeltaspaceError, match=r"^bad workers: workers must be >= 1"):
+        run_jobs(
+            [Job("bad workers", resolve_workers, (0,))], workers=2, log_dir=tmp_path, desc="t", isolate=True
+        )
+    with pytest.raises(
+        DeltaspaceError, match=r"^exit: a worker process died"
+    ):  # in this process: pytest gone
+        run_jobs([Job("exit", os._exit, (9,))], workers=2, log_dir=tmp_path, desc="t", isolate=True)
+    assert (
+        run_jobs([Job("root", math.sqrt, (4.0,))], workers=2, log_dir=tmp_path, desc="t", isolate=True)[
+            "root"
+        ]
+        >= 0
+    )
+    assert not list(tmp_path.glob("worker-*.log"))  # a lone worker keeps its output on the terminal
+    # --workers 1 keeps everything in this process
+    with pytest.raises(UserInputError):
+        run_jobs(
+            [Job("bad workers", resolve_workers, (0,))], workers=1, log_dir=tmp_path, desc="t", isolate=True
+        )
+
+
 def test_worker_count_defaults_to_the_cores_and_refuses_nonsense(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DELTASPACE_WORKERS", raising=False)
     assert 1 <= resolve_workers(None) <= 4

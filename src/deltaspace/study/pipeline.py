@@ -123,7 +123,11 @@ def run_studies(
                     jobs = _unique([job for config in configs for job in _jobs(step, config)])
                     if min(workers, len(jobs)) > 1:
                         _CONTEXTS.clear()  # the workers build their own
-                    seconds |= run_jobs(jobs, workers=workers, log_dir=log_dir, desc=f"study {step}")
+                    # a fit runs in a process of its own: what it leaves behind must not crowd out stage 2's workers
+                    isolate = stage == "fit"
+                    seconds |= run_jobs(
+                        jobs, workers=workers, log_dir=log_dir, desc=f"study {step}", isolate=isolate
+                    )
                 if stage == "sweep":
                     for config in configs:  # every run is finished now: checked, and summarised
                         run_sweep(config)

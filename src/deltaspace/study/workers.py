@@ -75,10 +75,12 @@ class JobFailure:
     expected: bool
 
 
-def _init_worker(threads: int, log_dir: str) -> None:
+def _init_worker(threads: int, log_dir: str | None) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    if log_dir is None:  # a lone worker: its bars and logs stay on the caller's terminal
+        return
     Path(log_dir).mkdir(parents=True, exist_ok=True)
     log = open(Path(log_dir) / f"worker-{os.getpid()}.log", "a", buffering=1)  # noqa: SIM115 (process-long)
     os.dup2(log.fileno(), 2)  # C-level warnings too
@@ -101,30 +103,43 @@ def _execute(job: Job) -> float | JobFailure:
 
 
 def run_jobs(
-    jobs: Sequence[Job], *, workers: int, log_dir: str | Path, desc: str, threads: int | None = None
+    jobs: Sequence[Job],
+    *,
+    workers: int,
+    log_dir: str | Path,
+    desc: str,
+    threads: int | None = None,
+    isolate: bool = False,
 ) -> dict[str, float]:
     """Run every job, in this process when ``workers`` is 1 or there is one job, else on ``workers``
     spawned processes of ``threads`` threads each (default: the usable cores shared out); returns each
     job's seconds by label. The first failure cancels the jobs not yet started and is raised here (an
-    expected one as one line, anything else with the worker's traceback)."""
+    expected one as one line, anything else with the worker's traceback).
+
+    ``isolate`` (with ``workers`` > 1): a lone job runs in one spawned process with every thread instead of
+    in this one, so the memory it leaves behind goes with the process. A study's stage-1 fit holds several
+    copies of full fine-tuning's (22.7M × d) decoder; kept in this process, they pushed the next stage's
+    workers out of memory on a 24 GB machine."""
     from tqdm.auto import tqdm
 
     seconds: dict[str, float] = {}
     if not jobs:
         return seconds
+    lone = isolate and workers > 1 and len(jobs) == 1
     workers = min(workers, len(jobs))
-    if workers == 1:  # in this process, exceptions as they are
+    if workers == 1 and not lone:  # in this process, exceptions as they are
         for job in jobs:
             start = time.perf_counter()
             job.run(*job.args)
             seconds[job.label] = time.perf_counter() - start
         return seconds
     threads = threads or max(1, usable_cores() // workers)
-    bar = tqdm(total=len(jobs), desc=f"{desc} ({workers} workers x {threads} thread{'s' * (threads > 1)})",
-               unit="job")  # fmt: skip
+    bar = tqdm(total=len(jobs), desc=f"{desc} ({workers} worker{'s' * (workers > 1)} x {threads} thread{'s' * (threads > 1)})",
+               unit="job", disable=lone)  # fmt: skip
     context = multiprocessing.get_context("spawn")
+    log = None if lone else str(log_dir)
     with ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(threads, str(log_dir))
+        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(threads, log)
     ) as pool:
         pending = {pool.submit(_execute, job): job for job in jobs}
         try:
