@@ -13,7 +13,7 @@
 #
 # Cost on the 2-core CPU machine under bf16 autocast (bench/results/cpu_bf16_step.md: 1.4-1.6x a float32
 # step on this CPU): full_suite ~4 h (the 100 originals ~2.5 h of it), full_suite_fit and full_suite_fit_random
-# ~1.5 h each (joint fit ~0.8 s a step, at most 4,000 steps, plus validations; stage 2 25 runs), source_curve
+# ~2 h each (joint fit 0.85 s a step x 4,000 + 10 validations ~70 min; stage 2 25 runs ~30 min), source_curve
 # ~4 h (330 stage-2 runs); on a GPU, minutes each (--workers > 1 shares one GPU).
 # The studies share original-space runs only at one precision; the reports say which. Logs: studies/logs/.
 set -uo pipefail

@@ -454,8 +454,11 @@ def fit(
 
         def snapshot() -> _FitState:
             return _FitState(
-                ups={
-                    n: {k: v.detach().clone() for k, v in up.state_dict().items()}
+                ups={  # a fixed decoder never changes: referenced, not copied (full fine-tuning's is GBs)
+                    n: {
+                        k: v.detach() if n in proj.frozen else v.detach().clone()
+                        for k, v in up.state_dict().items()
+                    }
                     for n, up in proj.ups.items()
                 },
                 codes=current_codes(),
@@ -977,6 +980,9 @@ def _bundle(
     kept = best.state  # fit() always keeps one (the last state when nothing is validated)
     snapshot = {}
     for name, up in ups.items():
+        if is_frozen(up):  # the fit never changed it, and nothing trains it after: the bundle holds it as is
+            snapshot[name] = up
+            continue
         copy = UpProjection.from_config(up.config())
         copy.load_state_dict(kept.ups[name])
         snapshot[name] = copy.to(up.out_device)
