@@ -104,6 +104,7 @@ def tiny_study(tmp_path: Path) -> StudyConfig:
 
 
 def test_whole_pipeline_runs_resumes_and_reports(tiny_study: StudyConfig) -> None:
+    tiny_study = dataclasses.replace(tiny_study, shared_code=True)
     report = run_study(tiny_study)
     out = Path(tiny_study.out)
     text = report.read_text()
@@ -116,6 +117,7 @@ def test_whole_pipeline_runs_resumes_and_reports(tiny_study: StudyConfig) -> Non
     assert fit["projection_kinds"]["full"]["up"] == "basis" and fit["closed_form"]["basis_dim"] == 2
     assert max(e for by_task in fit["reconstruction_error"].values() for e in by_task.values()) < 0.1
     assert "Stage 5, full fine-tuning" in text and "Headline" in text
+    assert "One code trained through every DET at once" in text and "| one code for all |" in text
     for task in tiny_study.stage2_tasks:
         record = Stage2Record.from_dict(json.loads((out / "stage2" / f"{Path(task).stem}.json").read_text()))
         assert len(record.transfer["metrics"]) == 3 and len(record.transfer["metrics"][0]) == 3
@@ -127,6 +129,9 @@ def test_whole_pipeline_runs_resumes_and_reports(tiny_study: StudyConfig) -> Non
         # the diagonal of the transfer matrix is stage 2 itself, reused rather than evaluated again
         for i, name in enumerate(record.transfer["sources"]):
             assert record.transfer["predictions"][i][i] == record.runs["learned"][name].predictions
+        # one code through every DET at once: every DET scored at the same code
+        assert set(record.shared["predictions"]) == {"lora", "coeff", "full"} and len(record.shared["z"]) == 2
+        assert [len(c.subspace) for c in record.shared_cells()] == [len(record.gold)] * 3
     assert len(list((out / "intrinsic").glob("*.json"))) == 3 * len(tiny_study.stage2_tasks)
     assert not list((out / "stage2" / "parts").glob("*.json"))  # parts are folded into the records
     # every original beside its task's majority class and same-budget probe; stage 2's steps against theirs

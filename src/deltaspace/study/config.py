@@ -84,6 +84,9 @@ class StudyConfig:
         optimise_tasks: tasks for stages 2-3 (default: the held-out tasks; every task when leaving one out).
         mixed_precision: ``no`` or ``bf16``: bfloat16 autocast for every stage, the original-space runs
             included (1.4-1.6x a training step on CPUs with AVX512-BF16: bench/cpu_bf16_step.py).
+        shared_code: stage 3 also trains one code per stage-2 task through every DET at once (the mean of
+            their losses, stage 2's settings otherwise), the ceiling that zero-shot transfer is read against
+            (:mod:`deltaspace.subspace.shared_code`); costs about a stage 2 of every DET again.
     """
 
     name: str = "default"
@@ -108,6 +111,7 @@ class StudyConfig:
     optimise_tasks: list[str] | None = None
     landscape: LandscapeConfig | dict[str, Any] = dataclasses.field(default_factory=dict)
     mixed_precision: str = "no"
+    shared_code: bool = False
 
     def __post_init__(self) -> None:
         # sections given as mappings (YAML, or Python callers) become their dataclasses; a section's own

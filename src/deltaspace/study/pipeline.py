@@ -30,7 +30,7 @@ import torch
 
 from deltaspace.io import write_json_atomic
 from deltaspace.study.config import StudyConfig
-from deltaspace.study.records import LEARNED, Stage2Record, SubspaceRun
+from deltaspace.study.records import LEARNED, SHARED, Stage2Record, SubspaceRun
 from deltaspace.study.report import WORKER_KEYS, write_report
 from deltaspace.train.result import DELTA_DIR, run_path, slug
 
@@ -119,7 +119,7 @@ def run_studies(
                     seconds[f"{config.name}: sweep"] = time.perf_counter() - began
             else:
                 seconds = {}
-                for step in ("optimise", "transfer") if stage == "optimise" else (stage,):
+                for step in ("optimise", "shared", "transfer") if stage == "optimise" else (stage,):
                     jobs = _unique([job for config in configs for job in _jobs(step, config)])
                     if min(workers, len(jobs)) > 1:
                         _CONTEXTS.clear()  # the workers build their own
@@ -149,12 +149,14 @@ def run_studies(
 
 
 def plan_studies(configs: list[StudyConfig], stages: tuple[str, ...] = STAGES) -> dict[str, int]:
-    """The jobs each stage has left across ``configs`` (original-space runs, fits, stage-2 parts, stage-3
-    tasks, landscapes), counted from the files finished jobs leave; a stage that needs an earlier one's
+    """The jobs each stage has left across ``configs`` (original-space runs, fits, stage-2 parts, shared
+    codes, stage-3 tasks, landscapes), counted from the files finished jobs leave; a stage that needs an earlier one's
     output counts every job it will have."""
     left: dict[str, int] = {}
-    for stage in ("sweep", "fit", "optimise", "transfer", "landscape"):
-        if stage in stages or (stage == "transfer" and "optimise" in stages):
+    for stage in ("sweep", "fit", "optimise", "shared", "transfer", "landscape"):
+        if stage == "shared" and not any(config.shared_code for config in configs):
+            continue
+        if stage in stages or (stage in ("shared", "transfer") and "optimise" in stages):
             left[stage] = len(_unique([job for config in configs for job in _jobs(stage, config)]))
     return left
 
@@ -240,6 +242,12 @@ def _jobs(stage: str, config: StudyConfig) -> list:
             for det in config.methods
             if not part_path(config, task, kind, det).is_file()
         ]
+    if stage == "shared":  # one code through every DET at once, per task (with shared_code)
+        return [
+            Job(f"{name}: one code for every DET, {slug(task)}", shared_part, (study, task))
+            for task in todo
+            if config.shared_code and not part_path(config, task, SHARED).is_file()
+        ]
     if stage == "transfer":  # then per task: transfer from the learned subspace, and the task's record
         return [Job(f"{name}: stage 3 {slug(task)}", transfer_task, (study, task)) for task in todo]
     if stage == "landscape" and not (out / "landscape.json").is_file():
@@ -264,6 +272,11 @@ def fit_subspace(study: dict[str, Any], task: str | None) -> None:
 def optimise_part(study: dict[str, Any], task: str, kind: str, det: str) -> None:
     """Stage 2 on one task in one subspace (the learned one or a control) through one DET."""
     _context(study).optimise_part(task, kind, det)
+
+
+def shared_part(study: dict[str, Any], task: str) -> None:
+    """One code for ``task`` trained through every DET at once in the learned subspace."""
+    _context(study).shared_part(task)
 
 
 def transfer_task(study: dict[str, Any], task: str) -> None:
@@ -595,6 +608,27 @@ class StudyContext:
             seconds += data["seconds"]
         return runs, seconds
 
+    def shared_part(self, task: str) -> dict[str, Any]:
+        """One code for ``task`` trained through every DET at once (the part file, made unless it exists)."""
+        from deltaspace.subspace.shared_code import optimise_shared
+
+        part = self.part_path(task, SHARED)
+        if not part.is_file():
+            start = time.perf_counter()
+            results = optimise_shared(
+                self.members, self.subspace(task, LEARNED), self.batches[task], self.config.optimise
+            )
+            first = next(iter(results.values()))
+            data = {
+                "z": first.z.tolist(),
+                "best_step": first.best_step,
+                "selection_metric": first.selection_metric,
+                "predictions": {name: result.predictions for name, result in results.items()},
+                "seconds": time.perf_counter() - start,
+            }
+            write_json_atomic(part, data)
+        return json.loads(part.read_text())
+
     def optimise_task(self, task: str, path: Path) -> None:
         """Stages 2-3 of ``task``: every subspace's part (those not done yet, here), then transfer across
         DETs from the learned one; writes the task's record to ``path`` and drops the parts."""
@@ -621,6 +655,10 @@ class StudyContext:
         shared = self._shared_transfer(task, {name: run.z for name, run in learned.items()})
         if shared is not None:
             seconds["transfer_shared"] = time.perf_counter() - start
+        one_code = None
+        if self.config.shared_code:
+            one_code = self.shared_part(task)
+            seconds["shared_code"] = one_code.pop("seconds")
         record = Stage2Record(
             task=slug(task),
             heldout=task in self.config.heldout_tasks or self.config.heldout_mode == "leave_one_out",
@@ -632,8 +670,10 @@ class StudyContext:
             transfer=matrix.to_dict(),
             seconds=seconds,
             transfer_shared=shared,
+            shared=one_code,
         )
         write_json_atomic(path, record.to_dict())
+        self.part_path(task, SHARED).unlink(missing_ok=True)
         for kind in kinds:
             self.part_path(task, kind).unlink(missing_ok=True)
             for member in self.members:

@@ -16,6 +16,7 @@ import numpy as np
 from deltaspace.subspace.gain import GainCell
 
 LEARNED = "learned"
+SHARED = "shared"  # stage 3: one code trained through every DET at once
 
 
 @dataclass
@@ -40,7 +41,9 @@ class Stage2Record:
     DET) with its per-cell predictions. ``transfer_shared``: the same matrix with each code cut to the
     coordinates every DET shares by construction (a closed-form subspace's source-solution directions; the
     descent and random ones set to 0), diagonal included: which part of a code carries across DETs.
-    ``source_tasks``: the tasks its subspace was fitted on.
+    ``source_tasks``: the tasks its subspace was fitted on. ``shared``: one code trained through every DET at
+    once in the learned subspace (``z``, ``best_step``, each DET's ``predictions`` at it), when the study
+    asks for it (``shared_code``).
     """
 
     task: str
@@ -53,6 +56,7 @@ class Stage2Record:
     transfer: dict[str, Any] | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     transfer_shared: dict[str, Any] | None = None
+    shared: dict[str, Any] | None = None
 
     def accuracy(self, predictions: list[int]) -> float:
         return float(np.mean(np.asarray(predictions) == np.asarray(self.gold)))
@@ -68,6 +72,21 @@ class Stage2Record:
             self.correct(self.initial[det]),
             self.correct(self.original[det]),
         )
+
+    def shared_cells(self) -> list[GainCell]:
+        """One cell per DET at the code trained through every DET at once (none without ``shared``)."""
+        if not self.shared:
+            return []
+        return [
+            GainCell(
+                self.task,
+                det,
+                self.correct(predictions),
+                self.correct(self.initial[det]),
+                self.correct(self.original[det]),
+            )
+            for det, predictions in self.shared["predictions"].items()
+        ]
 
     def transfer_cells(self) -> list[GainCell]:
         """One cell per off-diagonal (source, target) pair: the target DET's gain from the source's code."""

@@ -362,6 +362,7 @@ def _transfer(records: list[Stage2Record], methods: list[str]) -> tuple[list[str
         f"Average over all off-diagonal pairs: {_pct(summary['transfer_relative'])} %.",
     ]
     lines += _shared_part([r for r in records if r.heldout])
+    lines += _one_code([r for r in records if r.heldout], methods)
     if FULL in methods:
         heldout = [r for r in records if r.heldout]
         cells = [c for r in heldout for c in r.transfer_cells()]
@@ -374,6 +375,34 @@ def _transfer(records: list[Stage2Record], methods: list[str]) -> tuple[list[str
             f"the other DETs' solutions decoded as full fine-tuning recover **{_pct(to_full)} %** of its gain.",
         ]
     return lines, summary
+
+
+def _one_code(heldout: list[Stage2Record], methods: list[str]) -> list[str]:
+    """Each DET at its own code, at one code trained through every DET at once, and at the others' codes:
+    whether the subspace holds codes that serve every DET, which bounds what transfer can reach."""
+    records = [r for r in heldout if r.shared]
+    if not records:
+        return []
+
+    kinds = (
+        [r.gain_cell(LEARNED, m) for r in records for m in methods],  # member: the DET
+        [c for r in records for c in r.shared_cells()],  # member: the DET
+        [c for r in records for c in r.transfer_cells()],  # member: "source->target"
+    )
+    rows = []
+    for det in [*methods, None]:  # None: every DET pooled
+        picked = [[c for c in cells if det in (None, c.member.split("->")[-1])] for cells in kinds]
+        rows.append([det or "**all DETs**", *(_with_interval(*pooled(cells)) for cells in picked)])
+    return [
+        "",
+        "One code trained through every DET at once (the mean of their task losses; stage 2's steps, rate, "
+        "batches and start; chosen on their mean validation accuracy), scored through each, beside each DET's "
+        f"own code and the other DETs' codes (gain recovered, %, pooled over {len(records)} held-out task(s)). "
+        "Where one code serves every DET about as well as its own, the subspace holds common solutions and "
+        "transfer fails because a code trained through one DET is specific to it.",
+        "",
+        *_table(["DET", "own code", "one code for all", "the others' codes (transfer)"], rows),
+    ]
 
 
 def shared_coordinates(record: Stage2Record) -> int:
