@@ -382,3 +382,20 @@ def test_a_bf16_study_trains_and_optimises_under_autocast(tiny_study: StudyConfi
     record = Stage2Record.from_dict(json.loads((out / "stage2" / "sentiment2.json").read_text()))
     assert set(record.runs["learned"]) == {"lora", "coeff"}
     assert "every stage under **bfloat16 autocast**" in report.read_text()
+
+
+def test_shared_code_asked_for_later_joins_the_finished_records(tiny_study: StudyConfig) -> None:
+    run_study(tiny_study)
+    out = Path(tiny_study.out)
+    paths = [out / "stage2" / f"{Path(task).stem}.json" for task in tiny_study.stage2_tasks]
+    before = [json.loads(p.read_text()) for p in paths]
+    assert all(data["shared"] is None for data in before)
+    assert "one code for all" not in (out / "report.md").read_text()
+    report = run_study(dataclasses.replace(tiny_study, shared_code=True), stages=("optimise", "report"))
+    for path, old in zip(paths, before, strict=True):
+        record = json.loads(path.read_text())
+        assert set(record["shared"]["predictions"]) == set(tiny_study.methods)
+        assert record["runs"] == old["runs"] and record["transfer"] == old["transfer"]  # the rest untouched
+        assert "shared_code" in record["seconds"]
+    assert not list((out / "stage2" / "parts").glob("*.json"))
+    assert "| one code for all |" in report.read_text()

@@ -233,6 +233,14 @@ def _jobs(stage: str, config: StudyConfig) -> list:
             if not (bundle_dir(config, task) / "fit.json").is_file()
         ]
     todo = [task for task in config.stage2_tasks if not (out / "stage2" / f"{slug(task)}.json").is_file()]
+    if stage == "shared":  # one code through every DET at once, per task; added to finished records too
+        return [
+            Job(f"{name}: one code for every DET, {slug(task)}", shared_part, (study, task))
+            for task in config.stage2_tasks
+            if config.shared_code
+            and not part_path(config, task, SHARED).is_file()
+            and not _has_shared(out / "stage2" / f"{slug(task)}.json")
+        ]
     if stage == "optimise":  # each task in each subspace (the learned one, every control) through each DET
         return [
             Job(f"{name}: stage 2 {slug(task)} {kind} {det}", optimise_part, (study, task, kind, det))
@@ -242,17 +250,15 @@ def _jobs(stage: str, config: StudyConfig) -> list:
             for det in config.methods
             if not part_path(config, task, kind, det).is_file()
         ]
-    if stage == "shared":  # one code through every DET at once, per task (with shared_code)
-        return [
-            Job(f"{name}: one code for every DET, {slug(task)}", shared_part, (study, task))
-            for task in todo
-            if config.shared_code and not part_path(config, task, SHARED).is_file()
-        ]
     if stage == "transfer":  # then per task: transfer from the learned subspace, and the task's record
         return [Job(f"{name}: stage 3 {slug(task)}", transfer_task, (study, task)) for task in todo]
     if stage == "landscape" and not (out / "landscape.json").is_file():
         return [Job(f"{name}: landscape", draw_landscape, (study,))]
     return []
+
+
+def _has_shared(record: Path) -> bool:
+    return record.is_file() and json.loads(record.read_text()).get("shared") is not None
 
 
 def train_run(study: dict[str, Any], key: str) -> None:
@@ -627,7 +633,15 @@ class StudyContext:
                 "seconds": time.perf_counter() - start,
             }
             write_json_atomic(part, data)
-        return json.loads(part.read_text())
+        data = json.loads(part.read_text())
+        record_path = self.out / "stage2" / f"{slug(task)}.json"
+        if record_path.is_file():  # a finished task (shared_code asked for later): the record takes it now
+            record = Stage2Record.from_dict(json.loads(record_path.read_text()))
+            record.seconds["shared_code"] = data.pop("seconds")
+            record.shared = data
+            write_json_atomic(record_path, record.to_dict())
+            part.unlink()
+        return data
 
     def optimise_task(self, task: str, path: Path) -> None:
         """Stages 2-3 of ``task``: every subspace's part (those not done yet, here), then transfer across
