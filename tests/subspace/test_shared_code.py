@@ -47,3 +47,16 @@ def test_the_mean_of_one_det_twice_is_that_det_s_stage_2(toy_study, toy_bundle):
 def test_a_shared_code_needs_two_dets(toy_study, toy_bundle):
     with pytest.raises(ValueError, match="at least 2 DETs"):
         optimise_shared(toy_study.members[:1], toy_bundle, toy_study.target, CONFIG)
+
+
+def test_the_start_is_stage_2_s(toy_study, toy_bundle):
+    import dataclasses
+
+    from deltaspace.subspace.optimise import initial_code
+
+    zero_steps = dataclasses.replace(CONFIG, steps=1, eval_every=1, lr=1e-12)  # z stays at the start
+    for init in ("normal", "source_mean"):
+        config = dataclasses.replace(zero_steps, init=init)
+        result = next(iter(optimise_shared(toy_study.members, toy_bundle, toy_study.target, config).values()))
+        starts = [initial_code(toy_bundle.dim, config, toy_bundle, m.name) for m in toy_study.members]
+        torch.testing.assert_close(result.z, torch.stack(starts).mean(0))

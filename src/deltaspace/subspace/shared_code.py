@@ -52,11 +52,10 @@ def optimise_shared(
     for member in members:
         check_member(member)
         ups[member.name] = bundle.up(member.name).to(member.theta0.device)
-    start = (
-        z_init.detach().clone().float().reshape(-1)
-        if z_init is not None
-        else initial_code(bundle.dim, config)
-    )
+    if z_init is not None:
+        start = z_init.detach().clone().float().reshape(-1)
+    else:  # stage 2's start; with init=source_mean, the mean over the DETs of each one's source-code mean
+        start = torch.stack([initial_code(bundle.dim, config, bundle, m.name) for m in members]).mean(0)
     starts: dict[str, float] = {}
 
     def scores_at(z: Tensor) -> dict[str, float]:
