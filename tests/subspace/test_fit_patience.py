@@ -166,3 +166,22 @@ def test_patience_needs_validation():
     with pytest.raises(ValueError, match="patience"):
         FitConfig(steps=10, eval_every=2, patience=0).validate()
     FitConfig(steps=10, eval_every=2, patience=1, metric="loss").validate()
+
+
+def test_keep_last_returns_the_trained_state_and_still_measures_the_curve(toy_study):
+    from deltaspace.subspace import FitConfig, fit
+
+    base = dict(dim=3, steps=6, optimizer="adamw", lr=1e-2, progress=False, seed=7)
+    last = fit(
+        toy_study.members, toy_study.store, toy_study.sources, FitConfig(**base, eval_every=3, keep="last")
+    )
+    plain = fit(toy_study.members, toy_study.store, toy_study.sources, FitConfig(**base))  # nothing validated
+    for name in last.members:
+        for key, value in last.up(name).state_dict().items():
+            torch.testing.assert_close(value, plain.up(name).state_dict()[key])
+        for task in last.tasks():
+            torch.testing.assert_close(last.code(name, task), plain.code(name, task))
+    assert [v["step"] for v in last.metadata["validation"]] == [0, 3, 6]  # the curve is still measured
+    assert (last.metadata["kept"], last.metadata["kept_step"]) == ("last", 6)
+    with pytest.raises(ValueError, match="keep must be best or last"):
+        FitConfig(keep="first").validate()

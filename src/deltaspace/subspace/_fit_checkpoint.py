@@ -36,7 +36,9 @@ from deltaspace.io import atomic_write, write_text_atomic
 CHECKPOINT_FILE = "fit_checkpoint.pt"
 FORMAT = "deltaspace.fit_checkpoint/1"
 # FitConfig fields that change how a fit reports or how often it saves, not what it computes.
-RESUME_FREE = frozenset({"progress", "log_every", "checkpoint_every"})
+RESUME_FREE = frozenset(
+    {"progress", "log_every", "checkpoint_every", "keep"}
+)  # keep: which state is returned
 
 
 def fit_identity(

@@ -105,6 +105,7 @@ TASK_ORDERS = ("round_robin", "random")
 INITS = ("closed_form", "random")
 GRADIENT_SCALES = ("unit", "loss", "output")
 ALIGN_SPACES = ("logits", "embedding")
+KEEPS = ("best", "last")
 
 
 @dataclass
@@ -158,6 +159,9 @@ class FitConfig:
         patience: stop once this many validations in a row have not improved on the best one (needs
             ``eval_every``; ``None``: run all ``steps``, which are then the most the fit may take); the best
             state is returned either way. The closed-form start's validation (step 0) counts as the first.
+        keep: the state that becomes the subspace: ``best`` (the best validated one, the paper's
+            checkpoint-best; the last when nothing is validated) or ``last`` (what the joint fit's training
+            made of it, whatever source validation says; validations then only measure the curve).
         eval_centroid_only: validate each member at the centroid of the task's codes only (T·M evaluations
             per check instead of up to T·M·(M+1) with every member's own code too): for long fits.
         metric: validation metric: ``accuracy`` or ``macro_f1`` (relative to the originals where the store
@@ -203,6 +207,7 @@ class FitConfig:
     fastfood_width: int | None = None
     eval_every: int = 0
     patience: int | None = None
+    keep: str = "best"
     eval_centroid_only: bool = False
     metric: str = "accuracy"
     seed: int = 0
@@ -223,6 +228,8 @@ class FitConfig:
                 f"patience counts validations: it needs eval_every > 0 and must be >= 1 or null, got "
                 f"patience={self.patience}, eval_every={self.eval_every}"
             )
+        if self.keep not in KEEPS:
+            raise ValueError(f"keep must be {' or '.join(KEEPS)}, got {self.keep!r}")
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0 (0: never), got {self.checkpoint_every}")
         if self.mixing not in MIXINGS:
@@ -494,9 +501,10 @@ def fit(
                    on_step, save)  # fmt: skip
         if not config.eval_every:
             loop.best.keep(config.steps, float("nan"), snapshot())  # nothing validated: the last state
+        last = snapshot() if config.keep == "last" else None
 
     # a resumed fit's wall time counts the time before its resume too
-    bundle = _bundle(loop, proj.ups, config, task_names, member_meta, start - loop.seconds_before)
+    bundle = _bundle(loop, proj.ups, config, task_names, member_meta, start - loop.seconds_before, last)
     bundle.metadata["reconstruction"] = bundle.reconstruction_errors(store)
     if output_dir is not None:
         bundle.save(output_dir)
@@ -974,10 +982,13 @@ def _bundle(
     task_names: list[str],
     member_meta: dict[str, Any],
     start: float,
+    last: _FitState | None = None,
 ) -> SubspaceBundle:
-    """A bundle of the best state (copies, so later training does not change it)."""
+    """A bundle of the best state, or of ``last`` when given (copies, so later training does not change
+    it)."""
     best = loop.best
-    kept = best.state  # fit() always keeps one (the last state when nothing is validated)
+    kept = last if last is not None else best.state  # fit() always keeps one (the last state when nothing
+    # is validated)
     snapshot = {}
     for name, up in ups.items():
         if is_frozen(up):  # the fit never changed it, and nothing trains it after: the bundle holds it as is
@@ -994,6 +1005,8 @@ def _bundle(
         "closed_form": member_meta.get("_closed_form"),
         "best_step": best.step,
         "best_score": None if math.isnan(best.value) else best.value,
+        "kept": config.keep,
+        "kept_step": loop.step if last is not None else best.step,
         "steps_run": loop.step,
         "stopped_early": loop.stopped_early,
         "validation": loop.validation,
