@@ -118,6 +118,7 @@ def test_whole_pipeline_runs_resumes_and_reports(tiny_study: StudyConfig) -> Non
     assert max(e for by_task in fit["reconstruction_error"].values() for e in by_task.values()) < 0.1
     assert "Stage 5, full fine-tuning" in text and "Headline" in text
     assert "One code trained through every DET at once" in text and "| one code for all |" in text
+    assert "the best kept" in text and "Source-task validation (accuracy): " in text and "(step 12)." in text
     for task in tiny_study.stage2_tasks:
         record = Stage2Record.from_dict(json.loads((out / "stage2" / f"{Path(task).stem}.json").read_text()))
         assert len(record.transfer["metrics"]) == 3 and len(record.transfer["metrics"][0]) == 3

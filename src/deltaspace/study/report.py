@@ -203,9 +203,13 @@ def _fit(out: Path) -> list[str]:
     steps = f"{cfg['steps']} joint-fit steps"
     ran = [f for f in fits if f.get("steps_run") is not None]
     if cfg["steps"] and ran and cfg.get("eval_every"):  # validated: the steps run and the state kept
+        kept = "the last state kept" if cfg.get("keep") == "last" else "the best kept"
         course = ", ".join(f"{f['steps_run']} run, best at {f['best_step']}" for f in ran)
         patience = f", patience {cfg['patience']}" if cfg.get("patience") else ""
-        steps = f"at most {cfg['steps']} joint-fit steps ({course}; validation every {cfg['eval_every']}{patience})"
+        steps = (
+            f"at most {cfg['steps']} joint-fit steps ({course}, {kept}; validation every {cfg['eval_every']}"
+            f"{patience})"
+        )
     if cfg["steps"]:
         recon = (
             "all source tasks reconstructed every step"
@@ -225,6 +229,11 @@ def _fit(out: Path) -> list[str]:
     ]
     if len(fits) == 1:
         lines[0] += f" Source tasks: {', '.join(map(slug, first['source_tasks']))}."
+        checks = first.get("validation") or []
+        if cfg["steps"] and checks:  # the curve the kept state was chosen on (or, keeping the last, measured)
+            metric = cfg.get("metric", "accuracy")
+            curve = ", ".join(f"{c['score']:.4f} (step {c['step']})" for c in checks)
+            lines[0] += f" Source-task validation ({metric}): {curve}."
     rows = []
     for name, dim in first["dims"].items():
         errors = [e for f in fits for e in f["reconstruction_error"].get(name, {}).values()]
