@@ -34,7 +34,7 @@ from deltaspace.study.records import LEARNED, Stage2Record
 from deltaspace.study.report import pooled
 from deltaspace.subspace.evaluate import predictions
 from deltaspace.subspace.gain import GainCell
-from deltaspace.subspace.shared_code import optimise_shared
+from deltaspace.subspace.shared_code import optimise_shared, shared_summary
 from deltaspace.train.result import slug
 
 RESULTS = Path(__file__).parent / "results"
@@ -57,22 +57,14 @@ def _part(
     members = {m.name: m for m in context.members}
     batches = context.batches[task]
     results = optimise_shared([members[d] for d in trained], bundle, batches, context.config.optimise)
-    first = next(iter(results.values()))
-    scored = {name: r.predictions for name, r in results.items()}
+    part = {"task": task, "trained": trained, **shared_summary(results)}
+    z = torch.tensor(part["z"])
     for name in dets:  # the DETs the code never saw: zero-shot, like stage 3's transfer
-        if name not in scored:
+        if name not in part["predictions"]:
             with torch.no_grad():
-                pred, _ = predictions(members[name], bundle.up(name)(first.z), batches.report_batches)
-            scored[name] = pred.tolist()
-    part = {
-        "task": task,
-        "trained": trained,
-        "z": first.z.tolist(),
-        "best_step": first.best_step,
-        "selection_metric": first.selection_metric,
-        "predictions": scored,
-        "seconds": time.perf_counter() - began,
-    }
+                pred, _ = predictions(members[name], bundle.up(name)(z), batches.report_batches)
+            part["predictions"][name] = pred.tolist()
+    part["seconds"] = time.perf_counter() - began
     write_json_atomic(path, part)
     return part, context
 
@@ -113,23 +105,17 @@ def main() -> None:
             json.loads((args.study / "stage2" / f"{slug(task)}.json").read_text())
         )
 
-        def at(det: str, predictions: list[int], task: str = task, record: Stage2Record = record) -> GainCell:
-            correct = record.correct
-            return GainCell(
-                task, det, correct(predictions), correct(record.initial[det]), correct(record.original[det])
-            )
-
         part, context = _part(args.study, task, dets, dets, context)
         steps.append(part["best_step"])
         for det in dets:
             cells[det]["own"].append(record.gain_cell(LEARNED, det))
-            cells[det]["shared"].append(at(det, part["predictions"][det]))
+            cells[det]["shared"].append(record.cell(det, part["predictions"][det]))
             sources = {f"{s}->{det}" for s in dets if s != det}
             cells[det]["transfer in"] += [c for c in record.transfer_cells() if c.member in sources]
             if args.unseen:  # a code trained through every DET but this one, scored through it
                 others = [d for d in dets if d != det]
                 unseen, context = _part(args.study, task, others, dets, context)
-                cells[det]["unseen"].append(at(det, unseen["predictions"][det]))
+                cells[det]["unseen"].append(record.cell(det, unseen["predictions"][det]))
     rows = [[det, *(_row(cells[det][k]) for k in kinds)] for det in dets]
     pooled_cells = {kind: [c for det in dets for c in cells[det][kind]] for kind in kinds}
     rows.append(["**all DETs**", *(_row(pooled_cells[k]) for k in kinds)])

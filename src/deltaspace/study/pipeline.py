@@ -616,7 +616,7 @@ class StudyContext:
 
     def shared_part(self, task: str) -> dict[str, Any]:
         """One code for ``task`` trained through every DET at once (the part file, made unless it exists)."""
-        from deltaspace.subspace.shared_code import optimise_shared
+        from deltaspace.subspace.shared_code import optimise_shared, shared_summary
 
         part = self.part_path(task, SHARED)
         if not part.is_file():
@@ -624,15 +624,7 @@ class StudyContext:
             results = optimise_shared(
                 self.members, self.subspace(task, LEARNED), self.batches[task], self.config.optimise
             )
-            first = next(iter(results.values()))
-            data = {
-                "z": first.z.tolist(),
-                "best_step": first.best_step,
-                "selection_metric": first.selection_metric,
-                "predictions": {name: result.predictions for name, result in results.items()},
-                "seconds": time.perf_counter() - start,
-            }
-            write_json_atomic(part, data)
+            write_json_atomic(part, {**shared_summary(results), "seconds": time.perf_counter() - start})
         data = json.loads(part.read_text())
         record_path = self.out / "stage2" / f"{slug(task)}.json"
         if record_path.is_file():  # a finished task (shared_code asked for later): the record takes it now

@@ -64,29 +64,25 @@ class Stage2Record:
     def correct(self, predictions: list[int]) -> np.ndarray:
         return (np.asarray(predictions) == np.asarray(self.gold)).astype(float)
 
-    def gain_cell(self, subspace: str, det: str) -> GainCell:
+    def cell(self, det: str, predictions: list[int], member: str | None = None) -> GainCell:
+        """``det``'s gain cell for ``predictions`` against its θ0 and original (labelled ``member``, default
+        ``det``)."""
         return GainCell(
             self.task,
-            det,
-            self.correct(self.runs[subspace][det].predictions),
+            member or det,
+            self.correct(predictions),
             self.correct(self.initial[det]),
             self.correct(self.original[det]),
         )
+
+    def gain_cell(self, subspace: str, det: str) -> GainCell:
+        return self.cell(det, self.runs[subspace][det].predictions)
 
     def shared_cells(self) -> list[GainCell]:
         """One cell per DET at the code trained through every DET at once (none without ``shared``)."""
         if not self.shared:
             return []
-        return [
-            GainCell(
-                self.task,
-                det,
-                self.correct(predictions),
-                self.correct(self.initial[det]),
-                self.correct(self.original[det]),
-            )
-            for det, predictions in self.shared["predictions"].items()
-        ]
+        return [self.cell(det, predictions) for det, predictions in self.shared["predictions"].items()]
 
     def transfer_cells(self) -> list[GainCell]:
         """One cell per off-diagonal (source, target) pair: the target DET's gain from the source's code."""
@@ -97,20 +93,12 @@ class Stage2Record:
         with ``diagonal`` its diagonal (each DET decoding its own code)."""
         if not matrix or not matrix.get("predictions"):
             return []
-        cells = []
-        for i, source in enumerate(matrix["sources"]):
-            for j, target in enumerate(matrix["targets"]):
-                if (source == target) == diagonal:
-                    cells.append(
-                        GainCell(
-                            self.task,
-                            f"{source}->{target}",
-                            self.correct(matrix["predictions"][i][j]),
-                            self.correct(self.initial[target]),
-                            self.correct(self.original[target]),
-                        )
-                    )
-        return cells
+        return [
+            self.cell(target, matrix["predictions"][i][j], f"{source}->{target}")
+            for i, source in enumerate(matrix["sources"])
+            for j, target in enumerate(matrix["targets"])
+            if (source == target) == diagonal
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

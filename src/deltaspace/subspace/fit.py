@@ -987,8 +987,8 @@ def _bundle(
     """A bundle of the best state, or of ``last`` when given (copies, so later training does not change
     it)."""
     best = loop.best
-    kept = last if last is not None else best.state  # fit() always keeps one (the last state when nothing
-    # is validated)
+    # fit() always keeps a best state (the last one when nothing is validated)
+    kept = last if last is not None else best.state
     snapshot = {}
     for name, up in ups.items():
         if is_frozen(up):  # the fit never changed it, and nothing trains it after: the bundle holds it as is

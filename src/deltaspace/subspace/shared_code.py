@@ -58,18 +58,15 @@ def optimise_shared(
         start = torch.stack([initial_code(bundle.dim, config, bundle, m.name) for m in members]).mean(0)
     starts: dict[str, float] = {}
 
-    def scores_at(z: Tensor) -> dict[str, float]:
+    def validate_at(z: Tensor) -> float:
         with torch.no_grad():
-            return {
+            scores = {
                 m.name: evaluate(
                     m, ups[m.name](z.to(m.theta0.device)), task.eval_batches, num_labels=task.num_labels
                 )[config.metric]
                 for m in members
             }
-
-    def validate_at(z: Tensor) -> float:
-        scores = scores_at(z)
-        if not starts:
+        if not starts:  # the first validation is the start's
             starts.update(scores)
         return float(np.mean(list(scores.values())))
 
@@ -102,3 +99,15 @@ def optimise_shared(
             history=history,
         )
     return results
+
+
+def shared_summary(results: dict[str, OptimiseResult]) -> dict[str, Any]:
+    """What a study keeps of :func:`optimise_shared`'s results (JSON): the code, the step and validation
+    score that chose it, and each DET's report-batch predictions at it."""
+    first = next(iter(results.values()))
+    return {
+        "z": first.z.tolist(),
+        "best_step": first.best_step,
+        "selection_metric": first.selection_metric,
+        "predictions": {name: result.predictions for name, result in results.items()},
+    }
