@@ -46,3 +46,36 @@ def test_cells_must_be_paired():
     b = _cell("t", "y", [1, 0, 1], [0, 0, 0], [1, 1, 1])
     with pytest.raises(ValueError, match="same examples"):
         bootstrap_interval([a, b])
+
+
+def test_bootstrap_difference_is_paired_on_the_shared_examples():
+    from deltaspace.subspace.gain import bootstrap_difference
+
+    rng = np.random.default_rng(0)
+    n = 600
+    init = (rng.random(n) < 0.4).astype(float)
+    orig = np.maximum(init, rng.random(n) < 0.5)
+    weak = np.where(rng.random(n) < 0.3, orig, init)
+    strong = np.maximum(weak, np.where(rng.random(n) < 0.2, orig, init))  # keeps weak's fixes, adds a few
+    first, second = [GainCell("t", "m", weak, init, orig)], [GainCell("t", "m", strong, init, orig)]
+
+    assert bootstrap_difference(first, first) == (0.0, 0.0)  # the same cells differ by nothing at every draw
+    lo, hi = bootstrap_difference(first, second, seed=3)
+    delta = pooled_gain(second) - pooled_gain(first)
+    assert 0 < lo <= delta <= hi
+    # pairing removes the noise the two share (the same examples): far narrower than an unpaired
+    # difference's interval, whose width would be about the two widths added in quadrature
+    lo_a, hi_a = bootstrap_interval(first, seed=3)
+    lo_b, hi_b = bootstrap_interval(second, seed=3)
+    assert hi - lo < 0.6 * np.hypot(hi_a - lo_a, hi_b - lo_b)
+    assert bootstrap_difference(first, second, seed=3) == (lo, hi)
+
+
+def test_bootstrap_difference_refuses_unpaired_cells():
+    from deltaspace.subspace.gain import bootstrap_difference
+
+    a = _cell("t", "x", [1, 0], [0, 0], [1, 1])
+    with pytest.raises(ValueError, match="same tasks"):
+        bootstrap_difference([a], [_cell("u", "x", [1, 0], [0, 0], [1, 1])])
+    with pytest.raises(ValueError, match="same examples"):
+        bootstrap_difference([a], [_cell("t", "x", [1, 0, 1], [0, 0, 0], [1, 1, 1])])

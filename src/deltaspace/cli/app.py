@@ -80,3 +80,8 @@ def _main_options(
 ) -> None:
     """Delta tuning for transformers: Coeff-Tuning, a zoo of delta methods, and their unified subspace."""
     ctx.meta[_DEBUG_KEY] = debug
+
+
+# `deltaspace report ...`: each command module adds its reports here.
+report_app = typer.Typer(help="Reports from finished runs and studies.", no_args_is_help=True)
+app.add_typer(report_app, name="report")

@@ -1,12 +1,14 @@
-"""`deltaspace study [CONFIG]`: the whole unified-subspace pipeline, resumable."""
+"""`deltaspace study [CONFIG]`: the whole unified-subspace pipeline, resumable; `deltaspace report studies`:
+finished studies side by side."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from deltaspace.cli.app import app
+from deltaspace.cli.app import app, report_app
 from deltaspace.errors import UserInputError
 
 
@@ -96,3 +98,34 @@ def study(
     else:
         report = run_study(study_config, stages=chosen, workers=workers)
     Console().print(f"[bold green]report:[/] {report}")
+
+
+@report_app.command("studies")
+def report_studies_command(
+    studies: Annotated[
+        list[Path], typer.Argument(help="Two or more finished study folders; the first is the base.")
+    ],
+    output: Annotated[Path | None, typer.Option(help="Write the markdown here (default: print it).")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Also draw the figures as grouped bars (PNG).")] = None,
+    resamples: Annotated[int, typer.Option(help="Bootstrap replicates.")] = 2000,
+) -> None:
+    """Finished studies side by side on the held-out tasks they share (own code, controls, one code for all,
+    transfer), and each one's difference from the first, paired on the same test examples."""
+    import sys
+
+    from deltaspace.study.compare import write_comparison
+
+    if resamples < 1:
+        raise UserInputError(f"--resamples must be >= 1, got {resamples}")
+    given = sys.argv[sys.argv.index("studies") + 1 :] if "studies" in sys.argv else [str(s) for s in studies]
+    text = write_comparison(
+        studies,
+        output,
+        plot=plot,
+        resamples=resamples,
+        command=" ".join(["deltaspace report studies", *given]),
+    )
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        typer.echo(f"wrote {output}" + (f" and {plot}" if plot else ""))

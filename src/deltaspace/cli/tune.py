@@ -9,14 +9,11 @@ from typing import Annotated, Any
 
 import typer
 
-from deltaspace.cli.app import app
+from deltaspace.cli.app import app, report_app
 from deltaspace.cli.train import _parse_seeds, _split_list, parse_assignments
 
 DEFAULT_CONFIG = Path("configs") / "sweep_tuned.yaml"
 RESULTS_FILE = Path("docs") / "results.md"
-
-report_app = typer.Typer(help="Reports from finished runs.", no_args_is_help=True)
-app.add_typer(report_app, name="report")
 
 
 def _load(

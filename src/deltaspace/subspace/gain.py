@@ -50,6 +50,44 @@ def pooled_gain(cells: Sequence[GainCell]) -> float | None:
     return float(100.0 * num / den) if den > 0 else None
 
 
+def _by_task(cells: Sequence[GainCell]) -> dict[str, tuple[list[GainCell], int]]:
+    """Cells grouped by task, with the task's example count (every DET scored on the same examples)."""
+    groups: dict[str, list[GainCell]] = {}
+    for cell in cells:
+        groups.setdefault(cell.task, []).append(cell)
+    out = {}
+    for task, group in groups.items():
+        sizes = {len(c.subspace) for c in group}
+        if len(sizes) != 1:
+            raise ValueError(f"task {task}: every DET must be scored on the same examples, got sizes {sizes}")
+        out[task] = (group, sizes.pop())
+    return out
+
+
+def _resampled_gains(
+    groups: dict[str, tuple[list[GainCell], int]], indices: dict[str, np.ndarray], resamples: int
+) -> np.ndarray:
+    """Pooled gain at each resample of the examples (NaN where training gained nothing)."""
+    num = np.zeros(resamples)
+    den = np.zeros(resamples)
+    for task, (group, _) in groups.items():
+        index = indices[task]
+        for cell in group:
+            base = cell.initial[index].mean(1)
+            num += cell.subspace[index].mean(1) - base
+            den += cell.original[index].mean(1) - base
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, 100.0 * num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _percentiles(values: np.ndarray, level: float) -> tuple[float, float] | None:
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return None
+    tail = 100.0 * (1.0 - level) / 2.0
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100.0 - tail))
+
+
 def bootstrap_interval(
     cells: Sequence[GainCell], *, resamples: int = 2000, level: float = 0.95, seed: int = 0
 ) -> tuple[float, float] | None:
@@ -57,24 +95,33 @@ def bootstrap_interval(
     if not cells or resamples < 1:
         return None
     rng = np.random.default_rng(seed)
-    by_task: dict[str, list[GainCell]] = {}
-    for cell in cells:
-        by_task.setdefault(cell.task, []).append(cell)
-    num = np.zeros(resamples)
-    den = np.zeros(resamples)
-    for task, group in by_task.items():
-        sizes = {len(c.subspace) for c in group}
-        if len(sizes) != 1:
-            raise ValueError(f"task {task}: every DET must be scored on the same examples, got sizes {sizes}")
-        n = sizes.pop()
-        index = rng.integers(0, n, size=(resamples, n))
-        for cell in group:
-            base = cell.initial[index].mean(1)
-            num += cell.subspace[index].mean(1) - base
-            den += cell.original[index].mean(1) - base
-    valid = den > 0
-    if not valid.any():
+    groups = _by_task(cells)
+    indices = {task: rng.integers(0, n, size=(resamples, n)) for task, (_, n) in groups.items()}
+    return _percentiles(_resampled_gains(groups, indices, resamples), level)
+
+
+def bootstrap_difference(
+    first: Sequence[GainCell],
+    second: Sequence[GainCell],
+    *,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float] | None:
+    """Percentile interval of ``pooled_gain(second) − pooled_gain(first)``, paired: both sets of cells are
+    scored on the same test examples of the same tasks, so one resample of a task's examples serves both
+    (two studies sharing their held-out tasks' test examples, e.g. two stage-1 variants)."""
+    if not first or not second or resamples < 1:
         return None
-    ratios = 100.0 * num[valid] / den[valid]
-    tail = 100.0 * (1.0 - level) / 2.0
-    return float(np.percentile(ratios, tail)), float(np.percentile(ratios, 100.0 - tail))
+    groups = [_by_task(first), _by_task(second)]
+    if set(groups[0]) != set(groups[1]):
+        raise ValueError(f"paired cells need the same tasks, got {sorted(groups[0])} and {sorted(groups[1])}")
+    for task, (_, n) in groups[0].items():
+        if groups[1][task][1] != n:
+            raise ValueError(
+                f"task {task}: paired cells need the same examples, got {n} and {groups[1][task][1]}"
+            )
+    rng = np.random.default_rng(seed)
+    indices = {task: rng.integers(0, n, size=(resamples, n)) for task, (_, n) in groups[0].items()}
+    a, b = (_resampled_gains(g, indices, resamples) for g in groups)
+    return _percentiles(b - a, level)
