@@ -131,3 +131,16 @@ def test_cli_prints_the_comparison(tmp_path: Path) -> None:
     assert result.output.startswith("# Studies compared") and "| `trained` | **50.0 [" in result.output
     result = CliRunner().invoke(app, ["report", "studies", str(base), str(tmp_path / "missing")])
     assert result.exit_code != 0 and "no config.json" in result.output
+
+
+def test_dets_narrow_the_comparison(tmp_path: Path) -> None:
+    base = _study(tmp_path, "base", own=20, transfer=10)
+    trained = _study(tmp_path, "trained", own=30, transfer=20)
+    views = [load_study_view(base), load_study_view(trained)]
+    comparison = compare(views, ["lora"])
+    assert comparison.methods == ["lora"]
+    # one DET: no pair to transfer between, so the figure is absent; its own code stays
+    assert comparison.cells(views[0], "transfer") is None
+    assert [c.member for c in comparison.cells(views[0], "learned")] == ["lora"]
+    with pytest.raises(UserInputError, match="not trained in every study"):
+        compare(views, ["lora", "prefix"])

@@ -107,6 +107,9 @@ def report_studies_command(
     ],
     output: Annotated[Path | None, typer.Option(help="Write the markdown here (default: print it).")] = None,
     plot: Annotated[Path | None, typer.Option(help="Also draw the figures as grouped bars (PNG).")] = None,
+    dets: Annotated[
+        str | None, typer.Option(help="Only these DETs, comma-separated (transfer: pairs among them).")
+    ] = None,
     resamples: Annotated[int, typer.Option(help="Bootstrap replicates.")] = 2000,
 ) -> None:
     """Finished studies side by side on the held-out tasks they share (own code, controls, one code for all,
@@ -122,6 +125,7 @@ def report_studies_command(
         studies,
         output,
         plot=plot,
+        dets=[d.strip() for d in dets.split(",") if d.strip()] if dets else None,
         resamples=resamples,
         command=" ".join(["deltaspace report studies", *given]),
     )

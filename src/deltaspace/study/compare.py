@@ -115,14 +115,23 @@ class Comparison:
         return chosen
 
 
-def compare(views: Sequence[StudyView]) -> Comparison:
-    """The held-out tasks every study scored on the same test examples, and the DETs they all trained."""
+def compare(views: Sequence[StudyView], dets: Sequence[str] | None = None) -> Comparison:
+    """The held-out tasks every study scored on the same test examples, and the DETs they all trained (only
+    ``dets`` of them when given: transfer then counts pairs among those, a shared code is still the one
+    trained through every DET of its study)."""
     if len(views) < 2:
         raise UserInputError("give at least two study folders to compare")
     first = views[0]
     shared = [t for t in first.records if all(t in v.records for v in views[1:])]
     tasks = [t for t in shared if all(v.records[t].gold == first.records[t].gold for v in views[1:])]
     methods = [m for m in first.methods if all(m in v.methods for v in views[1:])]
+    if dets:
+        missing = sorted(set(dets) - set(methods))
+        if missing:
+            raise UserInputError(
+                f"--dets {missing} not trained in every study; choose from {', '.join(methods)}"
+            )
+        methods = [m for m in methods if m in dets]
     if not tasks:
         raise UserInputError(
             "the studies share no held-out task scored on the same test examples; compare variants of one "
@@ -238,11 +247,12 @@ def write_comparison(
     output: Path | None = None,
     *,
     plot: Path | None = None,
+    dets: Sequence[str] | None = None,
     resamples: int = 2000,
     command: str = "",
 ) -> str:
     """The comparison's markdown (written to ``output`` when given), and its plot when ``plot`` is given."""
-    comparison = compare([load_study_view(out) for out in outs])
+    comparison = compare([load_study_view(out) for out in outs], dets)
     text = comparison_markdown(comparison, resamples=resamples, command=command)
     if output is not None:
         write_text_atomic(output, text)
