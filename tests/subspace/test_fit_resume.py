@@ -89,7 +89,7 @@ def test_a_killed_fit_resumes_to_the_bundle_of_an_uninterrupted_one(
     members, store = toy_study.members, toy_study.store
     config = FitConfig(**CONFIG)
     whole = fit(members, store, sources, config, output_dir=tmp_path / "a", log_path=tmp_path / "a.jsonl")
-    assert not (tmp_path / "a" / CHECKPOINT_FILE).exists()  # removed once the bundle is saved
+    assert (tmp_path / "a" / CHECKPOINT_FILE).is_file()  # kept beside the bundle, for a longer fit later
 
     out, log = tmp_path / "b", tmp_path / "b.jsonl"
     with pytest.raises(Killed):  # killed before the first checkpoint: the next call starts afresh
@@ -115,12 +115,45 @@ def test_a_killed_fit_resumes_to_the_bundle_of_an_uninterrupted_one(
 
     _assert_same_bundle(whole, resumed)
     assert resumed.metadata["best_step"] == 0
-    assert not (out / CHECKPOINT_FILE).exists()
+    # called again when finished: nothing left to train, the same bundle at once
+    again_log = len(_log(log))
+    _assert_same_bundle(whole, fit(members, store, sources, config, output_dir=out, log_path=log))
+    assert len(_log(log)) == again_log
     # the log holds each step once, as the uninterrupted fit logged it (bar the time each step took)
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in _log(log)]
     assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in _log(tmp_path / "a.jsonl")]
     assert all(r["seconds"] > 0 for r in _log(log))
     assert resumed.metadata["wall_seconds"] > 0
+
+
+def test_a_finished_fit_extended_ends_where_a_longer_fit_would(toy_study, sources, tmp_path):
+    members, store = toy_study.members, toy_study.store
+    longer = fit(members, store, sources, FitConfig(**{**CONFIG, "steps": 20}), output_dir=tmp_path / "a")
+
+    out, log = tmp_path / "b", tmp_path / "b.jsonl"
+    short = fit(members, store, sources, FitConfig(**{**CONFIG, "steps": 10}), output_dir=out, log_path=log)
+    assert short.metadata["steps_run"] == 10
+    extended = fit(
+        members, store, sources, FitConfig(**{**CONFIG, "steps": 20}), output_dir=out, log_path=log
+    )
+    _assert_same_bundle(longer, extended)
+    assert extended.metadata["steps_run"] == 20 and [r["step"] for r in _log(log)] == list(range(1, 21))
+    # a checkpoint written when the identity still held the steps of a constant-schedule fit: extended too
+    from deltaspace.subspace._fit_checkpoint import differences, fit_identity
+
+    deltas = {m.name: {t.name: store.delta(m.name, t.name) for t in sources} for m in members}
+    names = [t.name for t in sources]
+    current = fit_identity(FitConfig(**{**CONFIG, "steps": 20}).to_dict(), names, deltas)
+    written = {**current, "config": {**current["config"], "steps": 10}}
+    assert differences(written, current) == []
+    # asked for fewer steps than the checkpoint holds: refused, nothing rewritten
+    with pytest.raises(RunMismatchError, match="past this fit's steps"):
+        fit(members, store, sources, FitConfig(**{**CONFIG, "steps": 12}), output_dir=out)
+    # a schedule that depends on the total length cannot be extended: its steps are part of the identity
+    cosine = {**CONFIG, "schedule": "cosine"}
+    fit(members, store, sources, FitConfig(**{**cosine, "steps": 10}), output_dir=tmp_path / "c")
+    with pytest.raises(RunMismatchError, match=r"config\.steps"):
+        fit(members, store, sources, FitConfig(**{**cosine, "steps": 20}), output_dir=tmp_path / "c")
 
 
 def test_a_checkpoint_of_another_fit_is_refused(toy_study, sources, tmp_path):

@@ -1,8 +1,10 @@
 """The joint fit's resumable checkpoint: one file, ``<output_dir>/fit_checkpoint.pt``, written atomically.
 
 :func:`~deltaspace.subspace.fit.fit` writes it every ``checkpoint_every`` steps and after the last one, and
-deletes it once the bundle is saved (the bundle is the result; a checkpoint of a finished fit is only
-weight). It holds (``fit._Loop.state_dict``) the step and whether patience stopped the fit there; every
+keeps it beside the bundle: called again with more ``steps`` (under a constant learning rate, the one
+schedule that does not depend on the total), the fit continues from its last step and ends where an
+uninterrupted fit of the longer length would (a finished joint fit can be extended without redoing it;
+called with the same steps, it returns the same bundle at once). It holds (``fit._Loop.state_dict``) the step and whether patience stopped the fit there; every
 parameter of the up- and down-projections (their buffers are fixed random maps and bases, rebuilt as they
 were from the seed); the optimiser's and the lr schedule's state; numpy's generator state and torch's CPU
 and CUDA RNG states; each task's batch stream (epoch, batches taken, the CPU RNG state at the epoch's
@@ -44,10 +46,12 @@ RESUME_FREE = frozenset(
 def fit_identity(
     config: Mapping[str, Any], task_names: Sequence[str], deltas: Mapping[str, Mapping[str, Tensor]]
 ) -> dict[str, Any]:
-    """What must be equal for a checkpoint to be resumed (``deltas``: member -> task -> Δ, in order)."""
+    """What must be equal for a checkpoint to be resumed (``deltas``: member -> task -> Δ, in order).
+    Under a constant schedule the total ``steps`` is free too: a longer fit continues a shorter one's state."""
+    free = RESUME_FREE | ({"steps"} if config.get("schedule") == "constant" else set())
     return {
         "format": FORMAT,
-        "config": {key: value for key, value in config.items() if key not in RESUME_FREE},
+        "config": {key: value for key, value in config.items() if key not in free},
         "tasks": list(task_names),
         "members": [
             {
@@ -66,7 +70,9 @@ def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[st
         return [f"format ({saved.get('format')!r})"]
     found = []
     old, new = saved["config"], current["config"]
-    found += [f"config.{key}" for key in sorted({*old, *new}) if old.get(key, ...) != new.get(key, ...)]
+    # a constant-schedule fit leaves ``steps`` out (checkpoints written before that recorded it)
+    keys = {*old, *new} - (set() if "steps" in new else {"steps"})
+    found += [f"config.{key}" for key in sorted(keys) if old.get(key, ...) != new.get(key, ...)]
     if saved["tasks"] != current["tasks"]:
         found.append(f"source tasks (saved: {', '.join(saved['tasks'])})")
     old_members = [(m["name"], m["size"]) for m in saved["members"]]

@@ -31,7 +31,8 @@ Differences from the paper's code (each a deliberate improvement, the paper's ch
   (``steps`` is then the most it may take). With ``eval_every = 0`` nothing is evaluated and the last
   state is returned (a validation that selects among one checkpoint is waste).
 - Resumable: ``checkpoint_every`` steps, one atomic checkpoint (:mod:`~deltaspace.subspace._fit_checkpoint`);
-  a fit called again with the same arguments continues where it stopped and ends in the same bundle.
+  a fit called again with the same arguments continues where it stopped and ends in the same bundle; called
+  with more ``steps`` (constant schedule), a finished fit continues from its last step.
 - Encoders are not returned: stages 2–6 need only the up-projections and the source codes.
 
 Long fits (thousands of steps): with ``output_dir`` the fit checkpoints every ``checkpoint_every`` steps
@@ -61,7 +62,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from deltaspace.best import BestCheckpoint
-from deltaspace.errors import BrokenFileError
+from deltaspace.errors import BrokenFileError, RunMismatchError
 from deltaspace.subspace._fit_checkpoint import (
     CHECKPOINT_FILE,
     count_lines,
@@ -400,9 +401,10 @@ def fit(
         config: :class:`FitConfig`.
         output_dir: if given, the returned bundle is saved there (atomically). A fit of ``steps > 0`` also
             keeps a resumable checkpoint there (``fit_checkpoint.pt``, every ``checkpoint_every`` steps and
-            after the last, deleted once the bundle is saved): called again with the same arguments after
-            a kill, the fit continues from it and returns the bundle an uninterrupted fit would; a
-            checkpoint of a fit with other settings, source tasks or members is refused
+            after the last, kept beside the bundle): called again with the same arguments after a kill,
+            the fit continues from it and returns the bundle an uninterrupted fit would; called with more
+            ``steps`` under a constant schedule, a finished fit continues from its last step; a
+            checkpoint of a fit with other settings, source tasks or members, or past ``steps``, is refused
             (:class:`~deltaspace.errors.RunMismatchError`: delete it or use another ``output_dir``).
         log_path: if given, one JSON line per step is appended there (with the step's ``seconds``); a
             resumed fit first drops the lines logged after its checkpoint, and a resumable fit that finds
@@ -488,6 +490,11 @@ def fit(
 
         if saved is not None:
             loop.load_state_dict(saved, proj, code_device)
+            if loop.step > config.steps:
+                raise RunMismatchError(
+                    f"{checkpoint_path} holds a fit at step {loop.step}, past this fit's steps ({config.steps}); "
+                    f"ask for steps >= {loop.step}, or delete it to start this fit afresh"
+                )
             truncate_lines(log_path, loop.log_lines)
             logger.info("subspace fit resumes at step %d from %s", loop.step, checkpoint_path)
         else:
@@ -507,9 +514,7 @@ def fit(
     bundle = _bundle(loop, proj.ups, config, task_names, member_meta, start - loop.seconds_before, last)
     bundle.metadata["reconstruction"] = bundle.reconstruction_errors(store)
     if output_dir is not None:
-        bundle.save(output_dir)
-        if checkpoint_path is not None:
-            checkpoint_path.unlink(missing_ok=True)  # the bundle is the result; a rerun now starts afresh
+        bundle.save(output_dir)  # the checkpoint stays: asked for more steps, the fit continues from it
     return bundle
 
 
