@@ -6,11 +6,13 @@ import dataclasses
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from transformers import BertConfig, BertModel, BertTokenizer
 
+from deltaspace.errors import UserInputError
 from deltaspace.rng import seeded
 from deltaspace.study import StudyConfig, run_study
 from deltaspace.study.config import SHIPPED, load_study_config
@@ -400,3 +402,33 @@ def test_shared_code_asked_for_later_joins_the_finished_records(tiny_study: Stud
         assert "shared_code" in record["seconds"]
     assert not list((out / "stage2" / "parts").glob("*.json"))
     assert "| one code for all |" in report.read_text()
+
+
+def test_fit_from_continues_another_studys_fit(tiny_study: StudyConfig, tmp_path: Path) -> None:
+    from deltaspace.subspace import SubspaceBundle
+
+    def fitted(name: str, steps: int, **fields: Any) -> SubspaceBundle:
+        config = dataclasses.replace(
+            tiny_study,
+            out=str(tmp_path / name),
+            runs=str(tmp_path / "runs"),  # one sweep for every study here
+            fit={**dataclasses.asdict(tiny_study.fit), "steps": steps},
+            **fields,
+        )
+        run_study(config, stages=("sweep", "fit"))
+        return SubspaceBundle.load(Path(config.out) / "subspace")
+
+    whole = fitted("whole", 12)
+    fitted("short", 6)
+    with pytest.raises(UserInputError, match="holds no fit checkpoint"):
+        fitted("orphan", 12, fit_from=str(tmp_path / "none"))
+    extended = fitted("extended", 12, fit_from=str(tmp_path / "short"))
+    # the continued fit ends where the uninterrupted 12-step fit did
+    for name in whole.members:
+        for key, value in whole.up(name).state_dict().items():
+            assert torch.equal(value, extended.up(name).state_dict()[key]), (name, key)
+        for task in whole.tasks():
+            assert torch.equal(whole.code(name, task), extended.code(name, task))
+    assert extended.metadata["steps_run"] == 12
+    log = (tmp_path / "extended" / "subspace" / "fit_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in log] == list(range(1, 13))

@@ -87,6 +87,10 @@ class StudyConfig:
         shared_code: stage 3 also trains one code per stage-2 task through every DET at once (the mean of
             their losses, stage 2's settings otherwise), the ceiling that zero-shot transfer is read against
             (:mod:`deltaspace.subspace.shared_code`); costs about a stage 2 of every DET again.
+        fit_from: another study's folder whose stage-1 fit this one continues: its fit checkpoint (and step
+            log) is copied into this study's subspace folder before the fit starts, so ``fit.steps`` beyond
+            that fit's extend it instead of starting afresh (a constant schedule; the fit refuses a
+            checkpoint of another fit: other source tasks, DETs or fit settings).
     """
 
     name: str = "default"
@@ -112,6 +116,7 @@ class StudyConfig:
     landscape: LandscapeConfig | dict[str, Any] = dataclasses.field(default_factory=dict)
     mixed_precision: str = "no"
     shared_code: bool = False
+    fit_from: str | None = None
 
     def __post_init__(self) -> None:
         # sections given as mappings (YAML, or Python callers) become their dataclasses; a section's own
@@ -156,6 +161,10 @@ class StudyConfig:
         strays = sorted(set(self.optimise_tasks or []) - set(self.tasks))
         if strays:
             raise UserInputError(f"optimise_tasks {strays} are not among the study's tasks {self.tasks}")
+        if self.fit_from is not None and Path(self.fit_from).resolve() == Path(self.out).resolve():
+            raise UserInputError(
+                "fit_from names this study's own folder; give the study whose fit to continue"
+            )
         if self.mixed_precision not in ("no", "bf16"):
             raise UserInputError(f"mixed_precision must be no or bf16, got {self.mixed_precision!r}")
         if "mixed_precision" in self.train:

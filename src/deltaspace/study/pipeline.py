@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from deltaspace.errors import UserInputError
 from deltaspace.io import write_json_atomic
 from deltaspace.study.config import StudyConfig
 from deltaspace.study.records import LEARNED, SHARED, Stage2Record, SubspaceRun
@@ -192,6 +195,26 @@ def bundle_dir(config: StudyConfig, task: str | None = None) -> Path:
     if config.heldout_mode == "leave_one_out" and task is not None:
         return Path(config.out) / "subspace-loo" / slug(task)
     return Path(config.out) / "subspace"
+
+
+def _continue_fit(source: Path, directory: Path) -> None:
+    """Copy ``source``'s fit checkpoint and step log into ``directory`` (once: a checkpoint already there is
+    this study's own, further along), so the fit continues that one."""
+    from deltaspace.subspace._fit_checkpoint import CHECKPOINT_FILE
+
+    if (directory / CHECKPOINT_FILE).is_file():
+        return
+    if not (source / CHECKPOINT_FILE).is_file():
+        raise UserInputError(
+            f"fit_from: {source} holds no fit checkpoint to continue (fits finished before checkpoints were "
+            "kept beside the bundle delete theirs); run that study's fit, or drop fit_from"
+        )
+    for name in ("fit_log.jsonl", CHECKPOINT_FILE):  # the checkpoint last: it marks a complete copy
+        if (source / name).is_file():
+            tmp = directory / f".{name}.tmp"
+            shutil.copyfile(source / name, tmp)
+            os.replace(tmp, directory / name)
+    _log(f"stage 1 continues the fit of {source}")
 
 
 def part_path(config: StudyConfig, task: str, kind: str, det: str | None = None) -> Path:
@@ -490,6 +513,8 @@ class StudyContext:
             return
         fit_config = dataclasses.replace(self.config.fit)
         directory.mkdir(parents=True, exist_ok=True)
+        if self.config.fit_from:
+            _continue_fit(Path(self.config.fit_from) / directory.relative_to(self.config.out), directory)
         start = time.perf_counter()
         steps: list[float] = []
         last = [time.perf_counter()]
