@@ -82,6 +82,16 @@ def _main_options(
     ctx.meta[_DEBUG_KEY] = debug
 
 
+def command_line(command: str, fallback: list[str] | None = None) -> str:
+    """``deltaspace report <command> ...`` as the user typed it (the arguments after ``command`` in
+    ``sys.argv``; ``fallback`` when it was called otherwise, e.g. from tests), for a report's "regenerate
+    with" line."""
+    import sys
+
+    given = sys.argv[sys.argv.index(command) + 1 :] if command in sys.argv else (fallback or [])
+    return " ".join(["deltaspace report", command, *given])
+
+
 # `deltaspace report ...`: each command module adds its reports here.
 report_app = typer.Typer(help="Reports from finished runs and studies.", no_args_is_help=True)
 app.add_typer(report_app, name="report")

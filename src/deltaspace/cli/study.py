@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from deltaspace.cli.app import app, report_app
+from deltaspace.cli.app import app, command_line, report_app
 from deltaspace.errors import UserInputError
 
 
@@ -114,20 +114,17 @@ def report_studies_command(
 ) -> None:
     """Finished studies side by side on the held-out tasks they share (own code, controls, one code for all,
     transfer), and each one's difference from the first, paired on the same test examples."""
-    import sys
-
     from deltaspace.study.compare import write_comparison
 
     if resamples < 1:
         raise UserInputError(f"--resamples must be >= 1, got {resamples}")
-    given = sys.argv[sys.argv.index("studies") + 1 :] if "studies" in sys.argv else [str(s) for s in studies]
     text = write_comparison(
         studies,
         output,
         plot=plot,
         dets=[d.strip() for d in dets.split(",") if d.strip()] if dets else None,
         resamples=resamples,
-        command=" ".join(["deltaspace report studies", *given]),
+        command=command_line("studies", [str(s) for s in studies]),
     )
     if output is None:
         typer.echo(text, nl=False)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from deltaspace.cli.app import app, report_app
+from deltaspace.cli.app import app, command_line, report_app
 from deltaspace.cli.train import _parse_seeds, _split_list, parse_assignments
 
 DEFAULT_CONFIG = Path("configs") / "sweep_tuned.yaml"
@@ -203,16 +203,13 @@ def report_results_command(
 ) -> None:
     """docs/results.md from the tuned sweep (run from the repository root: it reads
     bench/results/linear_probe.json for the full-data probe row). Keeps the hand-written reading."""
-    import sys
-
     from deltaspace.errors import UserInputError
     from deltaspace.report.tuned_report import write_tuned_report
 
     if resamples < 1:
         raise UserInputError(f"--resamples must be >= 1, got {resamples}")
     sweep = _load(config, out, task, method, combo, seed, None)
-    given = sys.argv[sys.argv.index("results") + 1 :] if "results" in sys.argv else []
-    command = " ".join(["deltaspace report results", *given])
+    command = command_line("results")
     write_tuned_report(sweep, output, command, resamples=resamples)
     typer.echo(f"wrote {output}")
 
@@ -242,8 +239,6 @@ def report_coeff_adds_command(
     """The "What Coeff adds" section of docs/results.md: Coeff + X − X under each protocol, paired by seed,
     with bootstrap intervals and collapsed runs counted. Replaces that section only (the rest of the file and
     the section's hand-written reading are kept); a protocol without finished runs is said to be not run yet."""
-    import sys
-
     from deltaspace.errors import UserInputError
     from deltaspace.report.coeff_adds import (
         paper_protocol,
@@ -263,8 +258,7 @@ def report_coeff_adds_command(
     for name, path in (("one_rate", one_rate), ("own_rate", own_rate)):
         if path is not None and str(path) != "none":
             protocols.append(sweep_protocol(name, SweepConfig.from_file(path), path))
-    given = sys.argv[sys.argv.index("coeff-adds") + 1 :] if "coeff-adds" in sys.argv else []
-    command = " ".join(["deltaspace report coeff-adds", *given])
+    command = command_line("coeff-adds")
     write_coeff_adds(protocols, output, command, resamples=resamples)
     typer.echo(f"wrote the section 'What Coeff adds' of {output}")
 

@@ -37,7 +37,6 @@ class StudyView:
     """One finished study as the comparison reads it: its held-out records by task."""
 
     name: str
-    out: Path
     config: dict[str, Any]
     records: dict[str, Stage2Record]
 
@@ -77,7 +76,7 @@ def load_study_view(out: str | Path) -> StudyView:
             f"{out}: no held-out stage-2 records yet; run its optimise stage first "
             f"(deltaspace study {path} --stages optimise)"
         )
-    return StudyView(config.get("name", out.name), out, config, records)
+    return StudyView(config.get("name", out.name), config, records)
 
 
 def figure_cells(record: Stage2Record, figure: str, methods: Sequence[str]) -> list[GainCell] | None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 
 from deltaspace.errors import UserInputError
-from deltaspace.io import write_json_atomic
+from deltaspace.io import atomic_write, write_json_atomic
 from deltaspace.study.config import StudyConfig
 from deltaspace.study.records import LEARNED, SHARED, Stage2Record, SubspaceRun
 from deltaspace.study.report import WORKER_KEYS, write_report
@@ -211,9 +210,7 @@ def _continue_fit(source: Path, directory: Path) -> None:
         )
     for name in ("fit_log.jsonl", CHECKPOINT_FILE):  # the checkpoint last: it marks a complete copy
         if (source / name).is_file():
-            tmp = directory / f".{name}.tmp"
-            shutil.copyfile(source / name, tmp)
-            os.replace(tmp, directory / name)
+            atomic_write(directory / name, lambda tmp, name=name: shutil.copyfile(source / name, tmp))
     _log(f"stage 1 continues the fit of {source}")
 
 

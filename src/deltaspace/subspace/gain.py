@@ -65,19 +65,18 @@ def _by_task(cells: Sequence[GainCell]) -> dict[str, tuple[list[GainCell], int]]
 
 
 def _resampled_gains(
-    groups: dict[str, tuple[list[GainCell], int]], indices: dict[str, np.ndarray], resamples: int
+    groups: dict[str, tuple[list[GainCell], int]], indices: dict[str, np.ndarray]
 ) -> np.ndarray:
-    """Pooled gain at each resample of the examples (NaN where training gained nothing)."""
-    num = np.zeros(resamples)
-    den = np.zeros(resamples)
+    """Pooled gain at each resample of the examples (``indices``: task -> resamples × examples; NaN where
+    training gained nothing)."""
+    num, den = 0.0, 0.0
     for task, (group, _) in groups.items():
         index = indices[task]
         for cell in group:
             base = cell.initial[index].mean(1)
-            num += cell.subspace[index].mean(1) - base
-            den += cell.original[index].mean(1) - base
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(den > 0, 100.0 * num / np.where(den > 0, den, 1.0), np.nan)
+            num = num + cell.subspace[index].mean(1) - base
+            den = den + cell.original[index].mean(1) - base
+    return np.where(den > 0, 100.0 * num / np.where(den > 0, den, 1.0), np.nan)
 
 
 def _percentiles(values: np.ndarray, level: float) -> tuple[float, float] | None:
@@ -97,7 +96,7 @@ def bootstrap_interval(
     rng = np.random.default_rng(seed)
     groups = _by_task(cells)
     indices = {task: rng.integers(0, n, size=(resamples, n)) for task, (_, n) in groups.items()}
-    return _percentiles(_resampled_gains(groups, indices, resamples), level)
+    return _percentiles(_resampled_gains(groups, indices), level)
 
 
 def bootstrap_difference(
@@ -123,5 +122,5 @@ def bootstrap_difference(
             )
     rng = np.random.default_rng(seed)
     indices = {task: rng.integers(0, n, size=(resamples, n)) for task, (_, n) in groups[0].items()}
-    a, b = (_resampled_gains(g, indices, resamples) for g in groups)
+    a, b = (_resampled_gains(g, indices) for g in groups)
     return _percentiles(b - a, level)
