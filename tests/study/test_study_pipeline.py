@@ -120,6 +120,9 @@ def test_whole_pipeline_runs_resumes_and_reports(tiny_study: StudyConfig) -> Non
     assert max(e for by_task in fit["reconstruction_error"].values() for e in by_task.values()) < 0.1
     assert "Stage 5, full fine-tuning" in text and "Headline" in text
     assert "One code trained through every DET at once" in text and "| one code for all |" in text
+    assert (
+        "Where the held-out tasks' stage-2 codes lie" in text and "| the source codes (for scale) |" in text
+    )
     assert "the best kept" in text and "Source-task validation (accuracy): " in text and "(step 12)." in text
     for task in tiny_study.stage2_tasks:
         record = Stage2Record.from_dict(json.loads((out / "stage2" / f"{Path(task).stem}.json").read_text()))
@@ -432,3 +435,25 @@ def test_fit_from_continues_another_studys_fit(tiny_study: StudyConfig, tmp_path
     assert extended.metadata["steps_run"] == 12
     log = (tmp_path / "extended" / "subspace" / "fit_log.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in log] == list(range(1, 13))
+
+
+def test_a_hull_study_keeps_every_code_a_mixture_of_theta0_and_the_source_codes(
+    tiny_study: StudyConfig,
+) -> None:
+    from deltaspace.subspace.bundle import read_codes
+    from deltaspace.subspace.code_geometry import code_geometry
+
+    with pytest.raises(UserInputError, match="shared_code trains one free code"):
+        dataclasses.replace(tiny_study, shared_code=True, optimise={"region": "hull"}).validate()
+    optimise = {**dataclasses.asdict(tiny_study.optimise), "region": "hull"}
+    hull = dataclasses.replace(tiny_study, optimise=optimise, controls=[])
+    report = run_study(hull, stages=("sweep", "fit", "optimise", "report"))
+    out = Path(hull.out)
+    codes = read_codes(out / "subspace")
+    record = Stage2Record.from_dict(json.loads((out / "stage2" / "sentiment2.json").read_text()))
+    for det, run in record.runs["learned"].items():
+        place = code_geometry(run.z, [z.tolist() for z in codes[det].values()])
+        assert place.negative_weight < 1e-4 and place.weight_sum <= 1 + 1e-4, det
+    assert len(record.transfer["metrics"]) == 3
+    rows = [line for line in report.read_text().splitlines() if line.startswith("| **all DETs** |")]
+    assert rows and rows[-1].split("|")[-2].strip() == "0.00"  # no negative weight on the source codes

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from deltaspace.subspace import DenseUp, FastfoodUp, SolutionStore, SubspaceBundle
+from deltaspace.subspace.bundle import read_codes
 
 
 def _bundle():
@@ -33,6 +34,11 @@ def test_bundle_save_load_round_trip(tmp_path):
         for task in bundle.tasks():
             assert torch.equal(loaded.code(name, task), bundle.code(name, task))
     assert loaded.memory_bytes() == bundle.memory_bytes()
+    codes = read_codes(tmp_path / "b")  # the codes alone, without the projections
+    assert {name: list(by_task) for name, by_task in codes.items()} == {
+        n: ["t0", "t/1"] for n in bundle.members
+    }
+    assert all(torch.equal(codes[n][t], bundle.code(n, t)) for n in bundle.members for t in bundle.tasks())
     assert not list((tmp_path / "b").glob("*.tmp"))  # atomic writes leave no temporaries
 
 

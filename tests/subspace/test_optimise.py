@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -90,3 +92,30 @@ def test_stage2_rejects_mismatched_member(toy_study, toy_bundle):
             toy_study.target,
             OptimiseConfig(progress=False),
         )
+
+
+def test_hull_region_keeps_codes_mixtures_of_theta0_and_the_source_codes(toy_study, toy_bundle):
+    from deltaspace.subspace.code_geometry import code_geometry
+    from deltaspace.subspace.optimise import HULL_START_THETA0, hull_start, hull_vertices
+
+    member = toy_study.members[0]
+    vertices = hull_vertices(toy_bundle, member.name)
+    sources = torch.stack(list(toy_bundle.codes[member.name].values()))
+    assert torch.equal(vertices[0], torch.zeros(toy_bundle.dim)) and torch.equal(vertices[1:], sources)
+    weights = torch.softmax(hull_start(len(vertices)), 0)
+    assert weights[0].item() == pytest.approx(HULL_START_THETA0)
+    assert torch.allclose(
+        weights[1:], torch.full((len(vertices) - 1,), (1 - HULL_START_THETA0) / (len(vertices) - 1))
+    )
+    config = OptimiseConfig(steps=12, lr=0.3, optimizer="adamw", eval_every=4, region="hull", progress=False)
+    result = optimise(member, toy_bundle, toy_study.target, config)
+    free = optimise(member, toy_bundle, toy_study.target, dataclasses.replace(config, region="free"))
+    assert not torch.allclose(result.z, free.z)
+    # the chosen code is a mixture: weights ≥ 0 summing to at most 1 over the source codes
+    geometry = code_geometry(result.z.tolist(), sources.tolist())
+    assert geometry.negative_weight < 1e-5 and geometry.weight_sum <= 1 + 1e-5
+    assert geometry.outside_span < 1e-4 or sources.shape[0] >= toy_bundle.dim
+    with pytest.raises(ValueError, match="drop z_init"):
+        optimise(member, toy_bundle, toy_study.target, config, z_init=torch.zeros(toy_bundle.dim))
+    with pytest.raises(ValueError, match="unknown region"):
+        OptimiseConfig(region="ball").validate()

@@ -26,6 +26,7 @@ SHIPPED = (
     "full_suite_loo",
     "full_suite_fit",
     "full_suite_fit_random",
+    "full_suite_fit_hull",
     "single_task",
     "single_task_fit",
     "single_task_fit_random",
@@ -174,6 +175,11 @@ class StudyConfig:
         if self.landscape.task is not None and self.landscape.task not in self.source_tasks:
             raise UserInputError(f"landscape.task {self.landscape.task!r} must be one of the source tasks")
         self._check_names()
+        if self.shared_code and self.optimise.region != "free":
+            raise UserInputError(
+                f"shared_code trains one free code for every DET; drop it or set optimise.region: free "
+                f"(got {self.optimise.region!r})"
+            )
         for section in (self.fit, self.optimise):
             try:
                 section.validate()

@@ -32,7 +32,7 @@ import torch
 from deltaspace.errors import UserInputError
 from deltaspace.io import atomic_write, write_json_atomic
 from deltaspace.study.config import StudyConfig
-from deltaspace.study.records import LEARNED, SHARED, Stage2Record, SubspaceRun
+from deltaspace.study.records import LEARNED, SHARED, Stage2Record, SubspaceRun, bundle_path
 from deltaspace.study.report import WORKER_KEYS, write_report
 from deltaspace.train.result import DELTA_DIR, run_path, slug
 
@@ -191,9 +191,7 @@ def _add_timing(out: Path, stage: str, seconds: float) -> None:
 
 def bundle_dir(config: StudyConfig, task: str | None = None) -> Path:
     """The subspace that solves ``task``: the shared one, or (leaving one out) the one fitted without it."""
-    if config.heldout_mode == "leave_one_out" and task is not None:
-        return Path(config.out) / "subspace-loo" / slug(task)
-    return Path(config.out) / "subspace"
+    return bundle_path(config.out, config.heldout_mode, task)
 
 
 def _continue_fit(source: Path, directory: Path) -> None:

@@ -9,14 +9,24 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from deltaspace.subspace.gain import GainCell
+from deltaspace.train.result import slug
 
 LEARNED = "learned"
 SHARED = "shared"  # stage 3: one code trained through every DET at once
+
+
+def bundle_path(out: str | Path, heldout_mode: str, task: str | None = None) -> Path:
+    """The subspace that solves ``task`` in the study at ``out``: the shared one, or (leaving one out) the
+    one fitted without it."""
+    if heldout_mode == "leave_one_out" and task is not None:
+        return Path(out) / "subspace-loo" / slug(task)
+    return Path(out) / "subspace"
 
 
 @dataclass

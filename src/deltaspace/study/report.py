@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from deltaspace.io import write_text_atomic
-from deltaspace.study.records import LEARNED, Stage2Record
+from deltaspace.study.records import LEARNED, Stage2Record, bundle_path
 from deltaspace.subspace.gain import GainCell, bootstrap_interval, pooled_gain
 from deltaspace.train.sweep import slug
 
@@ -490,6 +490,59 @@ def _agreement_lines(records: list[Stage2Record]) -> list[str]:
     ]
 
 
+def _code_places(
+    out: Path, config: dict[str, Any], records: list[Stage2Record], methods: list[str]
+) -> list[str]:
+    """Where each DET's stage-2 codes of the held-out tasks lie against the source codes stage 1 was fitted
+    on (:mod:`deltaspace.subspace.code_geometry`), means over the tasks."""
+    from deltaspace.subspace.bundle import read_codes
+    from deltaspace.subspace.code_geometry import code_geometry
+
+    heldout = [r for r in records if r.heldout]
+    sources: dict[Path, dict] = {}
+    places: dict[str, list] = {}
+    for record in heldout:
+        path = bundle_path(out, config.get("heldout_mode", "fixed"), record.task)
+        if path not in sources:
+            sources[path] = read_codes(path) if (path / "bundle.json").is_file() else {}
+        for det, run in record.runs[LEARNED].items():
+            codes = sources[path].get(det)
+            if codes:
+                places.setdefault(det, []).append(code_geometry(run.z, [z.tolist() for z in codes.values()]))
+    if not places:
+        return []
+
+    def row(name: str, found: list) -> list[str]:
+        mean = {
+            key: float(np.mean([getattr(g, key) for g in found])) for key in found[0].__dataclass_fields__
+        }
+        return [
+            name,
+            f"{mean['norm']:.2f}",
+            f"{100 * mean['outside_span']:.0f}",
+            f"{mean['weight_sum']:.2f}",
+            f"{mean['negative_weight']:.2f}",
+        ]
+
+    rows = [row(det, places[det]) for det in methods if det in places]
+    rows.append(row("**all DETs**", [g for found in places.values() for g in found]))
+    vertices = [
+        z.tolist() for codes in sources.values() for by_task in codes.values() for z in by_task.values()
+    ]
+    rows.append(row("the source codes (for scale)", [code_geometry(z, [z]) for z in vertices]))
+    return [
+        "",
+        "Where the held-out tasks' stage-2 codes lie against the source codes the subspace was fitted on "
+        f"(means over {len(heldout)} task(s)): the share of a code's length outside the source codes' span, "
+        "and the weights that combine the source codes into its part inside the span. The joint fit trains "
+        "codes only at the source codes and their mixtures (weights ≥ 0 summing to 1, or less with θ0 as a "
+        "vertex): 0 % outside the span and negative weight 0 is that region; anything else is read by each "
+        "DET its own way.",
+        "",
+        *_table(["DET", "length", "outside the span (%)", "weight sum", "negative weight"], rows),
+    ]
+
+
 def _landscape(out: Path) -> list[str]:
     landscape = _read(out / "landscape.json")
     if landscape is None:
@@ -618,6 +671,7 @@ def write_report(out: str | Path) -> Path:
         lines.append("Stage 2 has not run yet.")
     transfer_lines, transfer_summary = _transfer(records, methods)
     lines += ["", "## Stage 3: transfer across DETs", "", *transfer_lines]
+    lines += _code_places(out, config, records, methods)
     lines += ["", "## Stage 4: landscape", "", *_landscape(out)]
     lines += [
         "",

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import Tensor
 
@@ -166,3 +167,22 @@ class SubspaceBundle:
         bundle = cls(ups, codes, index.get("metadata", {}))
         bundle.sha256 = digest
         return bundle
+
+
+def read_codes(directory: str | os.PathLike) -> dict[str, dict[str, Tensor]]:
+    """A saved bundle's source codes (member -> task -> z) without its projections, which can be gigabytes
+    (full fine-tuning's): for reports that place codes, not for decoding them (the tensors' sha256 is not
+    checked; :meth:`SubspaceBundle.load` does)."""
+    directory = Path(directory)
+    index = read_json(directory / INDEX_FILE)
+    if index.get("format") != FORMAT:
+        raise ValueError(
+            f"{directory} holds {index.get('format')!r}, not a {FORMAT} bundle; point to a fit() output"
+        )
+    codes: dict[str, dict[str, Tensor]] = {}
+    with safe_open(str(directory / TENSORS_FILE), framework="pt") as tensors:
+        for i, entry in enumerate(index["members"]):
+            codes[entry["name"]] = {
+                task: tensors.get_tensor(f"code.{i}.{j}") for j, task in enumerate(entry["code_tasks"])
+            }
+    return codes

@@ -30,6 +30,10 @@ from deltaspace.subspace.member import SubspaceMember, check_member
 logger = logging.getLogger(__name__)
 
 INITS = ("normal", "zeros", "source_mean")
+REGIONS = ("free", "hull")
+# region: hull starts with this much of its mixture on θ0 (the rest spread over the source codes), near the
+# free code's start at θ0 but with every vertex's weight trainable.
+HULL_START_THETA0 = 0.9
 
 
 @dataclass
@@ -39,6 +43,11 @@ class OptimiseConfig:
     Attributes:
         init: ``normal`` (z ~ N(0, init_std²), the paper's), ``zeros`` (start at θ0) or ``source_mean``
             (the mean of the member's source-task codes; not the paper's, report it separately).
+        region: ``free`` (any code, the paper's) or ``hull``: codes restricted to mixtures of θ0 and the
+            member's source-task codes (``z = Σ_t w_t c_t``, ``w = softmax`` of trained weights over θ0 and
+            the k source codes; ``init`` is then unused, the start puts 0.9 on θ0). The hull is where the
+            joint fit trains the subspace (at mixtures of a source task's codes), so it measures what stage 2
+            and transfer do where the fit made codes mean the same to every DET (not in the paper).
         eval_every: validate on the eval batches every this many steps (and at step 0 and the end).
     """
 
@@ -49,6 +58,7 @@ class OptimiseConfig:
     grad_clip: float | None = None
     init: str = "normal"
     init_std: float = 0.02
+    region: str = "free"
     eval_every: int = 100
     metric: str = "accuracy"
     seed: int = 0
@@ -61,6 +71,8 @@ class OptimiseConfig:
         check_step_options(self.optimizer, self.schedule, self.eval_every, self.metric)
         if self.init not in INITS:
             raise ValueError(f"unknown init {self.init!r}; use {' or '.join(INITS)}")
+        if self.region not in REGIONS:
+            raise ValueError(f"unknown region {self.region!r}; use {' or '.join(REGIONS)}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -110,6 +122,24 @@ def initial_code(
     return torch.randn(dim, generator=generator) * config.init_std
 
 
+def hull_vertices(bundle: SubspaceBundle, member: str) -> Tensor:
+    """The vertices of ``region: hull`` for ``member``: θ0 (the zero code) and its k source-task codes,
+    ``(k + 1, d)``."""
+    codes = bundle.codes.get(member, {})
+    if not codes:
+        raise ValueError(f"region: hull needs the bundle's source codes of {member!r}; it has none")
+    stacked = torch.stack([z.detach().float().reshape(-1) for z in codes.values()])
+    return torch.cat([torch.zeros(1, stacked.shape[1]), stacked])
+
+
+def hull_start(vertices: int) -> Tensor:
+    """Mixture logits with :data:`HULL_START_THETA0` on θ0 (the first vertex) and the rest spread evenly."""
+    rest = vertices - 1
+    logits = torch.zeros(vertices)
+    logits[0] = float(np.log(HULL_START_THETA0 * rest / (1 - HULL_START_THETA0)))
+    return logits
+
+
 def optimise(
     member: SubspaceMember,
     bundle: SubspaceBundle,
@@ -143,29 +173,45 @@ def optimise(
         raise ValueError(f"task {task.name!r} has no eval batches; stage 2 selects the best z on them")
     device = member.theta0.device
     up.to(device)
-    z0 = (
-        z_init.detach().clone().float().reshape(-1)
-        if z_init is not None
-        else initial_code(bundle.dim, config, bundle, member.name)
-    ).to(device)
-    if z0.numel() != bundle.dim:
-        raise ValueError(f"z_init has size {z0.numel()}, the subspace has d = {bundle.dim}")
+    if config.region == "hull":
+        if z_init is not None:
+            raise ValueError("region: hull trains mixture weights from its own start; drop z_init")
+        vertices = hull_vertices(bundle, member.name).to(device)
 
-    def validate_at(z: Tensor) -> float:
+        def code(weights: Tensor) -> Tensor:
+            return torch.softmax(weights, dim=0) @ vertices
+
+        start = hull_start(vertices.shape[0]).to(device)
+    else:
+
+        def code(weights: Tensor) -> Tensor:
+            return weights
+
+        start = (
+            z_init.detach().clone().float().reshape(-1)
+            if z_init is not None
+            else initial_code(bundle.dim, config, bundle, member.name)
+        ).to(device)
+        if start.numel() != bundle.dim:
+            raise ValueError(f"z_init has size {start.numel()}, the subspace has d = {bundle.dim}")
+
+    def validate_at(weights: Tensor) -> float:
         with torch.no_grad():
-            return evaluate(member, up(z), task.eval_batches, num_labels=task.num_labels)[config.metric]
+            theta = up(code(weights))
+            return evaluate(member, theta, task.eval_batches, num_labels=task.num_labels)[config.metric]
 
     with frozen(up):
         best, history = train_code(
-            lambda z, batch: member.loss(up(z), batch),
+            lambda weights, batch: member.loss(up(code(weights)), batch),
             validate_at,
-            z0,
+            start,
             task,
             config,
             desc=f"z {member.name}/{task.name}",
             on_step=on_step,
         )
-    best_z = best.state  # kept at step 0 at the latest
+    with torch.no_grad():
+        best_z = code(best.state)  # kept at step 0 at the latest
     with torch.no_grad():
         pred, gold = predictions(member, up(best_z), task.report_batches)
     metrics = score(pred, gold, task.num_labels)

@@ -46,6 +46,10 @@ def optimise_shared(
     config.validate()
     if len(members) < 2:
         raise ValueError("a shared code needs at least 2 DETs; stage 2 (optimise) trains through one")
+    if config.region != "free":
+        raise ValueError(
+            f"one code for every DET trains a free code; region {config.region!r} is not supported"
+        )
     if not task.eval_batches:
         raise ValueError(f"task {task.name!r} has no eval batches; the shared code is selected on them")
     ups = {}
