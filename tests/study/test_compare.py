@@ -36,7 +36,14 @@ def _run(predictions: list[int]) -> SubspaceRun:
 
 
 def _study(
-    root: Path, name: str, own: int, transfer: int, *, shared: int | None = None, steps: int = 0
+    root: Path,
+    name: str,
+    own: int,
+    transfer: int,
+    *,
+    shared: int | None = None,
+    steps: int = 0,
+    region: str = "free",
 ) -> Path:
     """A study whose codes get ``own`` / ``transfer`` / ``shared`` examples right on task t (gold all 1)."""
     out = root / name
@@ -47,6 +54,7 @@ def _study(
         "source_tasks": ["s1", "s2"],
         "heldout_tasks": ["t"],
         "fit": {"dim": 4, "init": "closed_form", "steps": steps, "keep": "last", "gradient_directions": True},
+        "optimise": {"steps": 125, "optimizer": "adamw", "lr": 0.05, "region": region},
     }
     (out / "config.json").write_text(json.dumps(config))
     dets = ["lora", "adapter"]
@@ -79,13 +87,16 @@ def _study(
 
 def test_figures_and_paired_differences(tmp_path: Path) -> None:
     base = _study(tmp_path, "base", own=20, transfer=10)  # own: (20-10)/(30-10) = 50 %, transfer: 0 %
-    trained = _study(tmp_path, "trained", own=30, transfer=20, shared=25, steps=4000)  # 100 %, 50 %, 75 %
+    trained = _study(
+        tmp_path, "trained", own=30, transfer=20, shared=25, steps=4000, region="hull"
+    )  # 100, 50, 75 %
     text = write_comparison([base, trained], tmp_path / "cmp.md", plot=tmp_path / "cmp.png", resamples=200)
     assert (tmp_path / "cmp.md").read_text() == text and (tmp_path / "cmp.png").stat().st_size > 0
     assert (
-        "| `base` | closed_form start, no joint fit, descent extra directions, d = 4, 2 source tasks |"
-        in text
+        "| `base` | closed_form start, no joint fit, descent extra directions, d = 4, 2 source tasks | "
+        "125 steps of adamw at 0.05, any code |" in text
     )
+    assert "mixtures of θ0 and the source codes |" in text
     assert "4,000 joint-fit steps (last state kept)" in text
     # the base ran no shared code: its cell says so, and the difference has no value there
     assert "| `base` | 50.0 [" in text and "| `trained` | 100.0 [" in text

@@ -57,6 +57,14 @@ class StudyView:
             f"{len(self.config.get('source_tasks', []))} source tasks"
         )
 
+    def stage2(self) -> str:
+        """Stage 2 in a few words: its budget, and where its codes may go."""
+        optimise = self.config.get("optimise", {})
+        region = (
+            "mixtures of θ0 and the source codes" if optimise.get("region", "free") == "hull" else "any code"
+        )
+        return f"{optimise.get('steps', '?')} steps of {optimise.get('optimizer', '?')} at {optimise.get('lr', '?')}, {region}"
+
 
 def load_study_view(out: str | Path) -> StudyView:
     """A finished study folder's held-out stage-2 records (the report's own reading of them)."""
@@ -171,7 +179,11 @@ def comparison_markdown(comparison: Comparison, *, resamples: int = 2000, comman
         ]
     if command:
         lines += ["", f"Regenerate with `{command}`."]
-    lines += ["", *_table(["study", "stage 1"], [[f"`{v.name}`", v.stage1()] for v in views]), ""]
+    lines += [
+        "",
+        *_table(["study", "stage 1", "stage 2"], [[f"`{v.name}`", v.stage1(), v.stage2()] for v in views]),
+        "",
+    ]
 
     def row(view: StudyView, cell: Callable[[str], str]) -> list[str]:
         return [f"`{view.name}`", *(cell(f) for f in figures)]

@@ -597,6 +597,12 @@ def _paper(summary: dict[str, Any], relative: float | None, transfer_relative: f
 WORKER_KEYS = ("workers", "threads_per_worker")  # timings.json: how the stages ran, beside their seconds
 
 
+def _stage2_start(optimise: dict[str, Any]) -> str:
+    if optimise.get("region", "free") == "hull":
+        return "codes restricted to mixtures of θ0 and the DET's source codes (region hull; start 0.9 on θ0)"
+    return f"start {optimise.get('init', '?')}"
+
+
 def _precision(config: dict[str, Any]) -> str:
     """A note for the header when every stage ran under bfloat16 autocast."""
     return (
@@ -647,7 +653,7 @@ def write_report(out: str | Path) -> Path:
         "",
         f"Model **{Path(config['model']).name}**; DETs {', '.join(methods)}; {tasks}"
         + f"; seed {config['seed']}{_precision(config)}. Stage 2: {optimise.get('steps', '?')} steps of "
-        f"{optimise.get('optimizer', '?')} (lr {optimise.get('lr', '?')}), start {optimise.get('init', '?')}. "
+        f"{optimise.get('optimizer', '?')} (lr {optimise.get('lr', '?')}), {_stage2_start(optimise)}. "
         f"Regenerate with `deltaspace study {out / 'config.json'}`.",
         "",
         "## Headline: how much of training's gain the subspace recovers",
