@@ -140,3 +140,14 @@ def test_the_shipped_source_curve_reuses_the_full_suite_runs() -> None:
     assert curve.source_tasks == full.source_tasks and curve.heldout_tasks == full.heldout_tasks
     assert curve.runs_dir == full.runs_dir and curve.study["train"] == full.train
     assert max(curve.ks) == len(curve.source_tasks)
+
+
+def test_the_shipped_hull_curve_is_the_source_curve_with_stage_2_inside_the_fitted_region() -> None:
+    curve, hull = load_study_config("source_curve"), load_study_config("source_curve_hull")
+    hull.validate()
+    assert hull.source_tasks == curve.source_tasks and hull.heldout_tasks == curve.heldout_tasks
+    assert hull.runs_dir == curve.runs_dir and hull.study["train"] == curve.study["train"]
+    assert {(p.k, p.draw, p.sources) for p in hull.points()} <= {
+        (p.k, p.draw, p.sources) for p in curve.points()
+    }
+    assert all(s.optimise.region == "hull" and s.controls == [] for s in hull.studies())

@@ -31,6 +31,7 @@ SHIPPED = (
     "single_task_fit",
     "single_task_fit_random",
     "source_curve",
+    "source_curve_hull",
     "full_suite_v1",
     "full_suite_loo_v1",
 )
