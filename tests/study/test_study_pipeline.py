@@ -457,3 +457,25 @@ def test_a_hull_study_keeps_every_code_a_mixture_of_theta0_and_the_source_codes(
     assert len(record.transfer["metrics"]) == 3
     rows = [line for line in report.read_text().splitlines() if line.startswith("| **all DETs** |")]
     assert rows and rows[-1].split("|")[-2].strip() == "0.00"  # no negative weight on the source codes
+
+
+def test_the_agreement_term_runs_on_real_members_and_leaves_the_source_solutions(
+    tiny_study: StudyConfig,
+) -> None:
+    fit = {**dataclasses.asdict(tiny_study.fit), "dim": 4, "steps": 6, "gradient_directions": True}
+    fit |= {
+        "agreement_weight": 1.0,
+        "agreement_scale": 0.5,
+        "agreement_space": "embedding",
+        "members_per_step": 2,
+    }
+    config = dataclasses.replace(tiny_study, fit=fit)
+    run_study(config, stages=("sweep", "fit"))
+    out = Path(config.out) / "subspace"
+    steps = [json.loads(line) for line in (out / "fit_log.jsonl").read_text().splitlines()]
+    agree = [value for step in steps for value in step.get("agree", {}).values()]
+    # full fine-tuning's decoder is fixed (structured projection): it only ever teaches
+    assert len(agree) == 6 and all(0 <= value < 100 for value in agree)
+    assert all("full" not in step.get("agree", {}) for step in steps)
+    summary = json.loads((out / "fit.json").read_text())
+    assert max(e for by_task in summary["reconstruction_error"].values() for e in by_task.values()) < 0.1

@@ -38,6 +38,9 @@ class LinearMember:
     def outputs(self, theta: Tensor, batch: dict) -> Tensor:
         return self.logits(theta, batch["inputs"])
 
+    def differentiable_outputs(self, theta: Tensor, batch: dict) -> Tensor:
+        return self.logits(theta, batch["inputs"])
+
 
 class LowRankMember(LinearMember):
     """θ = (A (K×r), B (r×p)): logits = x (A B)ᵀ, a LoRA-like bilinear parameterisation."""

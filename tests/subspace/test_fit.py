@@ -380,3 +380,66 @@ def test_alignment_options_are_checked():
         FitConfig(gradient_directions=True, gradient_align=True, gradient_align_space="hidden").validate()
     with pytest.raises(ValueError, match="gradient_align_pool must be >= 1"):
         FitConfig(gradient_directions=True, gradient_align=True, gradient_align_pool=0).validate()
+
+
+def _disagreement(bundle, members, batch, scale, draws=16):
+    """Mean over random codes of the spread given and over pairs of members of Σ‖δ_a − δ_b‖² / Σ‖δ_a‖²,
+    δ the output change a code makes from the member's θ0."""
+    g = torch.Generator().manual_seed(123)
+    values = []
+    for _ in range(draws):
+        z = torch.randn(bundle.dim, generator=g) * scale
+        with torch.no_grad():
+            changes = [m.outputs(bundle.up(m.name)(z), batch) - m.outputs(m.theta0, batch) for m in members]
+        values += [
+            float((a - b).pow(2).sum() / a.pow(2).sum())
+            for i, a in enumerate(changes)
+            for b in changes[i + 1 :]
+        ]
+    return float(np.mean(values))
+
+
+def test_the_agreement_term_makes_members_read_random_codes_alike(toy_study):
+    base = dict(dim=5, steps=60, gradient_directions=True, gradient_batches=1, members_per_step=2,
+                optimizer="adamw", lr=3e-2, progress=False)  # fmt: skip
+    records = []
+    plain = fit(toy_study.members, toy_study.store, toy_study.sources, FitConfig(**base))
+    agreed = fit(
+        toy_study.members,
+        toy_study.store,
+        toy_study.sources,
+        FitConfig(**base, agreement_weight=1.0, agreement_scale=0.5, agreement_space="logits"),
+        on_step=records.append,
+    )
+    assert all(len(r["agree"]) == 1 for r in records)
+    batch = next(iter(toy_study.target.eval_batches))  # inputs of a task the fit never saw
+    assert _disagreement(agreed, toy_study.members, batch, 0.5) < 0.7 * _disagreement(
+        plain, toy_study.members, batch, 0.5
+    )
+    # the source solutions stay reconstructed: the term moves what codes between them mean
+    errors = agreed.reconstruction_errors(toy_study.store)
+    assert max(e for by_task in errors.values() for e in by_task.values()) < 0.05
+
+
+def test_the_agreement_term_is_checked_and_off_leaves_old_checkpoints_resumable(toy_study):
+    from deltaspace.subspace._fit_checkpoint import fit_identity
+
+    with pytest.raises(ValueError, match="agreement_weight must be >= 0"):
+        FitConfig(agreement_weight=-1.0).validate()
+    with pytest.raises(ValueError, match="agreement_space must be one of"):
+        FitConfig(agreement_space="tokens").validate()
+
+    class Bare:
+        name, theta0 = "bare", torch.zeros(3)
+
+        def loss(self, theta, batch): ...
+
+        def predict(self, theta, batch): ...
+
+    with pytest.raises(ValueError, match=r"member\(s\) \['bare'\] have no"):
+        fit([Bare()], toy_study.store, toy_study.sources, FitConfig(agreement_weight=1.0, progress=False))
+    deltas = {"m": {"t": torch.ones(2)}}
+    off = fit_identity(FitConfig().to_dict(), ["t"], deltas)["config"]
+    assert not {"agreement_weight", "agreement_scale", "agreement_space"} & set(off)
+    on = fit_identity(FitConfig(agreement_weight=0.5).to_dict(), ["t"], deltas)["config"]
+    assert on["agreement_weight"] == 0.5 and on["agreement_space"] == "embedding"

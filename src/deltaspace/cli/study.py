@@ -17,7 +17,7 @@ def study(
     config: Annotated[
         str | None,
         typer.Argument(
-            help="A study YAML, or a shipped one: default (the demo), full_suite, full_suite_loo, full_suite_fit / full_suite_fit_random (suite v2; the last two with stage 1 trained, with / without the descent directions), full_suite_fit_hull (full_suite_fit's stage 2 restricted to mixtures of θ0 and the source codes), single_task (the paper's single-task setting, Tables 1-2), single_task_fit / single_task_fit_random (the same with the joint fit trained, with / without the descent directions), source_curve (optimisation and transfer against the number of source tasks k and d), source_curve_hull (the same with stage 2 kept inside the fitted region), full_suite_v1, full_suite_loo_v1 (suite v1, needs BIG-bench). Default: default."
+            help="A study YAML, or a shipped one: default (the demo), full_suite, full_suite_loo, full_suite_fit / full_suite_fit_random (suite v2; the last two with stage 1 trained, with / without the descent directions), full_suite_fit_hull (full_suite_fit's stage 2 restricted to mixtures of θ0 and the source codes), full_suite_fit_agree (full_suite_fit with a stage-1 term that trains the DETs to read codes beyond the source mixtures alike), single_task (the paper's single-task setting, Tables 1-2), single_task_fit / single_task_fit_random (the same with the joint fit trained, with / without the descent directions), source_curve (optimisation and transfer against the number of source tasks k and d), source_curve_hull (the same with stage 2 kept inside the fitted region), full_suite_v1, full_suite_loo_v1 (suite v1, needs BIG-bench). Default: default."
         ),
     ] = None,
     out: Annotated[

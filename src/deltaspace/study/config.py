@@ -27,6 +27,7 @@ SHIPPED = (
     "full_suite_fit",
     "full_suite_fit_random",
     "full_suite_fit_hull",
+    "full_suite_fit_agree",
     "single_task",
     "single_task_fit",
     "single_task_fit_random",

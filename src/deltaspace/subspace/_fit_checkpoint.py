@@ -43,12 +43,19 @@ RESUME_FREE = frozenset(
 )  # keep: which state is returned
 
 
+AGREEMENT_FIELDS = frozenset({"agreement_weight", "agreement_scale", "agreement_space"})
+
+
 def fit_identity(
     config: Mapping[str, Any], task_names: Sequence[str], deltas: Mapping[str, Mapping[str, Tensor]]
 ) -> dict[str, Any]:
     """What must be equal for a checkpoint to be resumed (``deltas``: member -> task -> Δ, in order).
     Under a constant schedule the total ``steps`` is free too: a longer fit continues a shorter one's state."""
     free = RESUME_FREE | ({"steps"} if config.get("schedule") == "constant" else set())
+    if not config.get(
+        "agreement_weight"
+    ):  # off: its settings change nothing (checkpoints before it had none)
+        free |= AGREEMENT_FIELDS
     return {
         "format": FORMAT,
         "config": {key: value for key, value in config.items() if key not in free},

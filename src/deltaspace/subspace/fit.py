@@ -153,6 +153,19 @@ class FitConfig:
             of all of them, which can match the consensus more closely than a change of coordinates.
         gradient_per_batch: one descent direction per batch (T · gradient_batches of them, which also
             span how the direction varies within a task) instead of one per task.
+        agreement_weight: weight of a label-free term that trains the DETs to read codes beyond the
+            source mixtures alike (0: off; not in the paper). Each step draws a code z ~ N(0, s² I) (``s`` =
+            ``agreement_scale``, sized like stage 2's codes), and one of the step's DETs (the student, whose
+            decoder the fit trains) is pulled toward another's (the teacher's, held fixed for this term)
+            output change from θ0 at z on the step's batch: ‖δ_student − δ_teacher‖² / ‖δ_teacher‖² over
+            the batch's ``agreement_space`` outputs. The teacher is detached so the term cannot be met by making codes do nothing: the
+            student must follow a decoder whose directions still act. The joint fit's own terms align
+            the DETs only at the source codes and their mixtures, where a held-out task's codes rarely lie
+            (:mod:`~deltaspace.subspace.code_geometry`).
+        agreement_scale: ``s`` above, the per-coordinate spread of the codes the agreement term visits.
+        agreement_space: ``embedding`` (the unit sentence embedding a prototype head reads: label-free,
+            so it covers what any task's labels read; needs batches with ``prototypes``) or ``logits`` (the
+            source task's label scores).
         train_encoder_first_layer: train the encoders' first layer (the paper) or keep it fixed.
         encoder_hidden, sketch_dim, fastfood_width: projection sizes (defaults: max(d, T), max(d, 256),
             max(d, 64)).
@@ -201,6 +214,9 @@ class FitConfig:
     gradient_align: bool = False
     gradient_align_space: str = "logits"
     gradient_align_pool: int = 1
+    agreement_weight: float = 0.0
+    agreement_scale: float = 0.5
+    agreement_space: str = "embedding"
     train_encoder_first_layer: bool = False
     max_dense_elements: int = 1 << 27
     encoder_hidden: int | None = None
@@ -267,6 +283,17 @@ class FitConfig:
             raise ValueError(
                 "gradient_align_pool needs gradient_per_batch: true (one candidate direction per batch)"
             )
+        if self.agreement_weight < 0 or self.agreement_scale <= 0:
+            raise ValueError(
+                f"agreement_weight must be >= 0 and agreement_scale > 0, got {self.agreement_weight} and "
+                f"{self.agreement_scale}"
+            )
+        if self.agreement_space not in ALIGN_SPACES:
+            raise ValueError(
+                f"agreement_space must be one of {', '.join(ALIGN_SPACES)}, got {self.agreement_space!r}"
+            )
+        if self.agreement_weight > 0 and self.task_weight == 0:
+            raise ValueError("the agreement term runs on the task batches: it needs task_weight > 0")
         if self.train_basis not in ("auto", True, False):
             raise ValueError(f"train_basis must be auto, true or false, got {self.train_basis!r}")
 
@@ -356,6 +383,19 @@ def _check_inputs(
     names = [m.name for m in members]
     if len(set(names)) != len(names):
         raise ValueError(f"member names must be unique, got {names}")
+    if config.agreement_weight > 0:
+        lacking = [
+            m.name
+            for m in members
+            if not (
+                callable(getattr(m, "outputs", None)) and callable(getattr(m, "differentiable_outputs", None))
+            )
+        ]
+        if lacking:
+            raise ValueError(
+                f"agreement_weight > 0 compares the DETs' outputs: member(s) {lacking} have no "
+                "outputs(theta, batch) and differentiable_outputs(theta, batch); wrap a DeltaModel with DeltaModelMember"
+            )
     if tasks is None:
         if config.task_weight > 0:
             raise ValueError(
@@ -655,7 +695,10 @@ def _train(
                 task = task_names[int(loop.rng.integers(len(task_names)))]
             weights = sample_weights(loop.rng, len(members), config.mixing, config.dirichlet_alpha)
             chosen = _choose_members(loop.rng, len(members), config.members_per_step)
-            record = _step(members, proj, task, loop.streams.get(task), weights, chosen, config, code_device)
+            agreement = _agreement_draw(loop.rng, members, proj, chosen, config)
+            record = _step(
+                members, proj, task, loop.streams.get(task), weights, chosen, config, code_device, agreement
+            )
             if not math.isfinite(record["loss"]):
                 raise ValueError(
                     f"stage-1 loss became {record['loss']} at step {step} (task {task}); lower the lr"
@@ -923,6 +966,50 @@ def _build_projections(
     return _Projections(ups, downs, deltas, features, frozen), member_meta
 
 
+def _agreement_draw(
+    rng: np.random.Generator,
+    members: Sequence[SubspaceMember],
+    proj: _Projections,
+    chosen: list[int],
+    config: FitConfig,
+) -> tuple[int, int, Tensor] | None:
+    """The agreement term's (teacher, student, code) for this step: two of the step's DETs in random order,
+    the student one whose decoder the fit trains; None when the term is off or no such pair exists."""
+    if config.agreement_weight == 0:
+        return None
+    order = [chosen[int(i)] for i in rng.permutation(len(chosen))]
+    code = torch.as_tensor(rng.normal(0.0, config.agreement_scale, config.dim), dtype=torch.float32)
+    students = [i for i in order if members[i].name not in proj.frozen]
+    if len(order) < 2 or not students:
+        return None
+    student = students[0]
+    teacher = next(i for i in order if i != student)
+    return teacher, student, code
+
+
+def _agreement(
+    teacher: SubspaceMember,
+    student: SubspaceMember,
+    proj: _Projections,
+    code: Tensor,
+    batch: Any,
+    space: str,
+) -> Tensor:
+    """How far the student's output change at ``code`` (from its θ0) is from the teacher's (detached), per
+    example, relative to the teacher's: Σ‖δ_s − δ_t‖² / Σ‖δ_t‖². Changes, not outputs: DETs need not
+    share θ0's outputs, and a code's meaning is what it changes."""
+    if space == "embedding":
+        batch = embedding_batch(batch)
+    with torch.no_grad():
+        target = teacher.outputs(proj.ups[teacher.name](code.to(teacher.theta0.device)), batch).float()
+        target = target - teacher.outputs(teacher.theta0, batch).float()
+        anchor = student.outputs(student.theta0, batch).float()
+    moved = student.differentiable_outputs(proj.ups[student.name](code.to(student.theta0.device)), batch)
+    change = moved.float() - anchor.to(moved.device)
+    target = target.to(change.device)
+    return (change - target).pow(2).sum() / target.pow(2).sum().clamp_min(1e-12)
+
+
 def _step(
     members: Sequence[SubspaceMember],
     proj: _Projections,
@@ -932,6 +1019,7 @@ def _step(
     chosen: list[int],
     config: FitConfig,
     code_device: torch.device,
+    agreement: tuple[int, int, Tensor] | None = None,
 ) -> dict[str, Any]:
     """One stage-1 step: accumulates gradients, returns the step record (no optimiser step)."""
     ups, downs, deltas, features = proj.ups, proj.downs, proj.deltas, proj.features
@@ -961,6 +1049,12 @@ def _step(
             total += config.task_weight * record["ce"][member.name]
         if leaf.grad is not None:
             surrogate = surrogate + (mixed * leaf.grad).sum()
+        if agreement is not None:
+            teacher, student, code = agreement
+            term = _agreement(members[teacher], members[student], proj, code, batch, config.agreement_space)
+            (config.agreement_weight * term).backward()
+            record["agree"] = {members[student].name: float(term.detach())}
+            total += config.agreement_weight * float(term.detach())
     for member in members:
         z_all = downs[member.name].head(torch.stack([features[member.name][t] for t in recon_tasks]))
         rec = proj.reconstruction_error(member.name, recon_tasks, z_all).mean()

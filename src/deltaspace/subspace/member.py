@@ -136,5 +136,10 @@ class DeltaModelMember:
         self.model.eval()
         return self._logits(theta, batch)[0]
 
+    def differentiable_outputs(self, theta: Tensor, batch: Mapping[str, Any]) -> Tensor:
+        """:meth:`outputs` differentiable with respect to ``theta`` (eval mode, no dropout)."""
+        self.model.eval()
+        return self._logits(theta, batch)[0]
+
     def predict(self, theta: Tensor, batch: Mapping[str, Any]) -> Tensor:
         return self.outputs(theta, batch).argmax(dim=-1)
