@@ -7,7 +7,8 @@
 #   3. deltaspace study full_suite_fit_random  2 without the descent directions (random extra directions)
 #   4. deltaspace study full_suite_fit_hull  2's stage 2 kept inside the fitted region (continues 2's fit)
 #   5. deltaspace study source_curve_hull    k in {4, 8, 15} source tasks, stage 2 inside the fitted region
-#   6. deltaspace study source_curve    k in {4, 8, 15} source tasks x d in {16, 64} (reuses 60 of 1's runs)
+#   6. deltaspace study full_suite_fit_agree  2 with the agreement term in stage 1 (not in the paper)
+#   7. deltaspace study source_curve    k in {4, 8, 15} source tasks x d in {16, 64} (reuses 60 of 1's runs)
 #
 #   bench/issue19_queue.sh                       # in the background: nohup bench/issue19_queue.sh &
 #   PRECISION=no bench/issue19_queue.sh          # float32 (a CPU without bf16 instructions, or to compare)
@@ -16,13 +17,14 @@
 # Cost on the 2-core CPU machine under bf16 autocast (bench/results/cpu_bf16_step.md: 1.4-1.6x a float32
 # step on this CPU): full_suite ~4 h (the 100 originals ~2.5 h of it), full_suite_fit and full_suite_fit_random
 # ~2 h each (joint fit 0.85 s a step x 4,000 + 10 validations ~70 min; stage 2 25 runs ~30 min),
-# full_suite_fit_hull ~40 min, source_curve_hull ~1.5 h (75 stage-2 runs), source_curve ~4 h (330 stage-2
+# full_suite_fit_hull ~40 min, source_curve_hull ~1.5 h (75 stage-2 runs), full_suite_fit_agree ~3 h,
+# source_curve ~4 h (330 stage-2
 # runs); on a GPU, minutes each (--workers > 1 shares one GPU).
 # The studies share original-space runs only at one precision; the reports say which. Logs: studies/logs/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PRECISION=${PRECISION:-bf16}
-ONLY=${ONLY:-full_suite full_suite_fit full_suite_fit_random full_suite_fit_hull source_curve_hull source_curve}
+ONLY=${ONLY:-full_suite full_suite_fit full_suite_fit_random full_suite_fit_hull source_curve_hull full_suite_fit_agree source_curve}
 mkdir -p studies/logs
 status=0
 for study in $ONLY; do
