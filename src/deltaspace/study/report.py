@@ -520,8 +520,8 @@ def _code_places(
             name,
             f"{mean['norm']:.2f}",
             f"{100 * mean['outside_span']:.0f}",
-            f"{mean['weight_sum']:.2f}",
-            f"{mean['negative_weight']:.2f}",
+            f"{round(mean['weight_sum'], 2) + 0.0:.2f}",  # + 0.0: no "-0.00"
+            f"{round(mean['negative_weight'], 2) + 0.0:.2f}",
         ]
 
     rows = [row(det, places[det]) for det in methods if det in places]
