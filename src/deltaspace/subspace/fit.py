@@ -995,8 +995,8 @@ def _agreement(
     batch: Any,
     space: str,
 ) -> Tensor:
-    """How far the student's output change at ``code`` (from its θ0) is from the teacher's (detached), per
-    example, relative to the teacher's: Σ‖δ_s − δ_t‖² / Σ‖δ_t‖². Changes, not outputs: DETs need not
+    """How far the student's output change at ``code`` (from its θ0) is from the teacher's (detached), over
+    the batch and relative to the teacher's: Σ‖δ_s − δ_t‖² / Σ‖δ_t‖². Changes, not outputs: DETs need not
     share θ0's outputs, and a code's meaning is what it changes."""
     if space == "embedding":
         batch = embedding_batch(batch)
