@@ -535,9 +535,9 @@ def _code_places(
         "Where the held-out tasks' stage-2 codes lie against the source codes the subspace was fitted on "
         f"(means over {len(heldout)} task(s)): the share of a code's length outside the source codes' span, "
         "and the weights that combine the source codes into its part inside the span. The joint fit trains "
-        "codes only at the source codes and their mixtures (weights ≥ 0 summing to 1, or less with θ0 as a "
-        "vertex): 0 % outside the span and negative weight 0 is that region; anything else is read by each "
-        "DET its own way.",
+        "the subspace at the source codes, and a mixture of them (weights ≥ 0 summing to 1, or less with θ0 as "
+        "a vertex) decodes to the same mixture of source solutions in every DET: 0 % outside the span and "
+        "negative weight 0 is that region; anything else is read by each DET its own way.",
         "",
         *_table(["DET", "length", "outside the span (%)", "weight sum", "negative weight"], rows),
     ]

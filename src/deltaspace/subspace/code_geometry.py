@@ -1,8 +1,10 @@
 """Where a stage-2 code lies relative to the source codes that stage 1 was fitted on.
 
-The joint fit trains the map from a code to each DET's parameters only at the source tasks' codes and at
-mixtures of them, and it is there that it makes one code mean the same to every DET. A held-out task's
-stage-2 code can leave that region two ways: along directions outside the span of the source codes (the
+The joint fit trains the map from a code to each DET's parameters at the source tasks' codes (its
+interpolation term mixes one task's DET codes, which the closed form makes equal), and the decoders are
+linear: between the source codes, a code decodes to the same mixture of source solutions in every DET. That
+region is where one code is made to mean the same to every DET. A held-out task's stage-2 code can leave it
+two ways: along directions outside the span of the source codes (the
 descent or random extra directions, which each DET reads its own way), and, inside the span, as a
 combination of the source solutions that is no mixture (negative weights, or weights summing far from 1:
 an extrapolation from the solutions rather than an interpolation between them). Not in the paper.

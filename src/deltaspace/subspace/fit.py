@@ -160,7 +160,7 @@ class FitConfig:
             output change from θ0 at z on the step's batch: ‖δ_student − δ_teacher‖² / ‖δ_teacher‖² over
             the batch's ``agreement_space`` outputs. The teacher is detached so the term cannot be met by making codes do nothing: the
             student must follow a decoder whose directions still act. The joint fit's own terms align
-            the DETs only at the source codes and their mixtures, where a held-out task's codes rarely lie
+            the DETs only at the source codes (and, the decoders being linear, between them), where a held-out task's codes rarely lie
             (:mod:`~deltaspace.subspace.code_geometry`).
         agreement_scale: ``s`` above, the per-coordinate spread of the codes the agreement term visits.
         agreement_space: ``embedding`` (the unit sentence embedding a prototype head reads: label-free,

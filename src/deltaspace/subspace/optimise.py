@@ -46,7 +46,8 @@ class OptimiseConfig:
         region: ``free`` (any code, the paper's) or ``hull``: codes restricted to mixtures of θ0 and the
             member's source-task codes (``z = Σ_t w_t c_t``, ``w = softmax`` of trained weights over θ0 and
             the k source codes; ``init`` is then unused, the start puts 0.9 on θ0). The hull is where the
-            joint fit trains the subspace (at mixtures of a source task's codes), so it measures what stage 2
+            joint fit is trained on (the source codes and, the decoders being linear, the same mixtures of source
+            solutions in every DET between them), so it measures what stage 2
             and transfer do where the fit made codes mean the same to every DET (not in the paper).
         eval_every: validate on the eval batches every this many steps (and at step 0 and the end).
     """
