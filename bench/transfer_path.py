@@ -73,29 +73,22 @@ def main(study: str, scales: str, out: str, other: str | None = None) -> None:
         + (f" `{Path(other).name}` − this: own | transfer |" if other else ""),
         "|---|---|---|---|" + ("---|---|" if other else ""),
     ]
+
+    def cells(matrices: list, diagonal: bool) -> list:
+        return [c for r, m in matrices for c in r.matrix_cells(m, diagonal=diagonal)]
+
     compared = None
     if other:
         other_config = load_study_config(f"{other}/config.json").to_dict()
         by_task = {r.task: r for r in load_records(Path(other), other_config) if r.heldout}
-        compared = (
-            [
-                c
-                for r in records
-                for c in by_task[r.task].matrix_cells(by_task[r.task].transfer, diagonal=True)
-            ],
-            [
-                c
-                for r in records
-                for c in by_task[r.task].matrix_cells(by_task[r.task].transfer, diagonal=False)
-            ],
-        )
+        theirs = [(by_task[r.task], by_task[r.task].transfer) for r in records]
+        compared = (cells(theirs, True), cells(theirs, False))
     for t in [*factors, 1.0]:
         if t == 1.0:
             matrices = [(r, r.transfer) for r in records]
         else:
             matrices = [(r, done[f"{r.task}@{t}"]) for r in records]
-        own_cells = [c for r, m in matrices for c in r.matrix_cells(m, diagonal=True)]
-        off_cells = [c for r, m in matrices for c in r.matrix_cells(m, diagonal=False)]
+        own_cells, off_cells = cells(matrices, True), cells(matrices, False)
         own, off = pooled(own_cells), pooled(off_cells)
         length = np.mean([t * np.linalg.norm(run.z) for r in records for run in r.runs[LEARNED].values()])
         row = f"| {t:g} | {length:.2f} | {_with_interval(*own)} | {_with_interval(*off)} |"

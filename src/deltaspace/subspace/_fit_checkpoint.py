@@ -52,9 +52,8 @@ def fit_identity(
     """What must be equal for a checkpoint to be resumed (``deltas``: member -> task -> Δ, in order).
     Under a constant schedule the total ``steps`` is free too: a longer fit continues a shorter one's state."""
     free = RESUME_FREE | ({"steps"} if config.get("schedule") == "constant" else set())
-    if not config.get(
-        "agreement_weight"
-    ):  # off: its settings change nothing (checkpoints before it had none)
+    # the agreement term off: its settings change nothing (checkpoints written before it had none)
+    if not config.get("agreement_weight"):
         free |= AGREEMENT_FIELDS
     return {
         "format": FORMAT,

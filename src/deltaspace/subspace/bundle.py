@@ -13,7 +13,7 @@ with a ``bundle.json`` always holds a complete bundle; :meth:`SubspaceBundle.loa
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -138,11 +138,7 @@ class SubspaceBundle:
     @classmethod
     def load(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu") -> SubspaceBundle:
         directory = Path(directory)
-        index = read_json(directory / INDEX_FILE)
-        if index.get("format") != FORMAT:
-            raise ValueError(
-                f"{directory} holds {index.get('format')!r}, not a {FORMAT} bundle; point to a fit() output"
-            )
+        index = _read_index(directory)
         tensor_path = directory / TENSORS_FILE
         if not tensor_path.is_file():
             raise FileNotFoundError(
@@ -154,19 +150,33 @@ class SubspaceBundle:
                 f"{tensor_path} does not match the sha256 in {INDEX_FILE}; the bundle was modified, re-save it"
             )
         tensors = load_file(str(tensor_path))
-        ups, codes = {}, {}
+        ups = {}
         for i, entry in enumerate(index["members"]):
             up = UpProjection.from_config(entry["up"])
             prefix = f"up.{i}."
             state = {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
             up.load_state_dict(state, strict=True)
             ups[entry["name"]] = up.to(device)
-            codes[entry["name"]] = {
-                task: tensors[f"code.{i}.{j}"] for j, task in enumerate(entry["code_tasks"])
-            }
-        bundle = cls(ups, codes, index.get("metadata", {}))
+        bundle = cls(ups, _codes(index, tensors.__getitem__), index.get("metadata", {}))
         bundle.sha256 = digest
         return bundle
+
+
+def _read_index(directory: Path) -> dict[str, Any]:
+    index = read_json(directory / INDEX_FILE)
+    if index.get("format") != FORMAT:
+        raise ValueError(
+            f"{directory} holds {index.get('format')!r}, not a {FORMAT} bundle; point to a fit() output"
+        )
+    return index
+
+
+def _codes(index: dict[str, Any], tensor: Callable[[str], Tensor]) -> dict[str, dict[str, Tensor]]:
+    """Member -> task -> code from a bundle's index, each code read by name with ``tensor``."""
+    return {
+        entry["name"]: {task: tensor(f"code.{i}.{j}") for j, task in enumerate(entry["code_tasks"])}
+        for i, entry in enumerate(index["members"])
+    }
 
 
 def read_codes(directory: str | os.PathLike) -> dict[str, dict[str, Tensor]]:
@@ -174,15 +184,6 @@ def read_codes(directory: str | os.PathLike) -> dict[str, dict[str, Tensor]]:
     (full fine-tuning's): for reports that place codes, not for decoding them (the tensors' sha256 is not
     checked; :meth:`SubspaceBundle.load` does)."""
     directory = Path(directory)
-    index = read_json(directory / INDEX_FILE)
-    if index.get("format") != FORMAT:
-        raise ValueError(
-            f"{directory} holds {index.get('format')!r}, not a {FORMAT} bundle; point to a fit() output"
-        )
-    codes: dict[str, dict[str, Tensor]] = {}
+    index = _read_index(directory)
     with safe_open(str(directory / TENSORS_FILE), framework="pt") as tensors:
-        for i, entry in enumerate(index["members"]):
-            codes[entry["name"]] = {
-                task: tensors.get_tensor(f"code.{i}.{j}") for j, task in enumerate(entry["code_tasks"])
-            }
-    return codes
+        return _codes(index, tensors.get_tensor)

@@ -213,7 +213,6 @@ def optimise(
         )
     with torch.no_grad():
         best_z = code(best.state)  # kept at step 0 at the latest
-    with torch.no_grad():
         pred, gold = predictions(member, up(best_z), task.report_batches)
     metrics = score(pred, gold, task.num_labels)
     value = metrics[config.metric]
