@@ -12,7 +12,12 @@ from tests.study.test_study_pipeline import _task_csv, tiny_study  # noqa: F401 
 from deltaspace.study import StudyConfig, load_study_config
 from deltaspace.study.pipeline import StudyContext, plan_studies
 from deltaspace.study.records import Stage2Record
-from deltaspace.study.source_curve import SourceCurveConfig, run_source_curve
+from deltaspace.study.source_curve import (
+    SourceCurveConfig,
+    finishing_order,
+    run_source_curve,
+    write_source_curve_report,
+)
 from deltaspace.subspace.evaluate import predictions
 from deltaspace.subspace.gain import pooled_gain
 
@@ -57,6 +62,10 @@ def test_points_are_nested_draws_and_all_is_drawn_once(tiny_study: StudyConfig) 
         one, two = ({p.sources for p in points if p.k == k and p.draw == draw} for k in (1, 2))
         assert len(one) == len(two) == 1 and set(one.pop()) < set(two.pop())
     assert [p.sources for p in points] == [p.sources for p in config.points()]  # deterministic
+    # finished d by d, draw by draw: the first whole curve (every k, draw 0) at the smallest d comes first
+    assert [(p.k, p.dim, p.draw) for p in finishing_order(points)][:5] == [
+        (1, 2, 0), (2, 2, 0), (3, 2, 0), (1, 2, 1), (2, 2, 1)
+    ]  # fmt: skip
     studies = config.studies()
     assert [s.fit.dim for s in studies] == [p.dim for p in points]
     assert [s.controls for s in studies] == [["span"] if p.k < 3 else ["random", "span"] for p in points]
@@ -121,6 +130,12 @@ def test_a_source_curve_runs_every_point_on_one_sweep_and_pools_the_draws(
     assert (out / "k3-d2-draw0" / "report.md").is_file() and (
         out / "k3-d2-draw0" / "baselines.json"
     ).is_file()
+    # stopped part way (one held-out record of draw 1 missing): that draw leaves the pool whole
+    (out / "k1-d2-draw1" / "stage2" / "sentiment2.json").unlink()
+    text = write_source_curve_report(out).read_text()
+    rows = {(row["k"], row["d"]): row for row in json.loads((out / "curve.json").read_text())}
+    assert rows[(1, 2)]["draws"] == 1 and rows[(1, 2)]["learned"]["cells"] == 1 * 2
+    assert "Part way: 2 of 3 points finished" in text and "| 1 | 2 | 1 | 1 / 1 / 0 |" in text
 
 
 def test_bad_source_curves_give_one_line_errors(tiny_study: StudyConfig) -> None:  # noqa: F811

@@ -157,14 +157,31 @@ class SourceCurveConfig:
 def run_source_curve(
     config: SourceCurveConfig, *, stages: tuple[str, ...] = STAGES, workers: int | None = None
 ) -> Path:
-    """Run (or resume) every point's study, stage by stage with all points' jobs spread over ``workers``
-    processes (:func:`deltaspace.study.pipeline.run_studies`), then write ``<out>/report.md`` and the plot."""
+    """Run (or resume) the curve: every point's original-space runs in one sweep, then each point's stage 1
+    and stages 2-3 in :func:`finishing_order`, its jobs spread over ``workers`` processes
+    (:func:`deltaspace.study.pipeline.run_studies`), ``<out>/report.md`` and the plot rewritten after each
+    point. A curve takes hours on a CPU: stopped part way, it has reported every finished point (a whole
+    d = dims[0] curve of one draw first), not only stage-1 fits and unpaired stage-2 parts."""
     from deltaspace.study.pipeline import run_study_set
 
     config.validate()
     out = Path(config.out)
-    run_study_set(out, config.to_dict(), config.studies(), tuple(s for s in stages if s in STAGES), workers)
+    stages = tuple(s for s in stages if s in STAGES)
+    studies = dict(zip(config.points(), config.studies(), strict=True))
+    if "sweep" in stages:
+        run_study_set(out, config.to_dict(), list(studies.values()), ("sweep",), workers)
+    for point in finishing_order(list(studies)):
+        per_point = tuple(s for s in stages if s in ("fit", "optimise", "report"))
+        if per_point:
+            run_study_set(out, config.to_dict(), [studies[point]], per_point, workers)
+            write_source_curve_report(out)
     return write_source_curve_report(out)
+
+
+def finishing_order(points: list[CurvePoint]) -> list[CurvePoint]:
+    """The order points are finished in: by d, then draw, then k, so the first curve over every k comes
+    first (the full pool, drawn once, with draw 0) and each later draw tightens it."""
+    return sorted(points, key=lambda p: (p.dim, p.draw, p.k))
 
 
 # ---------------------------------------------------------------- the report
@@ -177,10 +194,10 @@ def curve_cells(out: Path, config: SourceCurveConfig) -> dict[tuple[int, int], d
     found: dict[tuple[int, int], dict[str, list[GainCell]]] = {}
     for point in config.points():
         by_kind = found.setdefault((point.k, point.dim), {})
+        if not _finished(out, config, point):  # a draw enters whole or not at all
+            continue
         for task in config.heldout_tasks:
             path = out / point.folder / "stage2" / f"{slug(task)}.json"
-            if not path.is_file():
-                continue
             record = Stage2Record.from_dict(json.loads(path.read_text()))
             for kind, by_det in record.runs.items():
                 by_kind.setdefault(kind, []).extend(record.gain_cell(kind, det) for det in by_det)
@@ -198,7 +215,7 @@ def curve_summary(out: Path, config: SourceCurveConfig) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "k": k,
             "d": dim,
-            "draws": 1 if k == len(config.source_tasks) else config.draws,
+            "draws": _draws_done(out, config, k, dim),
             "directions": _directions(out, k, dim),
         }
         for kind in KINDS:
@@ -207,6 +224,17 @@ def curve_summary(out: Path, config: SourceCurveConfig) -> list[dict[str, Any]]:
             row[kind] = {"gain": value, "interval": interval, "cells": len(cells)}
         rows.append(row)
     return rows
+
+
+def _finished(out: Path, config: SourceCurveConfig, point: CurvePoint) -> bool:
+    """Every held-out record of the point written: a curve stopped part way pools only finished points."""
+    return all(
+        (out / point.folder / "stage2" / f"{slug(task)}.json").is_file() for task in config.heldout_tasks
+    )
+
+
+def _draws_done(out: Path, config: SourceCurveConfig, k: int, dim: int) -> int:
+    return sum(_finished(out, config, p) for p in config.points() if (p.k, p.dim) == (k, dim))
 
 
 def _directions(out: Path, k: int, dim: int) -> dict[str, int] | None:
@@ -256,8 +284,16 @@ def write_source_curve_report(out: str | Path) -> Path:
         "",
     ]
     if not any(row[LEARNED]["cells"] for row in rows):
-        lines.append("No held-out task has finished stage 2 yet.")
+        lines.append("No point of the curve has finished stage 3 yet.")
         return _write(out, lines)
+    points = config.points()
+    done = sum(_finished(out, config, point) for point in points)
+    if done < len(points):
+        lines += [
+            f"**Part way: {done} of {len(points)} points finished** (the draws column counts each row's); "
+            f"rerun `deltaspace study {out / 'config.json'}` to resume.",
+            "",
+        ]
     table = []
     for row in rows:
         cells = [_with_interval(row[kind]["gain"], row[kind]["interval"]) for kind in KINDS]
