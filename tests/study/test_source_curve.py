@@ -62,9 +62,9 @@ def test_points_are_nested_draws_and_all_is_drawn_once(tiny_study: StudyConfig) 
         one, two = ({p.sources for p in points if p.k == k and p.draw == draw} for k in (1, 2))
         assert len(one) == len(two) == 1 and set(one.pop()) < set(two.pop())
     assert [p.sources for p in points] == [p.sources for p in config.points()]  # deterministic
-    # finished d by d, draw by draw: the first whole curve (every k, draw 0) at the smallest d comes first
-    assert [(p.k, p.dim, p.draw) for p in finishing_order(points)][:5] == [
-        (1, 2, 0), (2, 2, 0), (3, 2, 0), (1, 2, 1), (2, 2, 1)
+    # finished draw by draw: the whole (k, d) grid of draw 0 first, then draw 1's points
+    assert [(p.k, p.dim, p.draw) for p in finishing_order(points)] == [
+        (1, 2, 0), (2, 2, 0), (3, 2, 0), (1, 3, 0), (2, 3, 0), (3, 3, 0), (1, 2, 1), (2, 2, 1), (1, 3, 1), (2, 3, 1)
     ]  # fmt: skip
     studies = config.studies()
     assert [s.fit.dim for s in studies] == [p.dim for p in points]

@@ -160,8 +160,8 @@ def run_source_curve(
     """Run (or resume) the curve: every point's original-space runs in one sweep, then each point's stage 1
     and stages 2-3 in :func:`finishing_order`, its jobs spread over ``workers`` processes
     (:func:`deltaspace.study.pipeline.run_studies`), ``<out>/report.md`` and the plot rewritten after each
-    point. A curve takes hours on a CPU: stopped part way, it has reported every finished point (a whole
-    d = dims[0] curve of one draw first), not only stage-1 fits and unpaired stage-2 parts."""
+    point. A curve takes hours on a CPU: stopped part way, it has reported every finished point (the whole
+    grid of one draw first), not only stage-1 fits and unpaired stage-2 parts."""
     from deltaspace.study.pipeline import run_study_set
 
     config.validate()
@@ -179,9 +179,9 @@ def run_source_curve(
 
 
 def finishing_order(points: list[CurvePoint]) -> list[CurvePoint]:
-    """The order points are finished in: by d, then draw, then k, so the first curve over every k comes
+    """The order points are finished in: by draw, then d, then k, so the whole (k, d) grid of one draw comes
     first (the full pool, drawn once, with draw 0) and each later draw tightens it."""
-    return sorted(points, key=lambda p: (p.dim, p.draw, p.k))
+    return sorted(points, key=lambda p: (p.draw, p.dim, p.k))
 
 
 # ---------------------------------------------------------------- the report
