@@ -127,6 +127,10 @@ def test_a_source_curve_runs_every_point_on_one_sweep_and_pools_the_draws(
     assert rows[(3, 2)]["directions"] == {"solution": 2, "descent": 0, "random": 0}
     assert "| 1 | 2 | 2 | 1 / 1 / 0 |" in text and "| 3 | 2 | 1 | 2 / 0 / 0 |" in text
     assert (out / "source_curve.png").stat().st_size > 5000
+    # at k = 3 the source codes span all d = 2 coordinates: no held-out code can leave their span
+    assert rows[(3, 2)]["code_geometry"]["outside_span"] < 1e-6
+    assert 0 <= rows[(1, 2)]["code_geometry"]["outside_span"] <= 1
+    assert "## Where the held-out codes lie" in text
     assert (out / "k3-d2-draw0" / "report.md").is_file() and (
         out / "k3-d2-draw0" / "baselines.json"
     ).is_file()

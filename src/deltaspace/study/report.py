@@ -18,6 +18,7 @@ import numpy as np
 
 from deltaspace.io import write_text_atomic
 from deltaspace.study.records import LEARNED, Stage2Record, bundle_path
+from deltaspace.subspace.code_geometry import CodeGeometry, code_geometry
 from deltaspace.subspace.gain import GainCell, bootstrap_interval, pooled_gain
 from deltaspace.train.sweep import slug
 
@@ -490,18 +491,17 @@ def _agreement_lines(records: list[Stage2Record]) -> list[str]:
     ]
 
 
-def _code_places(
-    out: Path, config: dict[str, Any], records: list[Stage2Record], methods: list[str]
-) -> list[str]:
-    """Where each DET's stage-2 codes of the held-out tasks lie against the source codes stage 1 was fitted
-    on (:mod:`deltaspace.subspace.code_geometry`), means over the tasks."""
+def code_places(
+    out: Path, config: dict[str, Any], records: list[Stage2Record]
+) -> tuple[dict[str, list[CodeGeometry]], list[CodeGeometry]]:
+    """Where each DET's learned stage-2 codes of the held-out tasks lie against the source codes stage 1 was
+    fitted on (:mod:`deltaspace.subspace.code_geometry`), per DET; and the source codes themselves, placed
+    against themselves (their lengths, for scale)."""
     from deltaspace.subspace.bundle import read_codes
-    from deltaspace.subspace.code_geometry import code_geometry
 
-    heldout = [r for r in records if r.heldout]
     sources: dict[Path, dict] = {}
-    places: dict[str, list] = {}
-    for record in heldout:
+    places: dict[str, list[CodeGeometry]] = {}
+    for record in (r for r in records if r.heldout):
         path = bundle_path(out, config.get("heldout_mode", "fixed"), record.task)
         if path not in sources:
             sources[path] = read_codes(path) if (path / "bundle.json").is_file() else {}
@@ -509,27 +509,39 @@ def _code_places(
             codes = sources[path].get(det)
             if codes:
                 places.setdefault(det, []).append(code_geometry(run.z, [z.tolist() for z in codes.values()]))
-    if not places:
-        return []
-
-    def row(name: str, found: list) -> list[str]:
-        mean = {
-            key: float(np.mean([getattr(g, key) for g in found])) for key in found[0].__dataclass_fields__
-        }
-        return [
-            name,
-            f"{mean['norm']:.2f}",
-            f"{100 * mean['outside_span']:.0f}",
-            f"{round(mean['weight_sum'], 2) + 0.0:.2f}",  # + 0.0: no "-0.00"
-            f"{round(mean['negative_weight'], 2) + 0.0:.2f}",
-        ]
-
-    rows = [row(det, places[det]) for det in methods if det in places]
-    rows.append(row("**all DETs**", [g for found in places.values() for g in found]))
     vertices = [
         z.tolist() for codes in sources.values() for by_task in codes.values() for z in by_task.values()
     ]
-    rows.append(row("the source codes (for scale)", [code_geometry(z, [z]) for z in vertices]))
+    return places, [code_geometry(z, [z]) for z in vertices]
+
+
+def mean_geometry(found: list[CodeGeometry]) -> dict[str, float]:
+    return {key: float(np.mean([getattr(g, key) for g in found])) for key in found[0].__dataclass_fields__}
+
+
+def geometry_cells(mean: dict[str, float]) -> list[str]:
+    """Length, % outside the span, weight sum and negative weight, as the reports print them."""
+    return [
+        f"{mean['norm']:.2f}",
+        f"{100 * mean['outside_span']:.0f}",
+        f"{round(mean['weight_sum'], 2) + 0.0:.2f}",  # + 0.0: no "-0.00"
+        f"{round(mean['negative_weight'], 2) + 0.0:.2f}",
+    ]
+
+
+GEOMETRY_HEADER = ["length", "outside the span (%)", "weight sum", "negative weight"]
+
+
+def _code_places(
+    out: Path, config: dict[str, Any], records: list[Stage2Record], methods: list[str]
+) -> list[str]:
+    places, vertices = code_places(out, config, records)
+    if not places:
+        return []
+    heldout = [r for r in records if r.heldout]
+    rows = [[det, *geometry_cells(mean_geometry(places[det]))] for det in methods if det in places]
+    rows.append(["**all DETs**", *geometry_cells(mean_geometry([g for f in places.values() for g in f]))])
+    rows.append(["the source codes (for scale)", *geometry_cells(mean_geometry(vertices))])
     return [
         "",
         "Where the held-out tasks' stage-2 codes lie against the source codes the subspace was fitted on "
@@ -539,7 +551,7 @@ def _code_places(
         "a vertex) decodes to the same mixture of source solutions in every DET: 0 % outside the span and "
         "negative weight 0 is that region; anything else is read by each DET its own way.",
         "",
-        *_table(["DET", "length", "outside the span (%)", "weight sum", "negative weight"], rows),
+        *_table(["DET", *GEOMETRY_HEADER], rows),
     ]
 
 

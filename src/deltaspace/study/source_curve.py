@@ -194,11 +194,7 @@ def curve_cells(out: Path, config: SourceCurveConfig) -> dict[tuple[int, int], d
     found: dict[tuple[int, int], dict[str, list[GainCell]]] = {}
     for point in config.points():
         by_kind = found.setdefault((point.k, point.dim), {})
-        if not _finished(out, config, point):  # a draw enters whole or not at all
-            continue
-        for task in config.heldout_tasks:
-            path = out / point.folder / "stage2" / f"{slug(task)}.json"
-            record = Stage2Record.from_dict(json.loads(path.read_text()))
+        for record in _records(out, config, point):
             for kind, by_det in record.runs.items():
                 by_kind.setdefault(kind, []).extend(record.gain_cell(kind, det) for det in by_det)
             by_kind.setdefault("transfer", []).extend(record.transfer_cells())
@@ -211,12 +207,14 @@ def curve_cells(out: Path, config: SourceCurveConfig) -> dict[tuple[int, int], d
 def curve_summary(out: Path, config: SourceCurveConfig) -> list[dict[str, Any]]:
     """One row per (k, d): each kind's pooled gain recovered and interval, and how many cells it pools."""
     rows = []
+    geometry = curve_geometry(out, config)
     for (k, dim), by_kind in sorted(curve_cells(out, config).items()):
         row: dict[str, Any] = {
             "k": k,
             "d": dim,
             "draws": _draws_done(out, config, k, dim),
             "directions": _directions(out, k, dim),
+            "code_geometry": geometry.get((k, dim)),
         }
         for kind in KINDS:
             cells = by_kind.get(kind, [])
@@ -224,6 +222,31 @@ def curve_summary(out: Path, config: SourceCurveConfig) -> list[dict[str, Any]]:
             row[kind] = {"gain": value, "interval": interval, "cells": len(cells)}
         rows.append(row)
     return rows
+
+
+def _records(out: Path, config: SourceCurveConfig, point: CurvePoint) -> list[Stage2Record]:
+    """The point's held-out records, or none while any is missing (a draw enters whole or not at all)."""
+    if not _finished(out, config, point):
+        return []
+    return [
+        Stage2Record.from_dict(json.loads((out / point.folder / "stage2" / f"{slug(task)}.json").read_text()))
+        for task in config.heldout_tasks
+    ]
+
+
+def curve_geometry(out: Path, config: SourceCurveConfig) -> dict[tuple[int, int], dict[str, float]]:
+    """``{(k, d): mean geometry}`` of the learned held-out codes of every DET and finished draw against
+    their point's source codes (:func:`deltaspace.study.report.code_places`): does a held-out code sit
+    more inside the source codes' span, as a mixture of them, when there are more of them?"""
+    from deltaspace.study.report import code_places, mean_geometry
+
+    found: dict[tuple[int, int], list] = {}
+    for point in config.points():
+        records = _records(out, config, point)
+        if records:
+            places, _ = code_places(out / point.folder, {}, records)
+            found.setdefault((point.k, point.dim), []).extend(g for by_det in places.values() for g in by_det)
+    return {key: mean_geometry(geometries) for key, geometries in found.items() if geometries}
 
 
 def _finished(out: Path, config: SourceCurveConfig, point: CurvePoint) -> bool:
@@ -303,8 +326,35 @@ def write_source_curve_report(out: str | Path) -> Path:
     header = ["k", "d", "draws", "directions: solution / descent / random", *(LABELS[kind] for kind in KINDS)]
     lines += _table(header, table)
     plot = plot_source_curve(rows, out / "source_curve.png", title=config.name)
-    lines += ["", f"![source curve]({plot.name})", *_sources(config), *time_section(out)]
+    lines += ["", f"![source curve]({plot.name})", *_geometry_section(rows), *_sources(config)]
+    lines += time_section(out)
     return _write(out, lines)
+
+
+def _geometry_section(rows: list[dict[str, Any]]) -> list[str]:
+    from deltaspace.study.report import GEOMETRY_HEADER, geometry_cells
+
+    table = [
+        [str(row["k"]), str(row["d"]), *geometry_cells(row["code_geometry"]), _with_interval(
+            row["transfer"]["gain"], row["transfer"]["interval"]
+        )]
+        for row in rows
+        if row["code_geometry"]
+    ]  # fmt: skip
+    if not table:
+        return []
+    return [
+        "",
+        "## Where the held-out codes lie",
+        "",
+        "The learned subspace's stage-2 codes of the held-out tasks (every DET and finished draw) against the "
+        "k source codes they were fitted on: the share of a code's length outside the source codes' span, and "
+        "the weights that combine the source codes into its part inside it. The fit makes a code mean the "
+        "same to every DET only at mixtures of the source codes (0 % outside, negative weight 0); more "
+        "source tasks widen that region. Beside it, transfer's gain recovered.",
+        "",
+        *_table(["k", "d", *GEOMETRY_HEADER, "transfer across DETs"], table),
+    ]
 
 
 def _sources(config: SourceCurveConfig) -> list[str]:
