@@ -415,7 +415,12 @@ def plot_source_curve(rows: list[dict[str, Any]], path: Path, *, title: str = ""
         ax.set_title(f"d = {dim}")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("gain recovered over θ0 (%)")
-    axes[-1].legend(fontsize=8, loc="best")
+    # one legend for every panel, under them: a panel of a curve stopped part way may have no line at all
+    handles = {
+        label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)
+    }
+    if handles:
+        fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=3, fontsize=8)
     if title:
         fig.suptitle(title)
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
