@@ -131,6 +131,10 @@ def test_a_source_curve_runs_every_point_on_one_sweep_and_pools_the_draws(
     assert rows[(3, 2)]["code_geometry"]["outside_span"] < 1e-6
     assert 0 <= rows[(1, 2)]["code_geometry"]["outside_span"] <= 1
     assert "## Where the held-out codes lie" in text
+    # the change from k = 1 to k = 3, paired: the difference of the two rows' pooled gains
+    (trend,) = [line for line in text.splitlines() if line.startswith("| 3 − 1 | 2 |")]
+    change = rows[(3, 2)]["learned"]["gain"] - rows[(1, 2)]["learned"]["gain"]
+    assert trend.split("|")[3].strip().strip("*").startswith(f"{change:.1f}")
     assert (out / "k3-d2-draw0" / "report.md").is_file() and (
         out / "k3-d2-draw0" / "baselines.json"
     ).is_file()

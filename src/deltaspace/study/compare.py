@@ -154,6 +154,12 @@ def _difference(comparison: Comparison, view: StudyView, figure: str, resamples:
     base, other = comparison.cells(comparison.views[0], figure), comparison.cells(view, figure)
     if base is None or other is None:
         return "–"
+    return paired_difference(base, other, resamples=resamples)
+
+
+def paired_difference(base: Sequence[GainCell], other: Sequence[GainCell], *, resamples: int = 2000) -> str:
+    """``other``'s pooled gain minus ``base``'s with its paired interval (the same tasks' test examples),
+    in bold where the interval excludes 0."""
     first, second = pooled_gain(base), pooled_gain(other)
     if first is None or second is None:
         return "–"

@@ -204,11 +204,15 @@ def curve_cells(out: Path, config: SourceCurveConfig) -> dict[tuple[int, int], d
     return found
 
 
-def curve_summary(out: Path, config: SourceCurveConfig) -> list[dict[str, Any]]:
+def curve_summary(
+    out: Path,
+    config: SourceCurveConfig,
+    cells: dict[tuple[int, int], dict[str, list[GainCell]]] | None = None,
+) -> list[dict[str, Any]]:
     """One row per (k, d): each kind's pooled gain recovered and interval, and how many cells it pools."""
     rows = []
     geometry = curve_geometry(out, config)
-    for (k, dim), by_kind in sorted(curve_cells(out, config).items()):
+    for (k, dim), by_kind in sorted((cells or curve_cells(out, config)).items()):
         row: dict[str, Any] = {
             "k": k,
             "d": dim,
@@ -278,7 +282,8 @@ def write_source_curve_report(out: str | Path) -> Path:
     """``<out>/report.md``, ``<out>/curve.json`` and ``<out>/source_curve.png`` from the records present."""
     out = Path(out)
     config = SourceCurveConfig.from_dict(json.loads((out / "config.json").read_text()))
-    rows = curve_summary(out, config)
+    found = curve_cells(out, config)
+    rows = curve_summary(out, config, found)
     write_json_atomic(out / "curve.json", rows)
     study = config.study
     methods = study.get("methods", [])
@@ -326,9 +331,42 @@ def write_source_curve_report(out: str | Path) -> Path:
     header = ["k", "d", "draws", "directions: solution / descent / random", *(LABELS[kind] for kind in KINDS)]
     lines += _table(header, table)
     plot = plot_source_curve(rows, out / "source_curve.png", title=config.name)
-    lines += ["", f"![source curve]({plot.name})", *_geometry_section(rows), *_sources(config)]
+    lines += ["", f"![source curve]({plot.name})", *_trend_section(found), *_geometry_section(rows)]
+    lines += _sources(config)
     lines += time_section(out)
     return _write(out, lines)
+
+
+TREND_KINDS = (LEARNED, "span", "transfer", "shared_own", "shared_transfer")
+
+
+def _trend_section(cells: dict[tuple[int, int], dict[str, list[GainCell]]]) -> list[str]:
+    """Each larger k's gain minus the smallest finished k's at the same d, paired on the held-out tasks' test
+    examples (every point scores the same ones), so "does it grow with k?" gets its own interval."""
+    from deltaspace.study.compare import paired_difference
+
+    table = []
+    for dim in sorted({d for _, d in cells}):
+        finished = sorted(k for k, d in cells if d == dim and cells[(k, d)].get(LEARNED))
+        base = finished[0] if finished else None
+        for k in finished[1:]:
+            row = [f"{k} − {base}", str(dim)]
+            for kind in TREND_KINDS:
+                first, second = cells[(base, dim)].get(kind), cells[(k, dim)].get(kind)
+                row.append(paired_difference(first, second) if first and second else "–")
+            table.append(row)
+    if not table:
+        return []
+    return [
+        "",
+        "## Does it grow with k?",
+        "",
+        "Each k's gain recovered minus the smallest k's at the same d, in points, with a paired bootstrap 95 % "
+        "interval (every point scores the same test examples of the same held-out tasks); bold where the "
+        "interval excludes 0.",
+        "",
+        *_table(["k", "d", *(LABELS[kind] for kind in TREND_KINDS)], table),
+    ]
 
 
 def _geometry_section(rows: list[dict[str, Any]]) -> list[str]:
