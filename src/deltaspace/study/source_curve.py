@@ -187,14 +187,16 @@ def finishing_order(points: list[CurvePoint]) -> list[CurvePoint]:
 # ---------------------------------------------------------------- the report
 
 
-def curve_cells(out: Path, config: SourceCurveConfig) -> dict[tuple[int, int], dict[str, list[GainCell]]]:
-    """``{(k, d): {kind: cells}}`` over the finished held-out records of every draw (kind: learned, a
-    control, ``transfer``: every off-diagonal DET pair, ``shared_own`` / ``shared_transfer``: the codes cut
-    to the shared coordinates, on and off the diagonal)."""
+def curve_cells(
+    records: dict[CurvePoint, list[Stage2Record]],
+) -> dict[tuple[int, int], dict[str, list[GainCell]]]:
+    """``{(k, d): {kind: cells}}`` over the finished points' held-out records (:func:`finished_records`);
+    kind: learned, a control, ``transfer`` (every off-diagonal DET pair), ``shared_own`` / ``shared_transfer``
+    (the codes cut to the shared coordinates, on and off the diagonal)."""
     found: dict[tuple[int, int], dict[str, list[GainCell]]] = {}
-    for point in config.points():
+    for point, point_records in records.items():
         by_kind = found.setdefault((point.k, point.dim), {})
-        for record in _records(out, config, point):
+        for record in point_records:
             for kind, by_det in record.runs.items():
                 by_kind.setdefault(kind, []).extend(record.gain_cell(kind, det) for det in by_det)
             by_kind.setdefault("transfer", []).extend(record.transfer_cells())
@@ -205,14 +207,12 @@ def curve_cells(out: Path, config: SourceCurveConfig) -> dict[tuple[int, int], d
 
 
 def curve_summary(
-    out: Path,
-    config: SourceCurveConfig,
-    cells: dict[tuple[int, int], dict[str, list[GainCell]]] | None = None,
+    out: Path, config: SourceCurveConfig, records: dict[CurvePoint, list[Stage2Record]]
 ) -> list[dict[str, Any]]:
     """One row per (k, d): each kind's pooled gain recovered and interval, and how many cells it pools."""
     rows = []
-    geometry = curve_geometry(out, config)
-    for (k, dim), by_kind in sorted((cells or curve_cells(out, config)).items()):
+    geometry = curve_geometry(out, records)
+    for (k, dim), by_kind in sorted(curve_cells(records).items()):
         row: dict[str, Any] = {
             "k": k,
             "d": dim,
@@ -228,27 +228,33 @@ def curve_summary(
     return rows
 
 
-def _records(out: Path, config: SourceCurveConfig, point: CurvePoint) -> list[Stage2Record]:
-    """The point's held-out records, or none while any is missing (a draw enters whole or not at all)."""
-    if not _finished(out, config, point):
-        return []
-    return [
-        Stage2Record.from_dict(json.loads((out / point.folder / "stage2" / f"{slug(task)}.json").read_text()))
-        for task in config.heldout_tasks
-    ]
+def finished_records(out: Path, config: SourceCurveConfig) -> dict[CurvePoint, list[Stage2Record]]:
+    """Each point's held-out records; none for a point while any is missing (it enters whole or not at all)."""
+    return {
+        point: [
+            Stage2Record.from_dict(
+                json.loads((out / point.folder / "stage2" / f"{slug(t)}.json").read_text())
+            )
+            for t in config.heldout_tasks
+        ]
+        if _finished(out, config, point)
+        else []
+        for point in config.points()
+    }
 
 
-def curve_geometry(out: Path, config: SourceCurveConfig) -> dict[tuple[int, int], dict[str, float]]:
+def curve_geometry(
+    out: Path, records: dict[CurvePoint, list[Stage2Record]]
+) -> dict[tuple[int, int], dict[str, float]]:
     """``{(k, d): mean geometry}`` of the learned held-out codes of every DET and finished draw against
     their point's source codes (:func:`deltaspace.study.report.code_places`): does a held-out code sit
     more inside the source codes' span, as a mixture of them, when there are more of them?"""
     from deltaspace.study.report import code_places, mean_geometry
 
     found: dict[tuple[int, int], list] = {}
-    for point in config.points():
-        records = _records(out, config, point)
-        if records:
-            places, _ = code_places(out / point.folder, {}, records)
+    for point, point_records in records.items():
+        if point_records:
+            places, _ = code_places(out / point.folder, {}, point_records)
             found.setdefault((point.k, point.dim), []).extend(g for by_det in places.values() for g in by_det)
     return {key: mean_geometry(geometries) for key, geometries in found.items() if geometries}
 
@@ -282,8 +288,8 @@ def write_source_curve_report(out: str | Path) -> Path:
     """``<out>/report.md``, ``<out>/curve.json`` and ``<out>/source_curve.png`` from the records present."""
     out = Path(out)
     config = SourceCurveConfig.from_dict(json.loads((out / "config.json").read_text()))
-    found = curve_cells(out, config)
-    rows = curve_summary(out, config, found)
+    records = finished_records(out, config)
+    rows = curve_summary(out, config, records)
     write_json_atomic(out / "curve.json", rows)
     study = config.study
     methods = study.get("methods", [])
@@ -331,7 +337,12 @@ def write_source_curve_report(out: str | Path) -> Path:
     header = ["k", "d", "draws", "directions: solution / descent / random", *(LABELS[kind] for kind in KINDS)]
     lines += _table(header, table)
     plot = plot_source_curve(rows, out / "source_curve.png", title=config.name)
-    lines += ["", f"![source curve]({plot.name})", *_trend_section(found), *_geometry_section(rows)]
+    lines += [
+        "",
+        f"![source curve]({plot.name})",
+        *_trend_section(curve_cells(records)),
+        *_geometry_section(rows),
+    ]
     lines += _sources(config)
     lines += time_section(out)
     return _write(out, lines)
