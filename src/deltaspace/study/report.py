@@ -492,7 +492,7 @@ def _agreement_lines(records: list[Stage2Record]) -> list[str]:
 
 
 def code_places(
-    out: Path, config: dict[str, Any], records: list[Stage2Record]
+    out: Path, records: list[Stage2Record], heldout_mode: str = "fixed"
 ) -> tuple[dict[str, list[CodeGeometry]], list[CodeGeometry]]:
     """Where each DET's learned stage-2 codes of the held-out tasks lie against the source codes stage 1 was
     fitted on (:mod:`deltaspace.subspace.code_geometry`), per DET; and the source codes themselves, placed
@@ -502,7 +502,7 @@ def code_places(
     sources: dict[Path, dict] = {}
     places: dict[str, list[CodeGeometry]] = {}
     for record in (r for r in records if r.heldout):
-        path = bundle_path(out, config.get("heldout_mode", "fixed"), record.task)
+        path = bundle_path(out, heldout_mode, record.task)
         if path not in sources:
             sources[path] = read_codes(path) if (path / "bundle.json").is_file() else {}
         for det, run in record.runs[LEARNED].items():
@@ -535,7 +535,7 @@ GEOMETRY_HEADER = ["length", "outside the span (%)", "weight sum", "negative wei
 def _code_places(
     out: Path, config: dict[str, Any], records: list[Stage2Record], methods: list[str]
 ) -> list[str]:
-    places, vertices = code_places(out, config, records)
+    places, vertices = code_places(out, records, config.get("heldout_mode", "fixed"))
     if not places:
         return []
     heldout = [r for r in records if r.heldout]

@@ -170,12 +170,12 @@ def run_source_curve(
     studies = dict(zip(config.points(), config.studies(), strict=True))
     if "sweep" in stages:
         run_study_set(out, config.to_dict(), list(studies.values()), ("sweep",), workers)
-    for point in finishing_order(list(studies)):
-        per_point = tuple(s for s in stages if s in ("fit", "optimise", "report"))
-        if per_point:
-            run_study_set(out, config.to_dict(), [studies[point]], per_point, workers)
-            write_source_curve_report(out)
-    return write_source_curve_report(out)
+    per_point = tuple(s for s in stages if s in ("fit", "optimise", "report"))
+    report = None
+    for point in finishing_order(list(studies)) if per_point else []:
+        run_study_set(out, config.to_dict(), [studies[point]], per_point, workers)
+        report = write_source_curve_report(out)
+    return report or write_source_curve_report(out)
 
 
 def finishing_order(points: list[CurvePoint]) -> list[CurvePoint]:
@@ -254,7 +254,7 @@ def curve_geometry(
     found: dict[tuple[int, int], list] = {}
     for point, point_records in records.items():
         if point_records:
-            places, _ = code_places(out / point.folder, {}, point_records)
+            places, _ = code_places(out / point.folder, point_records)
             found.setdefault((point.k, point.dim), []).extend(g for by_det in places.values() for g in by_det)
     return {key: mean_geometry(geometries) for key, geometries in found.items() if geometries}
 
