@@ -339,6 +339,21 @@ def _originals(records: list[tuple[str, Stage2Record]], methods: list[str]) -> l
     ]
 
 
+def _average_rows(
+    columns: dict[Any, list[float]], paper: list[float | None], paper_all: float, table: int
+) -> list[list[str]]:
+    """Each column's mean and the mean of every cell, then the paper's averages (its Table ``table``)."""
+    everything = [v for values in columns.values() for v in values]
+    return [
+        [
+            "**average**",
+            *(_pct(_mean(values)) for values in columns.values()),
+            f"**{_pct(_mean(everything))}**",
+        ],
+        [f"paper, Table {table} average", *map(_pct, paper), _pct(paper_all)],
+    ]
+
+
 def _optimisation(
     records: list[tuple[str, Stage2Record]], methods: list[str], controls: list[str]
 ) -> list[str]:
@@ -350,16 +365,8 @@ def _optimisation(
             values.append(_relative(run.metric, record.accuracy(record.original[method])))
             by_method[method].append(values[-1])
         rows.append([f"{slug(source)} → {record.task}", *map(_pct, values), _pct(_mean(values))])
-    everything = [v for values in by_method.values() for v in values]
-    rows.append(
-        ["**average**", *(_pct(_mean(by_method[m])) for m in methods), f"**{_pct(_mean(everything))}**"]
-    )
-    rows.append(
-        [
-            "paper, Table 1 average",
-            *(_pct(PAPER_OPTIMISATION.get(m)) for m in methods),
-            _pct(PAPER_OPTIMISATION["all"]),
-        ]
+    rows += _average_rows(
+        by_method, [PAPER_OPTIMISATION.get(m) for m in methods], PAPER_OPTIMISATION["all"], 1
     )
     gain_rows = []
     for kind in [LEARNED, *controls]:
@@ -395,17 +402,8 @@ def _transfer(records: list[tuple[str, Stage2Record]], methods: list[str]) -> li
             cells[direction].append(cell)
             row.append(relative)
         rows.append([f"{slug(source)} → {record.task}", *map(_pct, row), _pct(_mean(row))])
-    everything = [v for values in columns.values() for v in values]
-    rows.append(
-        ["**average**", *(_pct(_mean(columns[d])) for d in directions), f"**{_pct(_mean(everything))}**"]
-    )
-    rows.append(
-        [
-            "paper, Table 2 average",
-            *(_pct(PAPER_TRANSFER.get(_arrow(*d))) for d in directions),
-            _pct(PAPER_TRANSFER["all"]),
-        ]
-    )
+    paper = [PAPER_TRANSFER.get(_arrow(*d)) for d in directions]
+    rows += _average_rows(columns, paper, PAPER_TRANSFER["all"], 2)
     gain = [_ci(*pooled(cells[d])) for d in directions]
     pooled_all = pooled([c for d in directions for c in cells[d]])
     return [
