@@ -135,6 +135,10 @@ def test_a_source_curve_runs_every_point_on_one_sweep_and_pools_the_draws(
     (trend,) = [line for line in text.splitlines() if line.startswith("| 3 − 1 | 2 |")]
     change = rows[(3, 2)]["learned"]["gain"] - rows[(1, 2)]["learned"]["gain"]
     assert trend.split("|")[3].strip().strip("*").startswith(f"{change:.1f}")
+    # learned − span at each point, paired: the difference of the row's two pooled gains
+    (point,) = [line for line in text.splitlines() if line.startswith("| 1 | 2 | 2 |")]
+    above = rows[(1, 2)]["learned"]["gain"] - rows[(1, 2)]["span"]["gain"]
+    assert point.split("|")[-2].strip().strip("*").startswith(f"{above:.1f}")
     assert (out / "k3-d2-draw0" / "report.md").is_file() and (
         out / "k3-d2-draw0" / "baselines.json"
     ).is_file()

@@ -87,6 +87,11 @@ def test_headline_is_pooled_gain_recovered_beside_the_controls(tmp_path: Path) -
     assert lines[0].startswith("| lora | 75.0 [") and "| 25.0 [" in lines[0]  # random: (0 + 0.25) / 1
     assert lines[1].startswith("| full | 100.0 [")
     assert "| **all DETs** | 83.3 [" in text and "] | 16.7 [" in text
+    # learned − random, paired: lora 75.0 − 25.0, all DETs 83.3 − 16.7 (the last column of each row)
+    assert "| DET | learned (stage 1) | random control | learned − random |" in text
+    assert lines[0].split("|")[-2].strip().strip("*").startswith("50.0 [")
+    all_row = next(line for line in text.splitlines() if line.startswith("| **all DETs** |"))
+    assert all_row.split("|")[-2].strip().strip("*").startswith("66.7 [")
     # transfer: lora->full 0.5/0.5 on b; full->lora 0/0.5 on b -> pooled (0.5 + 0) / (0.5 + 0.5) = 50 %
     assert "gain recovered **50.0 [" in text
     assert "Stage 5, full fine-tuning" in text

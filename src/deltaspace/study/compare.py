@@ -19,8 +19,8 @@ from typing import Any
 from deltaspace.errors import UserInputError
 from deltaspace.io import atomic_write, write_text_atomic
 from deltaspace.study.records import LEARNED, SHARED, Stage2Record
-from deltaspace.study.report import _table, _with_interval, load_records, pooled
-from deltaspace.subspace.gain import GainCell, bootstrap_difference, pooled_gain
+from deltaspace.study.report import _table, _with_interval, load_records, paired_difference, pooled
+from deltaspace.subspace.gain import GainCell
 
 # What each column measures, in the order a reader follows: optimisation, its controls, then across DETs.
 FIGURES = {
@@ -155,17 +155,6 @@ def _difference(comparison: Comparison, view: StudyView, figure: str, resamples:
     if base is None or other is None:
         return "–"
     return paired_difference(base, other, resamples=resamples)
-
-
-def paired_difference(base: Sequence[GainCell], other: Sequence[GainCell], *, resamples: int = 2000) -> str:
-    """``other``'s pooled gain minus ``base``'s with its paired interval (the same tasks' test examples),
-    in bold where the interval excludes 0."""
-    first, second = pooled_gain(base), pooled_gain(other)
-    if first is None or second is None:
-        return "–"
-    interval = bootstrap_difference(base, other, resamples=resamples)
-    text = _with_interval(second - first, interval)
-    return f"**{text}**" if interval and (interval[0] > 0 or interval[1] < 0) else text
 
 
 def comparison_markdown(comparison: Comparison, *, resamples: int = 2000, command: str = "") -> str:

@@ -10,6 +10,7 @@ second table: with our label-prototype head θ0 already scores 0.3–0.7, so rel
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import numpy as np
 from deltaspace.io import write_text_atomic
 from deltaspace.study.records import LEARNED, Stage2Record, bundle_path
 from deltaspace.subspace.code_geometry import CodeGeometry, code_geometry
-from deltaspace.subspace.gain import GainCell, bootstrap_interval, pooled_gain
+from deltaspace.subspace.gain import GainCell, bootstrap_difference, bootstrap_interval, pooled_gain
 from deltaspace.train.sweep import slug
 
 # The paper's multi-task averages (Yi et al., 2022, Tables 3 and 4; T5-base, 60 source tasks, d = 100).
@@ -262,29 +263,49 @@ def _fit(out: Path) -> list[str]:
     )
 
 
+def paired_difference(base: Sequence[GainCell], other: Sequence[GainCell], *, resamples: int = 2000) -> str:
+    """``other``'s pooled gain minus ``base``'s with its paired interval (the same tasks' test examples),
+    in bold where the interval excludes 0."""
+    first, second = pooled_gain(base), pooled_gain(other)
+    if first is None or second is None:
+        return "–"
+    interval = bootstrap_difference(base, other, resamples=resamples)
+    text = _with_interval(second - first, interval)
+    return f"**{text}**" if interval and (interval[0] > 0 or interval[1] < 0) else text
+
+
 def _headline(records: list[Stage2Record], methods: list[str]) -> tuple[list[str], dict[str, Any]]:
     heldout = [r for r in records if r.heldout]
     if not heldout:
         return ["No held-out stage-2 results yet."], {}
     kinds = [k for k in (LEARNED, "random", "span") if all(k in r.runs for r in heldout)]
+    controls = kinds[1:]
     summary: dict[str, Any] = {}
     rows = []
     for det in [*methods, None]:
-        cells = []
+        cells, chosen = [], {}
         for kind in kinds:
-            chosen = [r.gain_cell(kind, d) for r in heldout for d in ([det] if det else methods)]
-            value, interval = pooled(chosen)
+            chosen[kind] = [r.gain_cell(kind, d) for r in heldout for d in ([det] if det else methods)]
+            value, interval = pooled(chosen[kind])
             cells.append(_with_interval(value, interval))
             if det is None:
                 summary[kind] = (value, interval)
+        # the issue's test of a learned subspace: above each control by more than the paired interval
+        cells += [paired_difference(chosen[control], chosen[LEARNED]) for control in controls]
         rows.append([det or "**all DETs**", *cells])
     n_examples = sorted({len(r.gold) for r in heldout})
     lines = [
         "Gain recovered (%) = Σ (subspace − θ0 accuracy) / Σ (original − θ0 accuracy) × 100, pooled over "
         f"the {len(heldout)} held-out task(s) ({_example_counts(n_examples)} test examples each), with a "
-        "paired bootstrap 95 % interval. The controls run through the same stage-2 optimiser, steps and d.",
+        "paired bootstrap 95 % interval. The controls run through the same stage-2 optimiser, steps and d"
+        + (
+            "; learned − control: the difference in points, paired on the same test examples (bold where its "
+            "interval excludes 0)."
+            if controls
+            else "."
+        ),
         "",
-        *_table(["DET", *(SUBSPACE_LABELS[k] for k in kinds)], rows),
+        *_table(["DET", *(SUBSPACE_LABELS[k] for k in kinds), *(f"learned − {k}" for k in controls)], rows),
     ]
     transfer = [c for r in heldout for c in r.transfer_cells()]
     if transfer:

@@ -28,7 +28,7 @@ from deltaspace.errors import UserInputError
 from deltaspace.io import atomic_write, write_json_atomic, write_text_atomic
 from deltaspace.study.config import StudyConfig, _build
 from deltaspace.study.records import LEARNED, Stage2Record
-from deltaspace.study.report import _table, _with_interval, pooled, time_section
+from deltaspace.study.report import _table, _with_interval, paired_difference, pooled, time_section
 from deltaspace.subspace.gain import GainCell
 from deltaspace.train.result import slug
 
@@ -328,19 +328,28 @@ def write_source_curve_report(out: str | Path) -> Path:
             f"rerun `deltaspace study {out / 'config.json'}` to resume.",
             "",
         ]
+    cells_at = curve_cells(records)
     table = []
     for row in rows:
         cells = [_with_interval(row[kind]["gain"], row[kind]["interval"]) for kind in KINDS]
+        point = cells_at[(row["k"], row["d"])]
+        above_span = paired_difference(point["span"], point[LEARNED]) if point.get("span") else "–"
         made = row["directions"]
         make_up = f"{made['solution']} / {made['descent']} / {made['random']}" if made else "–"
-        table.append([str(row["k"]), str(row["d"]), str(row["draws"]), make_up, *cells])
+        table.append([str(row["k"]), str(row["d"]), str(row["draws"]), make_up, *cells, above_span])
     header = ["k", "d", "draws", "directions: solution / descent / random", *(LABELS[kind] for kind in KINDS)]
-    lines += _table(header, table)
+    lines += [
+        "Learned − span: the learned subspace's gain minus the span control's, in points, paired on the same "
+        "test examples (the issue's target: above the span control by more than this interval; bold where it "
+        "excludes 0).",
+        "",
+        *_table([*header, "learned − span"], table),
+    ]
     plot = plot_source_curve(rows, out / "source_curve.png", title=config.name)
     lines += [
         "",
         f"![source curve]({plot.name})",
-        *_trend_section(curve_cells(records)),
+        *_trend_section(cells_at),
         *_geometry_section(rows),
     ]
     lines += _sources(config)
@@ -354,8 +363,6 @@ TREND_KINDS = (LEARNED, "span", "transfer", "shared_own", "shared_transfer")
 def _trend_section(cells: dict[tuple[int, int], dict[str, list[GainCell]]]) -> list[str]:
     """Each larger k's gain minus the smallest finished k's at the same d, paired on the held-out tasks' test
     examples (every point scores the same ones), so "does it grow with k?" gets its own interval."""
-    from deltaspace.study.compare import paired_difference
-
     table = []
     for dim in sorted({d for _, d in cells}):
         finished = sorted(k for k, d in cells if d == dim and cells[(k, d)].get(LEARNED))
