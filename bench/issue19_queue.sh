@@ -16,7 +16,8 @@
 #
 # Cost on the 2-core CPU machine under bf16 autocast (bench/results/cpu_bf16_step.md: 1.4-1.6x a float32
 # step on this CPU): full_suite ~4 h (the 100 originals ~2.5 h of it), full_suite_fit and full_suite_fit_random
-# ~2 h each (joint fit 0.85 s a step x 4,000 + 10 validations ~70 min; stage 2 25 runs ~30 min),
+# ~2 h each (joint fit 0.85 s a step x 4,000 + 10 validations ~70 min; stage 2 25 runs ~30 min; measured on the
+# faster machine: full_suite_fit_random 110 min with its 40 Coeff / full originals 20 min, fit 0.65 s a step 44 min),
 # full_suite_fit_hull ~40 min, source_curve_hull ~30 min (75 stage-2 runs), full_suite_fit_agree ~3 h,
 # source_curve ~2.7 h (measured: its 60 originals 25.5 min, each point 12-16.5 min; on a faster machine than the
 # other estimates, which may be ~2x high there); on a GPU, minutes each (--workers > 1 shares one GPU).
