@@ -207,12 +207,16 @@ def curve_cells(
 
 
 def curve_summary(
-    out: Path, config: SourceCurveConfig, records: dict[CurvePoint, list[Stage2Record]]
+    out: Path,
+    config: SourceCurveConfig,
+    records: dict[CurvePoint, list[Stage2Record]],
+    cells: dict[tuple[int, int], dict[str, list[GainCell]]],
 ) -> list[dict[str, Any]]:
-    """One row per (k, d): each kind's pooled gain recovered and interval, and how many cells it pools."""
+    """One row per (k, d) of ``cells`` (:func:`curve_cells` of ``records``): each kind's pooled gain recovered
+    and interval, and how many cells it pools."""
     rows = []
     geometry = curve_geometry(out, records)
-    for (k, dim), by_kind in sorted(curve_cells(records).items()):
+    for (k, dim), by_kind in sorted(cells.items()):
         row: dict[str, Any] = {
             "k": k,
             "d": dim,
@@ -289,7 +293,8 @@ def write_source_curve_report(out: str | Path) -> Path:
     out = Path(out)
     config = SourceCurveConfig.from_dict(json.loads((out / "config.json").read_text()))
     records = finished_records(out, config)
-    rows = curve_summary(out, config, records)
+    cells_at = curve_cells(records)
+    rows = curve_summary(out, config, records, cells_at)
     write_json_atomic(out / "curve.json", rows)
     study = config.study
     methods = study.get("methods", [])
@@ -328,7 +333,6 @@ def write_source_curve_report(out: str | Path) -> Path:
             f"rerun `deltaspace study {out / 'config.json'}` to resume.",
             "",
         ]
-    cells_at = curve_cells(records)
     table = []
     for row in rows:
         cells = [_with_interval(row[kind]["gain"], row[kind]["interval"]) for kind in KINDS]
